@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1 ninja
+# The CUDA kernel is compiled whenever a toolkit is found; torch otherwise looks in /usr/local and fails to link.
+CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
+export CUDA_HOME
+TORCH_CUDA_ARCH_LIST ?= 9.0
+export TORCH_CUDA_ARCH_LIST
+KERNEL_SOURCES := $(wildcard mrseg_kernels/csrc/*.cpp mrseg_kernels/csrc/*.cu mrseg_kernels/csrc/*.h)
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(KERNEL_SOURCES)
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q --no-build-isolation -e '.[dev,plot]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m mrseg --version
+	$(PY) -m mrseg_kernels.selfcheck
+
+test: install
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/roi_align.py
+
+clean:
+	rm -rf build *.egg-info mrseg_kernels/*.so $(STAMP)

@@ -1,0 +1,43 @@
+"""The one record of what was found in one input, shared by the predictor and every writer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class InputItem:
+    """One thing to predict on: an image file, or one frame of a video.
+
+    `id` is the stable COCO image id; `rel_path` is the file name relative to the SOURCE it came from
+    (what `file_name` holds in annotations.json); `frame` is the frame index for video frames, else None.
+    """
+
+    id: int
+    path: str
+    rel_path: str
+    frame: int | None = None
+    video: str | None = None
+
+
+@dataclass
+class Detections:
+    """Instances in one image, in original-image pixels.
+
+    boxes: float32 [N, 4] xyxy; scores: float32 [N]; labels: int64 [N] (model labels, 1..K);
+    masks: bool [N, H, W] or None; track_ids: int64 [N] for video frames, else None.
+    width, height: the original image size.
+    """
+
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    masks: np.ndarray | None = None
+    track_ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)

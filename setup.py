@@ -1,0 +1,26 @@
+"""Builds the compiled ops in mrseg_kernels/csrc (CPU always; CUDA whenever a toolkit is found)."""
+
+import glob
+import os
+
+from setuptools import setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def kernel_extension():
+    here = os.path.dirname(os.path.abspath(__file__))
+    csrc = os.path.join("mrseg_kernels", "csrc")
+    cpp = sorted(glob.glob(os.path.join(here, csrc, "*.cpp")))
+    cuda = sorted(glob.glob(os.path.join(here, csrc, "*.cu")))
+    sources = [os.path.relpath(p, here) for p in cpp]
+    extra = {"cxx": ["-O3", "-fopenmp", "-DNDEBUG"]}
+    with_cuda = bool(cuda) and (CUDA_HOME is not None or os.environ.get("MRSEG_FORCE_CUDA") == "1")
+    if with_cuda:
+        sources += [os.path.relpath(p, here) for p in cuda]
+        extra["cxx"].append("-DMRSEG_WITH_CUDA")
+        extra["nvcc"] = ["-O3", "-DMRSEG_WITH_CUDA", "--expt-relaxed-constexpr"]
+        return CUDAExtension("mrseg_kernels._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
+    return CppExtension("mrseg_kernels._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
+
+
+setup(ext_modules=[kernel_extension()], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
