@@ -1,0 +1,31 @@
+"""Writers for `mrseg predict`'s output formats, all fed the same `Detections` and instance records.
+
+Per-item writers (`write(item, image_rgb, det, instances)` then `close()`): `JsonlWriter`, `LabelmeWriter`,
+`YoloWriter`, `OverlayWriter`. Once at the end, on rank 0: `finalize(out_dir, formats, records_paths,
+categories)` builds annotations.json, results.json, predictions.jsonl and yolo/data.yaml from the journals.
+"""
+
+from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.finalize import finalize, read_records
+from mrseg.outputs.jsonl import JsonlWriter
+from mrseg.outputs.labelme import LabelmeWriter
+from mrseg.outputs.overlay import OverlayWriter
+from mrseg.outputs.records import image_record, instance_records, record_line
+from mrseg.outputs.yolo import YoloWriter
+
+FORMATS = ("coco", "coco-results", "jsonl", "labelme", "yolo", "overlay")
+
+__all__ = [
+    "FORMATS",
+    "Detections",
+    "InputItem",
+    "JsonlWriter",
+    "LabelmeWriter",
+    "OverlayWriter",
+    "YoloWriter",
+    "finalize",
+    "image_record",
+    "instance_records",
+    "read_records",
+    "record_line",
+]

@@ -13,6 +13,12 @@ class InputItem:
 
     `id` is the stable COCO image id; `rel_path` is the file name relative to the SOURCE it came from
     (what `file_name` holds in annotations.json); `frame` is the frame index for video frames, else None.
+
+    For a video frame, `path` is the video file, `video` the video's path relative to its SOURCE, `frame`
+    the 0-based frame index and `fps` the video's frame rate; `rel_path` is then
+    `<video rel path without extension>/<frame:06d>.jpg` (the layout of extracted frames).
+    `name` is the unique, sanitized output stem (posix, no extension) that per-item writers use
+    (`labelme/<name>.json`); `mrseg.data.sources` fills it, and when empty it is derived from `rel_path`.
     """
 
     id: int
@@ -20,6 +26,8 @@ class InputItem:
     rel_path: str
     frame: int | None = None
     video: str | None = None
+    fps: float | None = None
+    name: str = ""
 
 
 @dataclass

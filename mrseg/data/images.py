@@ -1,0 +1,251 @@
+"""Decoding one image file to RGB uint8, the same way for train, eval and predict.
+
+OpenCV decodes (it is a declared dependency; Pillow is not). What this module adds on top of `cv2.imdecode`:
+- EXIF orientation is parsed here and applied explicitly (JPEG APP1, PNG eXIf, TIFF), so the result does not
+  depend on the OpenCV version's own EXIF handling;
+- the pixel count is checked from the header before decoding, so a decompression bomb is refused before it
+  allocates (and checked again after decoding for formats whose header is not parsed here);
+- a truncated JPEG (no EOI marker after the scan data), a zero-byte file, a file that is not an image or a
+  format OpenCV cannot read all raise `ImageReadError` naming the file and the reason, instead of a `None`
+  or a silently partial image.
+Grayscale, RGBA, palette, 16-bit and CMYK inputs all come out as RGB uint8 (alpha is dropped, 16-bit is scaled
+down by 256, as `cv2.IMREAD_COLOR` does).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import cv2
+import numpy as np
+
+# Pillow's default limit (Image.MAX_IMAGE_PIXELS): 1024 * 1024 * 1024 // 4 // 3.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class ImageReadError(ValueError):
+    """An input image that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode the image at `path` to RGB uint8 `[H, W, 3]` with EXIF orientation applied.
+
+    `max_pixels` (None: no limit) refuses larger images as likely decompression bombs.
+    Raises `ImageReadError` (a ValueError) for a missing, empty, truncated, oversized or undecodable file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder, not an image file") from None
+    except OSError as e:
+        raise ImageReadError(path, f"cannot read the file ({e.strerror or e})") from None
+    return decode_image(data, path, max_pixels)
+
+
+def decode_image(
+    data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode encoded image bytes like `read_image`; `path` is only used in error messages."""
+    if len(data) == 0:
+        raise ImageReadError(path, "the file is empty (0 bytes)")
+    kind = sniff_format(data)
+    if kind is None:
+        raise ImageReadError(path, "not a recognised image format (expected JPEG, PNG, BMP, TIFF, WebP, ...)")
+    if kind in ("heif", "gif"):
+        raise ImageReadError(path, f"{kind.upper()} is not supported by OpenCV; convert it to JPEG or PNG")
+    size = header_size(data, kind)
+    if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise _too_large(path, size, max_pixels)
+    if kind == "jpeg" and not _jpeg_is_complete(data):
+        raise ImageReadError(path, "truncated JPEG (no end-of-image marker); the file is incomplete")
+
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as e:
+        raise ImageReadError(path, f"OpenCV could not decode the {kind.upper()} data ({e.err})") from None
+    if bgr is None:
+        raise ImageReadError(path, f"OpenCV could not decode the {kind.upper()} data (corrupt or truncated)")
+    h, w = bgr.shape[:2]
+    if max_pixels is not None and h * w > max_pixels:
+        raise _too_large(path, (w, h), max_pixels)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return apply_orientation(rgb, exif_orientation(data, kind))
+
+
+def _too_large(path, size: tuple[int, int], max_pixels: int) -> ImageReadError:
+    w, h = size
+    return ImageReadError(
+        path,
+        f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} (a possible decompression "
+        f"bomb); raise the limit (max_pixels) if the file is trusted",
+    )
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the file's magic bytes ("jpeg", "png", ...), or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"avif"):
+        return "heif"
+    if data[:2] in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6"):
+        return "pnm"
+    if data[:8] == b"\x00\x00\x00\x0cjP  " or data[:4] == b"\xff\x4f\xff\x51":
+        return "jpeg2000"
+    if data[:4] == b"\x76\x2f\x31\x01":
+        return "exr"
+    if data[:10].startswith(b"#?RADIANCE") or data[:6] == b"#?RGBE":
+        return "hdr"
+    return None
+
+
+def header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    """(width, height) read from the header for JPEG, PNG, BMP and WebP, else None (also if unparsable)."""
+    try:
+        if kind == "png" and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        if kind == "jpeg":
+            return _jpeg_size(data)
+        if kind == "bmp":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if kind == "webp":
+            return _webp_size(data)
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_segments(data: bytes):
+    """Yield (marker, payload_start, payload_end) for the JPEG header segments up to and including SOS."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        yield marker, i + 4, i + 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            return
+        i += 2 + length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    for marker, start, _ in _jpeg_segments(data):
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", data[start + 1 : start + 5])
+            return w, h
+    return None
+
+
+def _jpeg_is_complete(data: bytes) -> bool:
+    # 0xFFD9 cannot occur inside entropy-coded data (0xFF is stuffed), so an EOI after the first scan
+    # marks a complete file; trailing bytes after it are allowed (some cameras append data).
+    sos = None
+    for marker, start, _ in _jpeg_segments(data):
+        if marker == 0xDA:
+            sos = start
+    return sos is not None and data.rfind(b"\xff\xd9") > sos
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        w = int.from_bytes(data[24:27], "little") + 1
+        h = int.from_bytes(data[27:30], "little") + 1
+        return w, h
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":
+        b = int.from_bytes(data[21:25], "little")
+        return (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
+    return None
+
+
+def exif_orientation(data: bytes, kind: str | None = None) -> int:
+    """The EXIF orientation tag (1..8) of a JPEG, PNG or TIFF file's bytes; 1 when absent or unreadable."""
+    kind = kind or sniff_format(data)
+    tiff = None
+    try:
+        if kind == "jpeg":
+            for marker, start, end in _jpeg_segments(data):
+                if marker == 0xE1 and data[start : start + 6] == b"Exif\x00\x00":
+                    tiff = data[start + 6 : end]
+                    break
+        elif kind == "png":
+            tiff = _png_exif(data)
+        elif kind == "tiff":
+            tiff = data
+        if tiff is None:
+            return 1
+        return _tiff_orientation(tiff)
+    except (struct.error, IndexError):
+        return 1
+
+
+def _png_exif(data: bytes) -> bytes | None:
+    i = 8
+    while i + 8 <= len(data):
+        length, ctype = struct.unpack(">I4s", data[i : i + 8])
+        if ctype == b"eXIf":
+            return data[i + 8 : i + 8 + length]
+        if ctype in (b"IDAT", b"IEND"):  # eXIf must precede the image data
+            return None
+        i += 12 + length
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    endian = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if endian is None:
+        return 1
+    (ifd,) = struct.unpack(endian + "I", tiff[4:8])
+    (count,) = struct.unpack(endian + "H", tiff[ifd : ifd + 2])
+    for k in range(count):
+        entry = ifd + 2 + 12 * k
+        tag, typ = struct.unpack(endian + "HH", tiff[entry : entry + 4])
+        if tag == 0x0112 and typ == 3:  # Orientation, SHORT
+            (value,) = struct.unpack(endian + "H", tiff[entry + 8 : entry + 10])
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an `[H, W, C]` image stored with EXIF `orientation` (1..8) upright."""
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops.get(orientation, ops[1])(image))

@@ -1,0 +1,188 @@
+"""The final files of a predict run, built once from the run journal(s) after every rank is done.
+
+`read_records` streams the journal lines (`{"image": {...}, "instances": [...]}`) of one or more record
+files sorted by image id: a line that is torn (no newline at the end, as after a crash) or not valid JSON is
+skipped, and when an image id occurs more than once the last complete line wins (a resumed run may redo
+an input).
+Only an index of (id, file, offset) is held in memory; each line is read back from disk when its turn comes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from mrseg import __version__
+from mrseg.outputs.atomic import atomic_open
+from mrseg.outputs.jsonl import JSONL_NAME
+from mrseg.outputs.masks import segmentation_to_rle
+
+COCO_NAME = "annotations.json"
+RESULTS_NAME = "results.json"
+YOLO_YAML = "yolo/data.yaml"
+_PLACEHOLDER_NAMES = {"N/A", "__background__"}
+
+
+def _index(paths: list[Path]) -> list[tuple[int, int, int]]:
+    """Sorted (image_id, file_index, offset) of the last complete line for each image id."""
+    latest: dict[int, tuple[int, int]] = {}
+    for file_index, path in enumerate(paths):
+        bad = 0
+        with open(path, "rb") as f:
+            offset = 0
+            for line in f:
+                start, offset = offset, offset + len(line)
+                if not line.endswith(b"\n"):
+                    continue  # torn last line
+                try:
+                    image_id = int(json.loads(line)["image"]["id"])
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+                    continue
+                latest[image_id] = (file_index, start)
+        if bad:
+            warnings.warn(f"{path}: skipped {bad} unreadable record line(s)", stacklevel=3)
+    return sorted((image_id, fi, off) for image_id, (fi, off) in latest.items())
+
+
+def iter_record_lines(records_paths: Iterable[str | os.PathLike]) -> Iterator[bytes]:
+    """The raw JSON lines (newline-terminated) of the record files, one per image id, sorted by image id."""
+    paths = [Path(p) for p in records_paths if Path(p).exists()]
+    index = _index(paths)
+    files = [open(p, "rb") for p in paths]
+    try:
+        for _, file_index, offset in index:
+            f = files[file_index]
+            f.seek(offset)
+            yield f.readline()
+    finally:
+        for f in files:
+            f.close()
+
+
+def read_records(records_paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
+    """The journal records `{"image": {...}, "instances": [...]}`, one per image id, sorted by image id."""
+    for line in iter_record_lines(records_paths):
+        yield json.loads(line)
+
+
+def coco_categories(categories: list[dict]) -> list[dict]:
+    """COCO `categories` (id, name, supercategory) from the model's classes, without placeholders ("N/A")."""
+    out, seen = [], set()
+    for c in categories:
+        if c["name"] in _PLACEHOLDER_NAMES or int(c["id"]) in seen:
+            continue
+        seen.add(int(c["id"]))
+        out.append({"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")})
+    return out
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_coco(path: str | os.PathLike, records_paths: list, categories: list[dict]) -> None:
+    """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes)."""
+    info = {
+        "description": "mrseg predict",
+        "version": __version__,
+        "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_open(path, "w", fsync=True) as f:
+        f.write('{"info":' + _dump(info) + ',"licenses":[]')
+        f.write(',"categories":' + _dump(coco_categories(categories)))
+        f.write(',"images":[')
+        for k, record in enumerate(read_records(records_paths)):
+            f.write(("," if k else "") + "\n" + _dump(record["image"]))
+        f.write('],"annotations":[')
+        ann_id = 0
+        for record in read_records(records_paths):
+            image_id = record["image"]["id"]
+            for inst in record["instances"]:
+                ann_id += 1
+                ann = {"id": ann_id, "image_id": image_id, "category_id": inst["category_id"]}
+                ann.update(bbox=inst["bbox"], area=inst["area"])
+                if "segmentation" in inst:
+                    ann["segmentation"] = inst["segmentation"]
+                ann.update(iscrowd=0, score=inst["score"])
+                if "track_id" in inst:
+                    ann["track_id"] = inst["track_id"]
+                f.write(("," if ann_id > 1 else "") + "\n" + _dump(ann))
+        f.write("]}\n")
+
+
+def write_results(path: str | os.PathLike, records_paths: list) -> None:
+    """`results.json`: the list `COCO.loadRes` takes; segmentations always as compressed RLE."""
+    with atomic_open(path, "w", fsync=True) as f:
+        f.write("[")
+        first = True
+        for record in read_records(records_paths):
+            image = record["image"]
+            for inst in record["instances"]:
+                res = {"image_id": image["id"], "category_id": inst["category_id"], "bbox": inst["bbox"]}
+                res["score"] = inst["score"]
+                if "segmentation" in inst:
+                    seg = inst["segmentation"]
+                    res["segmentation"] = segmentation_to_rle(seg, image["height"], image["width"])
+                f.write(("" if first else ",") + "\n" + _dump(res))
+                first = False
+        f.write("\n]\n")
+
+
+def write_jsonl(path: str | os.PathLike, records_paths: list) -> None:
+    """`predictions.jsonl` rewritten from the journals: one line per image, sorted by id."""
+    with atomic_open(path, "wb", fsync=True) as f:
+        for line in iter_record_lines(records_paths):
+            f.write(line)
+
+
+def write_yolo_yaml(path: str | os.PathLike, categories: list[dict]) -> None:
+    """`yolo/data.yaml`: class index i (= model label - 1) -> name, for every label including placeholders."""
+    lines = [
+        "# Written by mrseg predict. Labels (YOLO-seg polygons) are in labels/, one file per image;",
+        "# class index = model label - 1. Add train/val image folders to train on them.",
+        "path: .",
+        f"nc: {len(categories)}",
+        "names:",
+    ]
+    # A JSON string is a valid YAML double-quoted scalar, so any name round-trips.
+    lines += [f"  {i}: {json.dumps(str(c['name']))}" for i, c in enumerate(categories)]
+    with atomic_open(path, "w", fsync=True) as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def finalize(
+    out_dir: str | os.PathLike,
+    formats: Iterable[str],
+    records_paths: Iterable[str | os.PathLike],
+    categories: list[dict],
+) -> dict[str, Path]:
+    """Write the run's final files into `out_dir` for the requested `formats`; returns {format: path}.
+
+    `coco` -> annotations.json, `coco-results` -> results.json, `jsonl` -> predictions.jsonl (rewritten from
+    the journals sorted by id, which also merges the ranks of a torchrun), `yolo` -> yolo/data.yaml. Other
+    formats (labelme, overlay) are per-item only and ignored here. `categories`: the model's `{"id", "name"}`
+    per label.
+    Missing record files count as empty (a rank that got no inputs).
+    """
+    out = Path(out_dir)
+    formats = set(formats)
+    records_paths = list(records_paths)
+    written: dict[str, Path] = {}
+    if "coco" in formats:
+        write_coco(out / COCO_NAME, records_paths, categories)
+        written["coco"] = out / COCO_NAME
+    if "coco-results" in formats:
+        write_results(out / RESULTS_NAME, records_paths)
+        written["coco-results"] = out / RESULTS_NAME
+    if "jsonl" in formats:
+        write_jsonl(out / JSONL_NAME, records_paths)
+        written["jsonl"] = out / JSONL_NAME
+    if "yolo" in formats:
+        write_yolo_yaml(out / YOLO_YAML, categories)
+        written["yolo"] = out / YOLO_YAML
+    return written

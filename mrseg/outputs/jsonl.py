@@ -1,0 +1,39 @@
+"""`predictions.jsonl`: one JSON object per input, appended and flushed as each input finishes."""
+
+from __future__ import annotations
+
+import os
+from typing import TextIO
+
+import numpy as np
+
+from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.records import record_line
+
+JSONL_NAME = "predictions.jsonl"
+
+
+class JsonlWriter:
+    """Writes `{"image": {...}, "instances": [...]}` lines to a file or a text stream (e.g. `sys.stdout`).
+
+    `out`: a path (opened for writing, or appending with `append=True`, e.g. on `--resume`) or an open text
+    stream, which is flushed after every line and never closed here. Lines come in the order written;
+    `finalize` rewrites the file sorted by image id at the end of a run.
+    """
+
+    def __init__(self, out: str | os.PathLike | TextIO, append: bool = False):
+        if hasattr(out, "write"):
+            self._f, self._owned = out, False
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            self._f, self._owned = open(out, "a" if append else "w", encoding="utf-8"), True
+
+    def write(
+        self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
+    ) -> None:
+        self._f.write(record_line(item, det, instances))
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._owned and not self._f.closed:
+            self._f.close()

@@ -1,0 +1,134 @@
+"""`overlay/<name>.jpg` (images) and `overlay/<video>.mp4` (video frames): the detections drawn on the input.
+
+Masks are filled semi-transparently and outlined, boxes drawn, and each instance labelled with its class name
+and score. Colours follow `track_id` when present (one object keeps its colour across frames), else the class.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from mrseg.outputs.atomic import atomic_write_bytes
+from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.paths import output_path, output_stem
+
+# Distinct, saturated RGB colours (Tableau 20 reordered so neighbours differ).
+PALETTE = np.array(
+    [
+        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+        (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+        (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
+        (219, 219, 141), (158, 218, 229),
+    ],
+    dtype=np.uint8,
+)  # fmt: skip
+
+
+def instance_color(det: Detections, i: int) -> tuple[int, int, int]:
+    """RGB colour of instance `i`: by track id when tracked, else by label."""
+    key = int(det.track_ids[i]) if det.track_ids is not None else int(det.labels[i])
+    return tuple(int(c) for c in PALETTE[key % len(PALETTE)])
+
+
+def draw_detections(
+    image_rgb: np.ndarray, det: Detections, instances: list[dict] | None = None, alpha: float = 0.45
+) -> np.ndarray:
+    """A copy of `image_rgb` (uint8 `[H, W, 3]`) with the detections drawn; `instances` supply the names."""
+    out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
+    h, w = out.shape[:2]
+    scale = max(h, w) / 1000.0
+    thickness = max(1, round(2 * scale))
+    font_scale = max(0.4, 0.6 * scale)
+    for i in range(len(det)):
+        color = instance_color(det, i)
+        if det.masks is not None:
+            mask = np.asarray(det.masks[i])
+            mask = mask.reshape(mask.shape[-2:]).astype(bool)
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            if rows.size:  # blend and outline inside the mask's bounding box only
+                y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+                m = mask[y0:y1, x0:x1]
+                region = out[y0:y1, x0:x1]
+                blended = (region[m] * (1 - alpha) + np.array(color) * alpha).astype(np.uint8)
+                region[m] = blended
+                contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(region, contours, -1, color, thickness)
+        x0, y0, x1, y1 = (int(round(float(v))) for v in det.boxes[i])
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, thickness)
+        name = instances[i]["name"] if instances and i < len(instances) else f"class {int(det.labels[i])}"
+        text = f"{name} {float(det.scores[i]):.2f}"
+        if det.track_ids is not None:
+            text = f"#{int(det.track_ids[i])} {text}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        ty = y0 - 2 if y0 - th - base - 2 >= 0 else y0 + th + base + 2
+        cv2.rectangle(out, (x0, ty - th - base), (x0 + tw + 2, ty + 1), color, -1)
+        text_color = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(out, text, (x0 + 1, ty - base), font, font_scale, text_color, thickness, cv2.LINE_AA)
+    return out
+
+
+class OverlayWriter:
+    """Writes `OUT/overlay/<name>.jpg` per image and appends video frames to `OUT/overlay/<video>.mp4`.
+
+    A video is written to a hidden temporary `.mp4` beside its final name while frames arrive (in order, all
+    on this writer) and renamed on `close()`. Its frame rate is the source's (`item.fps`) divided by
+    `vid_stride`, so the overlay plays at the original speed.
+    """
+
+    def __init__(
+        self, out_dir: str | os.PathLike, alpha: float = 0.45, jpeg_quality: int = 90, vid_stride: int = 1
+    ):
+        self.out_dir = out_dir
+        self.alpha = alpha
+        self.jpeg_quality = jpeg_quality
+        self.vid_stride = vid_stride
+        self._videos: dict[Path, tuple[cv2.VideoWriter, Path, tuple[int, int]]] = {}
+
+    def path_for(self, item: InputItem) -> Path:
+        if item.frame is not None:
+            stem = str(PurePosixPath(output_stem(item)).parent) if item.name else _video_stem(item)
+            return output_path(self.out_dir, "overlay", stem, suffix=".mp4")
+        return output_path(self.out_dir, "overlay", output_stem(item), suffix=".jpg")
+
+    def write(
+        self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
+    ) -> None:
+        if image_rgb is None:
+            raise ValueError(f"overlay: no image given for {item.rel_path}; the overlay needs the pixels")
+        drawn = cv2.cvtColor(draw_detections(image_rgb, det, instances, self.alpha), cv2.COLOR_RGB2BGR)
+        path = self.path_for(item)
+        if item.frame is None:
+            ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            if not ok:
+                raise RuntimeError(f"overlay: OpenCV could not encode the overlay for {item.rel_path}")
+            atomic_write_bytes(path, buf.tobytes())
+            return
+        if path not in self._videos:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+            fps = (item.fps or 30.0) / self.vid_stride
+            size = (drawn.shape[1], drawn.shape[0])
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            if not writer.isOpened():
+                raise RuntimeError(f"overlay: OpenCV cannot write the video {path} (mp4v codec unavailable?)")
+            self._videos[path] = (writer, tmp, size)
+        writer, _, size = self._videos[path]
+        if (drawn.shape[1], drawn.shape[0]) != size:
+            drawn = cv2.resize(drawn, size)
+        writer.write(drawn)
+
+    def close(self) -> None:
+        """Finish every open video (release, then rename into place)."""
+        videos, self._videos = self._videos, {}
+        for path, (writer, tmp, _) in videos.items():
+            writer.release()
+            os.replace(tmp, path)
+
+
+def _video_stem(item: InputItem) -> str:
+    return str(PurePosixPath(item.video or item.rel_path).with_suffix(""))

@@ -1,0 +1,59 @@
+"""LabelmeWriter: files labelme opens, parsed back to the same polygons, inside the output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from mrseg.outputs.detections import InputItem
+from mrseg.outputs.labelme import LabelmeWriter
+from mrseg.outputs.masks import mask_to_polygons, polygons_to_mask
+from mrseg.outputs.records import instance_records
+
+
+def test_labelme_file_round_trip(tmp_path, detections, classes, iou):
+    src = tmp_path / "data" / "sub" / "a b.jpg"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"x")
+    out = tmp_path / "out"
+    item = InputItem(id=1, path=str(src), rel_path="sub/a b.jpg")
+    writer = LabelmeWriter(out)
+    writer.write(item, None, detections, instance_records(detections, classes))
+    writer.close()
+    path = out / "labelme" / "sub" / "a b.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    assert set(doc) >= {"version", "flags", "shapes", "imagePath", "imageData", "imageHeight", "imageWidth"}
+    assert doc["imageData"] is None and (doc["imageHeight"], doc["imageWidth"]) == (60, 80)
+    # imagePath is relative to the json file, the way labelme resolves it.
+    assert os.path.samefile(path.parent / doc["imagePath"], src)
+
+    shapes = doc["shapes"]
+    assert [s["label"] for s in shapes] == ["date", "fig", "fig", "hazel nut"]
+    assert all(s["shape_type"] == "polygon" and len(s["points"]) >= 3 for s in shapes)
+    assert shapes[0]["group_id"] is None and shapes[1]["group_id"] == shapes[2]["group_id"] == 1
+    # Points parse back to the polygons traced from the masks (holes filled for the ring).
+    for k, shape_idx in ((0, [0]), (1, [1, 2]), (2, [3])):
+        polys = [np.asarray(shapes[i]["points"]).reshape(-1).tolist() for i in shape_idx]
+        want = mask_to_polygons(detections.masks[k])
+        assert sorted(map(len, polys)) == sorted(map(len, want))
+        if k < 2:
+            assert iou(polygons_to_mask(polys, 60, 80), detections.masks[k]) >= 0.95
+    assert shapes[0]["description"] == "score 0.900"
+
+
+def test_labelme_video_frame_and_hostile_name(tmp_path, make_dets, classes):
+    det = make_dets(track=True)
+    out = tmp_path / "out"
+    writer = LabelmeWriter(out)
+    frame = InputItem(id=3, path="v.mp4", rel_path="v/000002.jpg", frame=2, video="v.mp4", name="v/000002")
+    writer.write(frame, None, det, instance_records(det, classes))
+    doc = json.loads((out / "labelme" / "v" / "000002.json").read_text())
+    assert doc["imagePath"] == "000002.jpg"
+    assert {s["group_id"] for s in doc["shapes"]} == {5, 6, 7}
+    writer.write(InputItem(id=4, path="x", rel_path="../../../evil.jpg"), None, det, [])
+    assert (out / "labelme" / "evil.json").exists()
+    assert not (tmp_path / "evil.json").exists()
+    files = [p for p in tmp_path.rglob("*.json")]
+    assert all(str(p).startswith(str(out)) for p in files)

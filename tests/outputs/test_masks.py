@@ -1,0 +1,150 @@
+"""Masks <-> polygons and RLE, checked by rasterising with pycocotools (the reference consumer)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_util
+
+from mrseg.outputs.masks import (
+    has_holes,
+    hole_areas,
+    mask_to_polygons,
+    mask_to_segmentation,
+    polygons_to_mask,
+    rle_decode,
+    rle_encode,
+    segmentation_to_rle,
+)
+
+
+def test_real_object_polygons_round_trip(nuts, iou):
+    """Each nuts instance: GT polygon -> mask -> our polygons -> mask keeps IoU >= 0.95 (1.0 unsimplified)."""
+    images = {im["id"]: im for im in nuts["images"]}
+    ious, exact = [], []
+    for ann in nuts["annotations"]:
+        im = images[ann["image_id"]]
+        mask = polygons_to_mask(ann["segmentation"], im["height"], im["width"])
+        assert mask.sum() > 100
+        ious.append(iou(mask, polygons_to_mask(mask_to_polygons(mask), im["height"], im["width"])))
+        if len(exact) < 20:
+            unsimplified = mask_to_polygons(mask, simplify=0)
+            exact.append(iou(mask, polygons_to_mask(unsimplified, im["height"], im["width"])))
+    assert len(ious) == 165
+    assert min(ious) >= 0.95, min(ious)
+    assert np.mean(ious) >= 0.98
+    assert min(exact) == 1.0  # the pixel-edge construction is exact before simplification
+
+
+def test_simplify_reduces_vertices(nuts):
+    im = nuts["images"][0]
+    ann = next(a for a in nuts["annotations"] if a["image_id"] == im["id"])
+    mask = polygons_to_mask(ann["segmentation"], im["height"], im["width"])
+    n = [sum(len(p) for p in mask_to_polygons(mask, simplify=s)) for s in (0, 0.5, 1.0, 3.0)]
+    assert n[0] > n[1] > n[2] > n[3]
+
+
+def test_multi_part_keeps_every_part(iou):
+    mask = np.zeros((50, 70), np.uint8)
+    cv2.circle(mask, (12, 12), 9, 1, -1)
+    cv2.rectangle(mask, (30, 5), (45, 40), 1, -1)
+    cv2.ellipse(mask, (58, 38), (8, 5), 30, 0, 360, 1, -1)
+    polys = mask_to_polygons(mask.astype(bool))
+    assert len(polys) == 3
+    assert all(len(p) >= 6 and len(p) % 2 == 0 for p in polys)
+    assert iou(mask, polygons_to_mask(polys, 50, 70)) >= 0.95
+    seg = mask_to_segmentation(mask.astype(bool), "polygon")
+    assert isinstance(seg, list) and len(seg) == 3
+
+
+def test_holed_mask_falls_back_to_exact_rle(iou):
+    mask = np.zeros((40, 40), np.uint8)
+    cv2.circle(mask, (20, 20), 15, 1, -1)
+    cv2.circle(mask, (20, 20), 6, 0, -1)
+    mask = mask.astype(bool)
+    assert has_holes(mask)
+    seg = mask_to_segmentation(mask, "polygon")
+    assert isinstance(seg, dict) and isinstance(seg["counts"], str)
+    np.testing.assert_array_equal(rle_decode(seg), mask)
+    # Polygon-only consumers get the outer boundary (hole filled).
+    filled = np.zeros((40, 40), np.uint8)
+    cv2.circle(filled, (20, 20), 15, 1, -1)
+    assert iou(filled, polygons_to_mask(mask_to_polygons(mask), 40, 40)) >= 0.95
+
+
+def test_tiny_hole_is_ignored_and_hole_areas_counted():
+    mask = np.zeros((30, 30), bool)
+    mask[5:25, 5:25] = True
+    mask[10, 10] = False  # 1-px hole
+    mask[15:18, 15:18] = False  # 9-px hole
+    assert sorted(hole_areas(mask)) == [1, 9]
+    assert has_holes(mask, min_area=4) and not has_holes(mask, min_area=10)
+    mask[15:18, 15:18] = True
+    assert isinstance(mask_to_segmentation(mask, "polygon"), list)
+
+
+def test_slivers_dropped_and_tiny_masks_use_rle(iou):
+    mask = np.zeros((30, 30), bool)
+    mask[5:20, 5:20] = True
+    mask[25, 25:27] = True  # a 2-px sliver
+    polys = mask_to_polygons(mask)
+    assert len(polys) == 1
+    tiny = np.zeros((30, 30), bool)
+    tiny[3, 3:5] = True
+    assert mask_to_polygons(tiny) == []
+    seg = mask_to_segmentation(tiny, "polygon")
+    np.testing.assert_array_equal(rle_decode(seg), tiny)
+
+
+def test_thin_line_and_border_touching(iou):
+    mask = np.zeros((20, 40), bool)
+    mask[10, 2:38] = True  # 1 px wide
+    mask[:, 39] = True  # touches the right border, top to bottom
+    polys = mask_to_polygons(mask, simplify=0)
+    back = polygons_to_mask(polys, 20, 40)
+    assert iou(mask, back) >= 0.95
+    coords = np.concatenate([np.asarray(p).reshape(-1, 2) for p in polys])
+    assert coords.min() >= 0 and coords[:, 0].max() <= 40 and coords[:, 1].max() <= 20
+
+
+def test_empty_mask():
+    empty = np.zeros((10, 12), bool)
+    assert mask_to_polygons(empty) == []
+    seg = mask_to_segmentation(empty)
+    assert seg["size"] == [10, 12] and not rle_decode(seg).any()
+
+
+def test_rle_round_trip_matches_pycocotools():
+    rng = np.random.default_rng(0)
+    mask = rng.random((33, 47)) > 0.6
+    rle = rle_encode(mask)
+    json.dumps(rle)  # JSON-ready
+    assert rle["size"] == [33, 47] and isinstance(rle["counts"], str)
+    np.testing.assert_array_equal(rle_decode(rle), mask)
+    ref = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert rle["counts"].encode() == ref["counts"]
+    assert mask_util.area(ref) == mask.sum()
+    # Uncompressed RLE (as in COCO crowd annotations) decodes too.
+    flat = mask.T.reshape(-1)
+    runs, value, count = [], False, 0
+    for v in flat:
+        if v == value:
+            count += 1
+        else:
+            runs.append(count)
+            value, count = v, 1
+    runs.append(count)
+    np.testing.assert_array_equal(rle_decode({"size": [33, 47], "counts": runs}), mask)
+
+
+def test_segmentation_to_rle_from_polygons_and_rle():
+    polys = [[2, 2, 10, 2, 10, 10, 2, 10], [20, 20, 25, 20, 25, 28]]
+    rle = segmentation_to_rle(polys, 30, 30)
+    ref = mask_util.merge(mask_util.frPyObjects(polys, 30, 30))
+    assert rle["counts"] == ref["counts"].decode() and rle["size"] == [30, 30]
+    assert segmentation_to_rle(rle, 30, 30) == rle
+    with pytest.raises(ValueError, match="mask_format"):
+        mask_to_segmentation(np.ones((3, 3), bool), "bitmap")
