@@ -2,13 +2,15 @@
 
 Per-item writers (`write(item, image_rgb, det, instances)` then `close()`): `JsonlWriter`, `LabelmeWriter`,
 `YoloWriter`, `OverlayWriter`. Once at the end, on rank 0: `finalize(out_dir, formats, records_paths,
-categories)` builds annotations.json, results.json, predictions.jsonl and yolo/data.yaml from the journals.
+categories)` builds annotations.json, results.json, predictions.jsonl and yolo/data.yaml from the journals and
+finishes the overlay videos. `Detections.masks` may be a `CroppedMasks` (per-instance crops).
 """
 
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.finalize import finalize, read_records
 from mrseg.outputs.jsonl import JsonlWriter
 from mrseg.outputs.labelme import LabelmeWriter
+from mrseg.outputs.mask_crop import CroppedMasks, MaskCrop
 from mrseg.outputs.overlay import OverlayWriter
 from mrseg.outputs.records import image_record, instance_records, record_line
 from mrseg.outputs.yolo import YoloWriter
@@ -17,10 +19,12 @@ FORMATS = ("coco", "coco-results", "jsonl", "labelme", "yolo", "overlay")
 
 __all__ = [
     "FORMATS",
+    "CroppedMasks",
     "Detections",
     "InputItem",
     "JsonlWriter",
     "LabelmeWriter",
+    "MaskCrop",
     "OverlayWriter",
     "YoloWriter",
     "finalize",

@@ -35,7 +35,9 @@ class Detections:
     """Instances in one image, in original-image pixels.
 
     boxes: float32 [N, 4] xyxy; scores: float32 [N]; labels: int64 [N] (model labels, 1..K);
-    masks: bool [N, H, W] or None; track_ids: int64 [N] for video frames, else None.
+    masks: bool [N, H, W], or None; or a `mrseg.outputs.mask_crop.CroppedMasks` (the same masks held as
+    per-instance crops, which the writers encode without building full-size masks; it indexes like the array,
+    `np.asarray` gives the array); track_ids: int64 [N] for video frames, else None.
     width, height: the original image size.
     """
 

@@ -20,6 +20,7 @@ from mrseg import __version__
 from mrseg.outputs.atomic import atomic_open
 from mrseg.outputs.jsonl import JSONL_NAME
 from mrseg.outputs.masks import segmentation_to_rle
+from mrseg.outputs.video_segments import finish_videos
 
 COCO_NAME = "annotations.json"
 RESULTS_NAME = "results.json"
@@ -164,9 +165,10 @@ def finalize(
     """Write the run's final files into `out_dir` for the requested `formats`; returns {format: path}.
 
     `coco` -> annotations.json, `coco-results` -> results.json, `jsonl` -> predictions.jsonl (rewritten from
-    the journals sorted by id, which also merges the ranks of a torchrun), `yolo` -> yolo/data.yaml. Other
-    formats (labelme, overlay) are per-item only and ignored here. `categories`: the model's `{"id", "name"}`
-    per label.
+    the journals sorted by id, which also merges the ranks of a torchrun), `yolo` -> yolo/data.yaml,
+    `overlay` -> builds any overlay video not yet joined from its segments and removes the segments (see
+    `video_segments.finish_videos`; the videos themselves are written by the overlay writer). labelme is
+    per-item only. `categories`: the model's `{"id", "name"}` per label.
     Missing record files count as empty (a rank that got no inputs).
     """
     out = Path(out_dir)
@@ -185,4 +187,6 @@ def finalize(
     if "yolo" in formats:
         write_yolo_yaml(out / YOLO_YAML, categories)
         written["yolo"] = out / YOLO_YAML
+    if "overlay" in formats:
+        finish_videos(out, read_records(records_paths))
     return written

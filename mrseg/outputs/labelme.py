@@ -9,6 +9,7 @@ import numpy as np
 
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.mask_crop import instance_crop
 from mrseg.outputs.masks import DEFAULT_SIMPLIFY, mask_to_polygons
 from mrseg.outputs.paths import output_path, output_stem
 
@@ -22,8 +23,7 @@ def instance_polygons(det: Detections, i: int, instance: dict, simplify: float) 
     if isinstance(seg, list) and seg:
         return seg
     if det.masks is not None:
-        mask = np.asarray(det.masks[i])
-        return mask_to_polygons(mask.reshape(mask.shape[-2:]), simplify)
+        return mask_to_polygons(instance_crop(det.masks, i, det.boxes[i]), simplify)
     x, y, w, h = instance["bbox"]
     return [[x, y, x + w, y, x + w, y + h, x, y + h]]
 

@@ -14,7 +14,9 @@ import numpy as np
 
 from mrseg.outputs.atomic import atomic_write_bytes
 from mrseg.outputs.detections import Detections, InputItem
-from mrseg.outputs.paths import output_path, output_stem
+from mrseg.outputs.mask_crop import instance_crop
+from mrseg.outputs.paths import output_path, output_stem, safe_relative_path
+from mrseg.outputs.video_segments import SegmentWriter, assemble, parts_dir
 
 # Distinct, saturated RGB colours (Tableau 20 reordered so neighbours differ).
 PALETTE = np.array(
@@ -46,12 +48,10 @@ def draw_detections(
     for i in range(len(det)):
         color = instance_color(det, i)
         if det.masks is not None:
-            mask = np.asarray(det.masks[i])
-            mask = mask.reshape(mask.shape[-2:]).astype(bool)
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            if rows.size:  # blend and outline inside the mask's bounding box only
-                y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-                m = mask[y0:y1, x0:x1]
+            mc = instance_crop(det.masks, i, det.boxes[i])
+            if mc.crop.size:  # blend and outline inside the mask's bounding box only
+                x0, y0, x1, y1 = mc.bounds
+                m = mc.crop
                 region = out[y0:y1, x0:x1]
                 blended = (region[m] * (1 - alpha) + np.array(color) * alpha).astype(np.uint8)
                 region[m] = blended
@@ -73,11 +73,13 @@ def draw_detections(
 
 
 class OverlayWriter:
-    """Writes `OUT/overlay/<name>.jpg` per image and appends video frames to `OUT/overlay/<video>.mp4`.
+    """Writes `OUT/overlay/<name>.jpg` per image and `OUT/overlay/<video>.mp4` from video frames.
 
-    A video is written to a hidden temporary `.mp4` beside its final name while frames arrive (in order, all
-    on this writer) and renamed on `close()`. Its frame rate is the source's (`item.fps`) divided by
-    `vid_stride`, so the overlay plays at the original speed.
+    A video's frames (in order, all on this writer) go to this run's numbered segment of it (see
+    `video_segments`); `close()` commits the segment and rebuilds `overlay/<video>.mp4` from all the video's
+    segments, so a run continued with `--resume` extends the video written before instead of replacing it.
+    The frame rate is the source's (`item.fps`) divided by `vid_stride`, so the overlay plays at the original
+    speed. `finalize` builds any video still unbuilt and removes the segments at the end of the run.
     """
 
     def __init__(
@@ -87,13 +89,18 @@ class OverlayWriter:
         self.alpha = alpha
         self.jpeg_quality = jpeg_quality
         self.vid_stride = vid_stride
-        self._videos: dict[Path, tuple[cv2.VideoWriter, Path, tuple[int, int]]] = {}
+        self._videos: dict[Path, SegmentWriter] = {}
 
     def path_for(self, item: InputItem) -> Path:
         if item.frame is not None:
-            stem = str(PurePosixPath(output_stem(item)).parent) if item.name else _video_stem(item)
-            return output_path(self.out_dir, "overlay", stem, suffix=".mp4")
+            return output_path(self.out_dir, "overlay", self.video_stem(item), suffix=".mp4")
         return output_path(self.out_dir, "overlay", output_stem(item), suffix=".jpg")
+
+    @staticmethod
+    def video_stem(item: InputItem) -> str:
+        """`overlay/<stem>.mp4` of a video frame: the frame's output name less its last part, made safe."""
+        stem = str(PurePosixPath(output_stem(item)).parent) if item.name else _video_stem(item)
+        return safe_relative_path(stem)
 
     def write(
         self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
@@ -109,25 +116,23 @@ class OverlayWriter:
             atomic_write_bytes(path, buf.tobytes())
             return
         if path not in self._videos:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+            parts = parts_dir(self.out_dir, self.video_stem(item))
             fps = (item.fps or 30.0) / self.vid_stride
-            size = (drawn.shape[1], drawn.shape[0])
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-            if not writer.isOpened():
-                raise RuntimeError(f"overlay: OpenCV cannot write the video {path} (mp4v codec unavailable?)")
-            self._videos[path] = (writer, tmp, size)
-        writer, _, size = self._videos[path]
-        if (drawn.shape[1], drawn.shape[0]) != size:
-            drawn = cv2.resize(drawn, size)
-        writer.write(drawn)
+            self._videos[path] = SegmentWriter(parts, fps, (drawn.shape[1], drawn.shape[0]))
+        self._videos[path].write(drawn, item.frame, item.id)
 
     def close(self) -> None:
-        """Finish every open video (release, then rename into place)."""
+        """Commit every open video segment, then rebuild each of those videos from all its segments."""
         videos, self._videos = self._videos, {}
-        for path, (writer, tmp, _) in videos.items():
-            writer.release()
-            os.replace(tmp, path)
+        errors = []
+        for path, segment in videos.items():
+            try:
+                segment.commit()
+                assemble(segment.parts, path)
+            except Exception as e:  # noqa: BLE001 - finish the other videos, then report
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 def _video_stem(item: InputItem) -> str:

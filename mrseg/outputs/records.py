@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.mask_crop import instance_crop
 from mrseg.outputs.masks import DEFAULT_SIMPLIFY, mask_to_segmentation
 
 
@@ -48,9 +49,8 @@ def instance_records(
             "name": str(category["name"]),
         }
         if det.masks is not None:
-            mask = np.asarray(det.masks[i])
-            mask = mask.reshape(mask.shape[-2:]) if mask.ndim == 3 else mask  # accept [1, H, W]
-            record["area"] = int(np.count_nonzero(mask))
+            mask = instance_crop(det.masks, i, boxes[i])  # encoders work on the box's crop, not the image
+            record["area"] = mask.area
             record["segmentation"] = mask_to_segmentation(mask, mask_format, simplify)
         else:
             record["area"] = round(max(x1 - x0, 0.0) * max(y1 - y0, 0.0), 2)

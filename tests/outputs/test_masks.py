@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
+from mrseg.outputs.mask_crop import MaskCrop
 from mrseg.outputs.masks import (
     has_holes,
     hole_areas,
     mask_to_polygons,
     mask_to_segmentation,
     polygons_to_mask,
+    rle_counts,
     rle_decode,
     rle_encode,
     segmentation_to_rle,
@@ -148,3 +150,95 @@ def test_segmentation_to_rle_from_polygons_and_rle():
     assert segmentation_to_rle(rle, 30, 30) == rle
     with pytest.raises(ValueError, match="mask_format"):
         mask_to_segmentation(np.ones((3, 3), bool), "bitmap")
+
+
+def _reference_rle(mask: np.ndarray) -> dict:
+    ref = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in ref["size"]], "counts": ref["counts"].decode()}
+
+
+def _column_major_runs(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed counts by the definition: alternate zero/one runs of the column-major pixels."""
+    flat = mask.T.reshape(-1)
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+    return ([0] + runs) if flat[0] else runs
+
+
+def _edge_cases(h: int, w: int) -> dict[str, np.ndarray]:
+    names = ("empty", "full", "corners", "columns", "frame", "wrap")
+    cases = {name: np.zeros((h, w), bool) for name in names}
+    cases["full"][:] = True
+    for y, x in ((0, 0), (-1, -1), (0, -1), (-1, 0)):
+        cases["corners"][y, x] = True
+    cases["columns"][:, 3:6] = True  # full-height columns: one run through three image columns
+    cases["frame"][[0, -1], :] = True
+    cases["frame"][:, [0, -1]] = True
+    c = min(4, w - 2)
+    if c >= 0:  # the bottom of column c continues at the top of column c + 1
+        cases["wrap"][max(h - 2, 0) :, c] = True
+        cases["wrap"][:3, c + 1] = True
+    cases["last_pixel"] = np.zeros((h, w), bool)
+    cases["last_pixel"][-1, -1] = True
+    cases["first_pixel"] = np.zeros((h, w), bool)
+    cases["first_pixel"][0, 0] = True
+    cases["one_row"] = np.zeros((h, w), bool)
+    cases["one_row"][h // 2, 2:-1] = True
+    return cases
+
+
+@pytest.mark.parametrize("shape", [(13, 17), (1, 9), (9, 1), (2, 2)])
+def test_rle_from_crop_matches_pycocotools_edge_cases(shape):
+    for name, mask in _edge_cases(*shape).items():
+        rle = rle_encode(mask)
+        assert rle == _reference_rle(mask), name
+        assert rle_counts(mask).tolist() == _column_major_runs(mask), name
+        np.testing.assert_array_equal(rle_decode(rle), mask)
+
+
+def test_rle_from_crop_matches_pycocotools_random():
+    rng = np.random.default_rng(1)
+    for k in range(60):
+        h, w = int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        mask = rng.random((h, w)) < rng.choice([0.02, 0.3, 0.7, 0.98])
+        if k % 4 == 0:  # a blob in a random corner, so crops sit on every edge
+            mask[:] = False
+            y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+            mask[: y + 1 if k % 8 else None, x:] = True
+        assert rle_encode(mask) == _reference_rle(mask)
+        # The same from a loose crop of it, given directly.
+        ys, xs = np.nonzero(mask)
+        if ys.size:
+            y0, x0 = max(int(ys.min()) - 1, 0), max(int(xs.min()) - 2, 0)
+            crop = mask[y0 : ys.max() + 2, x0 : xs.max() + 1]
+            assert rle_encode(MaskCrop(crop, x0, y0, h, w)) == _reference_rle(mask)
+
+
+def test_polygons_of_a_crop_are_shifted_by_its_offset(iou):
+    mask = np.zeros((50, 70), np.uint8)
+    cv2.circle(mask, (20, 30), 9, 1, -1)
+    cv2.rectangle(mask, (40, 0), (69, 12), 1, -1)  # touches the top and right borders
+    mask = mask.astype(bool)
+    polys = mask_to_polygons(mask)
+    assert mask_to_polygons(MaskCrop(mask[:, 8:], 8, 0, 50, 70)) == polys
+    assert iou(polygons_to_mask(polys, 50, 70), mask) >= 0.95
+    assert mask_to_segmentation(MaskCrop(mask[:, 8:], 8, 0, 50, 70)) == mask_to_segmentation(mask)
+
+
+def test_hole_areas_match_background_labelling_on_random_masks():
+    """hole_areas skips the labelling when OpenCV finds no inner boundary; both must agree on every mask."""
+
+    def labelled(mask):  # 4-connected background components not reaching the padded border
+        background = (np.pad(mask.astype(np.uint8), 1) == 0).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
+        return sorted(int(stats[i, cv2.CC_STAT_AREA]) for i in range(1, n) if i != labels[0, 0])
+
+    rng = np.random.default_rng(7)
+    with_holes = 0
+    for _ in range(3000):
+        h, w = (int(v) for v in rng.integers(1, 12, 2))
+        mask = rng.random((h, w)) < rng.uniform(0.3, 0.95)
+        want = labelled(mask)
+        assert sorted(hole_areas(mask)) == want, mask.astype(int)
+        with_holes += bool(want)
+    assert 300 < with_holes < 2700  # both branches exercised

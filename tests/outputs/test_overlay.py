@@ -70,3 +70,87 @@ def test_video_overlay(tmp_path, make_dets, classes):
     ok, first = cap.read()
     cap.release()
     assert ok and first.shape == (60, 80, 3)
+
+
+def _colour(k: int) -> np.ndarray:
+    """A distinct flat RGB colour per frame index, far apart after mp4v compression."""
+    return np.array([(37 * k) % 256, 255 - (53 * k) % 256, (101 * k + 60) % 256], np.uint8)
+
+
+def _frame_item(k: int) -> InputItem:
+    return InputItem(
+        id=100 + k, path="/data/sub/clip.mp4", rel_path=f"sub/clip/{k:06d}.jpg", frame=k,
+        video="sub/clip.mp4", fps=12.0, name=f"sub/clip/{k:06d}",
+    )  # fmt: skip
+
+
+def _write_frames(writer: OverlayWriter, frames) -> None:
+    for k in frames:
+        writer.write(_frame_item(k), np.tile(_colour(k), (60, 80, 1)), Detections(width=80, height=60), [])
+
+
+def _frame_indices(path) -> list[int]:
+    """Which frame each frame of the video shows, by its colour (nearest of the 20 frame colours)."""
+    palette = np.stack([_colour(k) for k in range(20)]).astype(float)
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        mean = bgr[..., ::-1].reshape(-1, 3).mean(0)
+        dist = np.abs(palette - mean).max(1)
+        assert dist.min() < 12, f"frame {len(out)} has no frame colour: {mean}"
+        out.append(int(dist.argmin()))
+    cap.release()
+    return out
+
+
+def _journal(tmp_path, frames):
+    from mrseg.outputs.records import record_line
+
+    path = tmp_path / ".mrseg" / "records-0.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    det = Detections(width=80, height=60)
+    path.write_text("".join(record_line(_frame_item(k), det, []) for k in frames), encoding="utf-8")
+    return [path]
+
+
+def test_resumed_video_keeps_the_earlier_frames(tmp_path):
+    from mrseg.outputs import finalize
+
+    first = OverlayWriter(tmp_path)
+    _write_frames(first, range(5))
+    first.close()  # an interrupted run: what it has is already a playable video
+    out = tmp_path / "overlay" / "sub" / "clip.mp4"
+    assert _frame_indices(out) == [0, 1, 2, 3, 4]
+    resumed = OverlayWriter(tmp_path)
+    _write_frames(resumed, range(5, 10))
+    resumed.close()
+    assert _frame_indices(out) == list(range(10))
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    cap.release()
+    finalize(tmp_path, ["overlay"], _journal(tmp_path, range(10)), [])
+    assert _frame_indices(out) == list(range(10))
+    assert not (tmp_path / ".mrseg" / "overlay").exists()  # segments removed at the end of the run
+    assert [p.name for p in out.parent.iterdir()] == ["clip.mp4"]
+
+
+def test_killed_run_loses_only_its_own_segment_and_finalize_says_so(tmp_path):
+    from mrseg.outputs import finalize
+
+    killed = OverlayWriter(tmp_path)
+    _write_frames(killed, range(4))
+    del killed  # never closed, as when the process is killed: its segment stays a temporary file
+    first = OverlayWriter(tmp_path)
+    _write_frames(first, range(4, 7))
+    first.close()
+    resumed = OverlayWriter(tmp_path)
+    _write_frames(resumed, range(7, 9))
+    resumed.close()
+    out = tmp_path / "overlay" / "sub" / "clip.mp4"
+    assert _frame_indices(out) == [4, 5, 6, 7, 8]
+    with pytest.warns(UserWarning, match=r"sub/clip.mp4: 4 predicted frame\(s\) are missing"):
+        finalize(tmp_path, ["overlay", "coco"], _journal(tmp_path, range(9)), [])
+    assert _frame_indices(out) == [4, 5, 6, 7, 8]
