@@ -1,0 +1,358 @@
+"""COCO box and mask AP/AR through pycocotools, with clear errors for bad ground truth or result files.
+
+`evaluate(gt, results, iou_types=("bbox", "segm")) -> {"bbox": {"AP": .., ...}, "segm": {...}}` with
+pycocotools' own values (0..1, -1 where a range has no ground truth). Every image of the ground truth is
+scored (an image without results counts as all misses), as in pycocotools' reference run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+IOU_TYPES = ("bbox", "segm")
+# The order of COCOeval.stats for bbox/segm.
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+METRIC_DESCRIPTIONS = {
+    "AP": "AP @[IoU=0.50:0.95 | area=all | maxDets=100]",
+    "AP50": "AP @[IoU=0.50 | area=all | maxDets=100]",
+    "AP75": "AP @[IoU=0.75 | area=all | maxDets=100]",
+    "APs": "AP @[IoU=0.50:0.95 | area=small | maxDets=100]",
+    "APm": "AP @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "APl": "AP @[IoU=0.50:0.95 | area=large | maxDets=100]",
+    "AR1": "AR @[IoU=0.50:0.95 | area=all | maxDets=1]",
+    "AR10": "AR @[IoU=0.50:0.95 | area=all | maxDets=10]",
+    "AR100": "AR @[IoU=0.50:0.95 | area=all | maxDets=100]",
+    "ARs": "AR @[IoU=0.50:0.95 | area=small | maxDets=100]",
+    "ARm": "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+    "ARl": "AR @[IoU=0.50:0.95 | area=large | maxDets=100]",
+}
+
+
+class EvalInputError(ValueError):
+    """A ground-truth or result file that cannot be evaluated; the message says what is wrong and the fix."""
+
+
+def _read_json(path: str | os.PathLike, what: str) -> Any:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise EvalInputError(f"{what} file {path!r} does not exist: check the path.")
+    if os.path.isdir(path):
+        raise EvalInputError(f"{what} file {path!r} is a folder: pass the JSON file itself.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise EvalInputError(
+            f"{what} file {path!r} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+            "was it written completely? Re-create it."
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvalInputError(f"{what} file {path!r} cannot be read: {e}.") from None
+
+
+def _name(source: Any, name: str | None = None) -> str:
+    """' <file name>' for messages, from `name` or the path; '' for in-memory data without a name."""
+    if name is None and isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+    return f" {name!r}" if name else ""
+
+
+def load_ground_truth(
+    gt: str | os.PathLike | dict | COCO, verbose: bool = False, name: str | None = None
+) -> COCO:
+    """A checked pycocotools `COCO` from a COCO dataset JSON path, an already-parsed dict, or a `COCO`."""
+    if isinstance(gt, COCO):
+        return gt
+    name = _name(gt, name)
+    data = _read_json(gt, "Ground-truth") if isinstance(gt, (str, os.PathLike)) else gt
+    if not isinstance(data, dict):
+        hint = ""
+        if isinstance(data, list):
+            hint = " It looks like a results list; pass it as the results, not the ground truth."
+        raise EvalInputError(
+            f"Ground truth{name} is not a COCO dataset (expected a JSON object with 'images', 'annotations' "
+            f"and 'categories', got {type(data).__name__}).{hint}"
+        )
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise EvalInputError(
+            f"Ground truth{name} lacks the list(s) {', '.join(repr(k) for k in missing)} of a COCO dataset: "
+            "pass an instances JSON such as instances_val2017.json."
+        )
+    if not data["images"]:
+        raise EvalInputError(f"Ground truth{name} has no images: there is nothing to evaluate against.")
+    for key, fields in (
+        ("images", ("id", "width", "height")),
+        ("categories", ("id",)),
+        ("annotations", ("id", "image_id", "category_id", "bbox", "area", "iscrowd")),
+    ):
+        for i, entry in enumerate(data[key]):
+            lacking = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+            if lacking:
+                raise EvalInputError(
+                    f"Ground truth{name}: {key}[{i}] lacks {', '.join(repr(f) for f in lacking)}; "
+                    "a COCO ground truth needs them (fix or regenerate the file)."
+                )
+    data = dict(data)
+    data.setdefault("info", {})
+    coco = COCO()
+    coco.dataset = data
+    with _quiet(not verbose):
+        coco.createIndex()
+    return coco
+
+
+def load_results(results: str | os.PathLike | list, name: str | None = None) -> list[dict]:
+    """The detections (COCO results format) from a JSON path or an already-parsed list, checked for shape."""
+    name = _name(results, name)
+    data = _read_json(results, "Results") if isinstance(results, (str, os.PathLike)) else results
+    if isinstance(data, dict):
+        hint = ""
+        if "annotations" in data:
+            hint = (
+                " It looks like a COCO dataset; pass the results list instead"
+                " (`mrseg predict --format coco-results` writes results.json)."
+            )
+        raise EvalInputError(f"Results{name} must be a JSON list of detections, got an object.{hint}")
+    if not isinstance(data, list):
+        raise EvalInputError(f"Results{name} must be a JSON list of detections, got {type(data).__name__}.")
+    if not data:
+        raise EvalInputError(
+            f"Results{name} is empty: there are no detections to evaluate. "
+            "Check that the model found something (lower --score) before evaluating."
+        )
+    for i, det in enumerate(data):
+        if not isinstance(det, dict):
+            raise EvalInputError(f"Results{name}: entry {i} is a {type(det).__name__}, not a detection.")
+        lacking = [k for k in ("image_id", "category_id", "score") if k not in det]
+        if lacking or not ("bbox" in det or "segmentation" in det):
+            lacking += [] if ("bbox" in det or "segmentation" in det) else ["'bbox' or 'segmentation'"]
+            raise EvalInputError(
+                f"Results{name}: entry {i} lacks {', '.join(lacking)}; each detection needs image_id, "
+                "category_id, score and a bbox [x, y, w, h] and/or a segmentation (COCO results format)."
+            )
+        if not isinstance(det["score"], (int, float)):
+            raise EvalInputError(f"Results{name}: entry {i} has score {det['score']!r}; expected a number.")
+        if "bbox" in det and not (
+            isinstance(det["bbox"], (list, tuple))
+            and len(det["bbox"]) == 4
+            and all(isinstance(v, (int, float)) for v in det["bbox"])
+        ):
+            raise EvalInputError(f"Results{name}: entry {i} has bbox {det['bbox']!r}; expected [x,y,w,h].")
+    return data
+
+
+def check_results_match(gt: COCO, results: Sequence[dict], name: str | None = None) -> None:
+    """Raise EvalInputError when results name image or category ids that the ground truth does not have."""
+    name = _name(None, name)
+    for key, known, what in (
+        ("image_id", set(gt.getImgIds()), "image"),
+        ("category_id", set(gt.getCatIds()), "category"),
+    ):
+        unknown = sorted({d[key] for d in results if d[key] not in known}, key=str)
+        if unknown:
+            count = sum(1 for d in results if d[key] not in known)
+            shown = ", ".join(str(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+            raise EvalInputError(
+                f"Results{name}: {count} detection(s) use {what} ids not in the ground truth "
+                f"({len(unknown)} distinct: {shown}). The results must use the ground truth's {what} ids; "
+                "were they predicted on another dataset or with another class list?"
+            )
+
+
+def skipped_iou_types(gt: COCO, results: Iterable[dict], iou_types: Sequence[str]) -> dict[str, str]:
+    """The requested iou types that cannot be scored, with the reason (segm needs masks on both sides)."""
+    results = list(results)
+    skipped = {}
+    if "segm" in iou_types:
+        if not all("segmentation" in d for d in results):
+            skipped["segm"] = "the results have no segmentation (boxes only)"
+        elif any("segmentation" not in a for a in gt.dataset["annotations"]):
+            skipped["segm"] = "the ground truth has annotations without segmentation"
+    return skipped
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    if enabled:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    else:
+        yield
+
+
+def _as_rle(segmentation: Any, height: int, width: int) -> dict:
+    """Compressed RLE for a result's segmentation given as RLE (compressed or not) or polygons."""
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
+        return segmentation
+    if isinstance(segmentation, dict):  # uncompressed RLE, counts as a list
+        return mask_utils.frPyObjects(segmentation, height, width)
+    polygons = [p for p in segmentation if len(p) >= 6]
+    if not polygons:
+        return mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0]
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+
+
+def _results_for(gt: COCO, results: Sequence[dict], iou_type: str) -> list[dict]:
+    """A copy of the results as pycocotools' loadRes needs them for one iou type.
+
+    For segm the boxes are dropped, so that loadRes takes each detection's area from its mask (with a box it
+    would use the box area, putting masks into the wrong small/medium/large range), as detectron2 does.
+    """
+    out = []
+    for det in results:
+        det = copy.copy(det)
+        if iou_type == "segm" or "bbox" not in det:
+            img = gt.imgs[det["image_id"]]
+            det["segmentation"] = _as_rle(det["segmentation"], img["height"], img["width"])
+        if iou_type == "segm":
+            det.pop("bbox", None)
+        elif "bbox" in det:
+            det.pop("segmentation", None)
+        out.append(det)
+    return out
+
+
+def evaluate(
+    gt: str | os.PathLike | dict | COCO,
+    results: str | os.PathLike | list,
+    iou_types: Sequence[str] = IOU_TYPES,
+    img_ids: Sequence[int] | None = None,
+    verbose: bool = False,
+    results_name: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """COCO AP/AR for `results` against the ground truth `gt`.
+
+    Args:
+        gt: COCO dataset JSON path, parsed dict or pycocotools `COCO`.
+        results: COCO results JSON path or parsed list (image_id, category_id, score, bbox xywh and/or
+            segmentation as RLE or polygons).
+        iou_types: subset of ("bbox", "segm"). A type the results cannot be scored on (segm without
+            segmentations) is left out of the answer; see `available_iou_types`.
+        img_ids: images to score; default every image of the ground truth.
+        verbose: let pycocotools print its progress and summary.
+        results_name: the results' file name for error messages when `results` is a list.
+    Returns:
+        {iou_type: {"AP": .., "AP50": .., ..., "ARl": ..}} for each scored type, values as pycocotools gives
+        them (0..1; -1 where no ground truth falls in the range).
+    Raises:
+        EvalInputError for missing/malformed files or results that do not match the ground truth.
+    """
+    unknown_types = [t for t in iou_types if t not in IOU_TYPES]
+    if unknown_types:
+        raise EvalInputError(f"Unknown iou type(s) {unknown_types}; choose from {list(IOU_TYPES)}.")
+    coco_gt = load_ground_truth(gt, verbose=verbose)
+    if results_name is None and isinstance(results, (str, os.PathLike)):
+        results_name = os.fspath(results)
+    dets = load_results(results, results_name)
+    check_results_match(coco_gt, dets, results_name)
+    skipped = skipped_iou_types(coco_gt, dets, iou_types)
+    ids = sorted(coco_gt.getImgIds()) if img_ids is None else list(img_ids)
+    metrics: dict[str, dict[str, float]] = {}
+    for iou_type in iou_types:
+        if iou_type in skipped:
+            continue
+        with _quiet(not verbose):
+            coco_dt = coco_gt.loadRes(_results_for(coco_gt, dets, iou_type))
+            coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+            coco_eval.params.imgIds = ids
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        metrics[iou_type] = {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats, strict=True)}
+    return metrics
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    """Write `data` (metrics, results) as JSON atomically: a temp file in the same folder, then a rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def class_mapping(classes: Sequence[dict], gt: COCO) -> dict[int, int]:
+    """Model label (1..K) -> ground-truth category id: by name (case-insensitive) when any name matches, else
+    by id. Labels with no counterpart are left out (their detections are not scored)."""
+    by_name = {str(c["name"]).lower(): int(c["id"]) for c in gt.dataset["categories"] if "name" in c}
+    named = {i + 1: by_name[str(c.get("name", "")).lower()] for i, c in enumerate(classes)
+             if str(c.get("name", "")).lower() in by_name}  # fmt: skip
+    if named:
+        return named
+    gt_ids = set(gt.getCatIds())
+    return {i + 1: int(c["id"]) for i, c in enumerate(classes) if int(c["id"]) in gt_ids}
+
+
+def image_paths(gt: COCO, images_dir: str | os.PathLike) -> dict[int, str]:
+    """GT image id -> file in `images_dir` (its `file_name`, else its base name there); EvalInputError listing
+    the images that are in neither place."""
+    found, missing = {}, []
+    for img_id in sorted(gt.getImgIds()):
+        name = str(gt.imgs[img_id].get("file_name", ""))
+        for candidate in (os.path.join(images_dir, name), os.path.join(images_dir, os.path.basename(name))):
+            if name and os.path.isfile(candidate):
+                found[img_id] = candidate
+                break
+        else:
+            missing.append(name or f"<image id {img_id} has no file_name>")
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise EvalInputError(
+            f"{len(missing)} of the {len(found) + len(missing)} ground-truth images are not in "
+            f"{os.fspath(images_dir)!r} ({shown}); pass the folder that holds the images named in the ground "
+            "truth's file_name."
+        )
+    return found
+
+
+def predict_results(
+    gt: COCO,
+    images_dir: str | os.PathLike,
+    predictor: Any,
+    on_image: Any = None,
+) -> list[dict]:
+    """Runs `predictor` (an `mrseg.Predictor`) over every ground-truth image and returns COCO results (boxes
+    and RLE masks) with the ground truth's image and category ids. `on_image()` is called after each image."""
+    from mrseg.outputs.records import instance_records
+
+    mapping = class_mapping(predictor.classes, gt)
+    if not mapping:
+        raise EvalInputError(
+            "none of the model's classes matches a ground-truth category by name or id: "
+            f"model {[c.get('name') for c in predictor.classes][:10]}, ground truth "
+            f"{[c.get('name') for c in gt.dataset['categories']][:10]}. Evaluate a model of these classes."
+        )
+    results = []
+    for img_id, path in image_paths(gt, images_dir).items():
+        det = predictor(path)
+        info = gt.imgs[img_id]
+        if (det.width, det.height) != (info["width"], info["height"]):
+            raise EvalInputError(
+                f"{path} is {det.width} x {det.height} pixels but the ground truth says {info['width']} x "
+                f"{info['height']} for image id {img_id}; is it the right file (or rotated by its EXIF tag)?"
+            )
+        for rec in instance_records(det, predictor.classes, mask_format="rle"):
+            if rec["label"] in mapping:
+                result = {"image_id": img_id, "category_id": mapping[rec["label"]], "bbox": rec["bbox"]}
+                result["score"] = rec["score"]
+                if "segmentation" in rec:
+                    result["segmentation"] = rec["segmentation"]
+                results.append(result)
+        if on_image is not None:
+            on_image()
+    return results
