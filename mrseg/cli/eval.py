@@ -1,0 +1,127 @@
+"""`mrseg eval`: COCO box and mask AP/AR of a results file against a ground truth (pycocotools)."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mrseg.engine.evaluator import (
+    IOU_TYPES,
+    METRIC_DESCRIPTIONS,
+    METRIC_NAMES,
+    EvalInputError,
+    evaluate,
+    load_ground_truth,
+    load_results,
+    predict_results,
+    skipped_iou_types,
+    write_json,
+)
+
+
+def parse_iou_types(value: str) -> tuple[str, ...]:
+    types = tuple(t.strip() for t in value.split(",") if t.strip())
+    bad = [t for t in types if t not in IOU_TYPES]
+    if not types or bad:
+        raise click.BadParameter(
+            f"{value!r}: give a comma list of {', '.join(IOU_TYPES)}.", param_hint="--iou-type"
+        )
+    return tuple(dict.fromkeys(types))
+
+
+def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
+    """Rows: the 12 COCO metrics; columns: iou types; values x100 ('-' where pycocotools gives -1)."""
+    table = Table(title="COCO evaluation (x100)")
+    table.add_column("metric")
+    table.add_column("definition", style="dim")
+    for iou_type in metrics:
+        table.add_column(iou_type, justify="right")
+    for name in METRIC_NAMES:
+        values = [metrics[t][name] for t in metrics]
+        table.add_row(name, METRIC_DESCRIPTIONS[name], *("-" if v < 0 else f"{100 * v:.1f}" for v in values))
+    return table
+
+
+@click.command("eval")
+@click.option(
+    "--coco", "gt_path", required=True, type=click.Path(dir_okay=False), help="Ground-truth COCO json."
+)
+@click.option(
+    "--pred",
+    "pred_path",
+    type=click.Path(dir_okay=False),
+    help="Results json (COCO results list: image_id, category_id, score, bbox and/or segmentation).",
+)
+@click.option(
+    "--images", "images_dir", type=click.Path(file_okay=False), help="Run --weights on these images."
+)
+@click.option("--weights", default=None, help="Model to run on --images: zoo name, checkpoint or .onnx.")
+@click.option("--arch", default=None, help="Architecture of a bare state dict (with --weights).")
+@click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (with --weights)."
+)
+@click.option(
+    "--score", default=0.05, show_default=True, type=click.FloatRange(0, 1), help="Keep detections >= this."
+)
+@click.option(
+    "--save-pred", type=click.Path(dir_okay=False), help="With --weights: also write the results json."
+)
+@click.option(
+    "--iou-type", "iou_type", default="bbox,segm", show_default=True, help="Comma list: bbox, segm."
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Also write the metrics (0..1) here."
+)
+@click.option("--verbose", is_flag=True, help="Show pycocotools' own progress and summary.")
+def eval_cmd(
+    gt_path, pred_path, images_dir, weights, arch, device, score, save_pred, iou_type, json_out, verbose
+):
+    """Score detections against a COCO ground truth: box and mask AP/AR (pycocotools).
+
+    Either a results file (--pred), or a model run on the ground truth's images (--images DIR --weights W).
+    """
+    iou_types = parse_iou_types(iou_type)
+    if (pred_path is None) == (images_dir is None or weights is None):
+        raise click.UsageError("Give either --pred RESULTS.json, or --images DIR with --weights W.")
+    if pred_path is not None and (images_dir or weights):
+        raise click.UsageError("--pred scores a results file; drop --images/--weights (or drop --pred).")
+    err = Console(stderr=True)
+    try:
+        gt = load_ground_truth(gt_path, verbose=verbose)
+        if pred_path is not None:
+            results, name = load_results(pred_path), pred_path
+        else:
+            results, name = (
+                run_model(gt, images_dir, weights, arch, device, score, err),
+                f"{weights} on {images_dir}",
+            )
+            if save_pred:
+                write_json(results, save_pred)
+            if not results:
+                raise EvalInputError(
+                    f"{weights} found nothing scoring >= {score} in {images_dir}; nothing to score."
+                )
+        for skipped, reason in skipped_iou_types(gt, results, iou_types).items():
+            err.print(f"[yellow]note:[/] {skipped} not evaluated: {reason}.")
+        metrics = evaluate(gt, results, iou_types=iou_types, verbose=verbose, results_name=name)
+    except (EvalInputError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    if not metrics:
+        raise click.ClickException(f"Nothing to evaluate: none of {', '.join(iou_types)} applies to {name}.")
+    Console().print(metrics_table(metrics))
+    if json_out:
+        write_json(metrics, json_out)
+        err.print(f"metrics written to {json_out}")
+
+
+def run_model(gt, images_dir: str, weights: str, arch, device: str, score: float, err: Console) -> list[dict]:
+    """COCO results of `weights` on the ground truth's images (see mrseg.engine.evaluator.predict_results)."""
+    from rich.progress import Progress
+
+    from mrseg.engine.predictor import Predictor
+
+    predictor = Predictor(weights=weights, arch=arch, device=device, score=score)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("predicting", total=len(gt.getImgIds()))
+        return predict_results(gt, images_dir, predictor, on_image=lambda: progress.advance(task))

@@ -1,0 +1,125 @@
+"""`mrseg export`: write the inference model as ONNX or TorchScript and check it against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mrseg.export.spec import FORMATS
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+def default_out(weights: str, fmt: str) -> Path:
+    """best.pt -> best.onnx beside it; a zoo name -> ./<name>.onnx."""
+    path = Path(weights)
+    if path.suffix:
+        return path.with_suffix(SUFFIXES[fmt])
+    return Path(f"{path.name}{SUFFIXES[fmt]}")
+
+
+def comparison_table(result) -> Table:
+    """The self-check of an `ExportResult`, one row per sample image."""
+    fmt = "onnxruntime" if result.format == "onnx" else "TorchScript"
+    table = Table(
+        title=f"{fmt} vs PyTorch (same weights, same pre- and post-step)",
+        caption="ok: same detections, boxes within 1e-2 px, mask IoU >= 0.99 (or probabilities within 1e-4)",
+    )
+    for col in (
+        "image",
+        f"dets >= {result.comparisons[0].score:g} (torch / file)",
+        "matched",
+        "max |box diff| px",
+        "min mask IoU",
+        "max |mask prob diff|",
+        "ok",
+    ):
+        table.add_column(col, justify="right")
+    for i, c in enumerate(result.comparisons):
+        table.add_row(
+            str(i),
+            f"{c.reference} / {c.exported}",
+            str(c.matched),
+            f"{c.max_box_diff:.2e}",
+            f"{c.min_mask_iou:.4f}",
+            f"{c.max_prob_diff:.1e}",
+            "[green]yes[/]" if c.ok else "[red]NO[/]",
+        )
+    return table
+
+
+@click.command("export")
+@click.option(
+    "--weights", required=True, help="Zoo name, mrseg checkpoint (.pt) or state dict (with --arch)."
+)
+@click.option("--arch", default=None, help="Architecture of a bare state dict (r50-fpn, r18-fpn, ...).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="File to write (default: beside the weights).")
+@click.option(
+    "--imgsz",
+    nargs=2,
+    type=click.IntRange(min=32),
+    default=None,
+    metavar="H W",
+    help="Input canvas of the exported model (default: the model's min x max resize size, padded to /32).",
+)
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per call (fixed)."
+)
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False), help="Image to trace and check with.")
+@click.option(
+    "--check/--no-check", default=True, show_default=True, help="Run the file and compare with PyTorch."
+)
+@click.option(
+    "--check-score",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Compare the detections scoring at least this.",
+)
+def export_cmd(weights, arch, fmt, out, imgsz, batch, sample, check, check_score) -> None:
+    """Export the inference model to ONNX (standard ops; runs in onnxruntime) or TorchScript.
+
+    The file takes images resized onto a fixed canvas (--imgsz) and returns boxes, scores, labels and 28x28
+    mask probabilities; `mrseg predict --weights FILE.onnx` does the resizing and mask pasting around it.
+    """
+    from mrseg.export import ExportError, export_model
+
+    err = Console(stderr=True)
+    out_path = Path(out) if out else default_out(weights, fmt)
+    samples = None
+    try:
+        if sample:
+            from mrseg.data.images import read_image
+
+            samples = [read_image(sample)] * batch
+        result = export_model(
+            weights,
+            out=out_path,
+            format=fmt,
+            imgsz=tuple(imgsz) if imgsz else None,
+            batch=batch,
+            arch=arch,
+            samples=samples,
+            check=check,
+            check_score=check_score,
+            log=lambda m: err.print(m),
+        )
+    except (ExportError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    spec = result.spec
+    click.echo(
+        f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, {result.seconds:.1f} s): "
+        f"input images float32 [{spec.batch}, 3, {spec.height}, {spec.width}] + image_sizes [{spec.batch}, 2]"
+    )
+    if result.comparisons:
+        Console().print(comparison_table(result))
+        if not result.ok:
+            raise click.ClickException(
+                f"{result.path} does not match PyTorch (see the table); please report it."
+            )

@@ -1,0 +1,189 @@
+"""`mrseg predict SOURCE...`: instance masks for images and videos, written in the chosen formats.
+
+Thin: parses the options and calls `mrseg.engine.predictor.predict`. Exit status: 0 all inputs processed,
+3 finished but some inputs failed (failures.jsonl), 1 fatal error, 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import traceback
+
+import click
+
+EXIT_FAILURES = 3
+EXIT_INTERRUPTED = 130
+
+
+def _resume_command(out_dir) -> str:
+    args = list(sys.argv[1:])
+    cleaned, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in ("--out", "-o"):
+            skip = True
+            continue
+        if a.startswith("--out=") or a in ("--resume", "--exist-ok"):
+            continue
+        cleaned.append(a)
+    return shlex.join(["mrseg", *cleaned, "--out", str(out_dir), "--resume"])
+
+
+@click.command("predict")
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--weights", required=True, help="Zoo name (coco-r50-fpn, ...), mrseg checkpoint, state dict or .onnx."
+)
+@click.option("--arch", default=None, help="Architecture of a bare state dict (r50-fpn, r18-fpn, ...).")
+@click.option(
+    "--format",
+    "formats",
+    default=None,
+    help="Comma list: coco, coco-results, jsonl, labelme, yolo, overlay. [default: coco; jsonl for --out -]",
+)
+@click.option(
+    "--out",
+    "-o",
+    default=None,
+    help="Output folder [default: runs/predict, then runs/predict2, ...]; '-' streams jsonl to stdout.",
+)
+@click.option("--exist-ok", is_flag=True, help="Write into an existing --out folder, starting over.")
+@click.option("--score", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Minimum score.")
+@click.option("--classes", default=None, help="Keep only these classes: comma list of names or category ids.")
+@click.option("--mask-format", default="polygon", show_default=True, type=click.Choice(["polygon", "rle"]))
+@click.option(
+    "--simplify",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Polygon simplification tolerance in pixels (0: none).",
+)
+@click.option(
+    "--batch", default=None, type=click.IntRange(min=1), help="Images per model call [default: 1 CPU, 4 GPU]."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Decoding processes."
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted run in --out (or the latest runs/predictN)."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-input warnings.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for fatal errors.")
+@click.option(
+    "--vid-stride", default=1, show_default=True, type=click.IntRange(min=1), help="Every Nth video frame."
+)
+@click.option(
+    "--tile",
+    default=None,
+    type=click.IntRange(min=32),
+    metavar="SIZE",
+    help="Predict images larger than SIZE pixels in overlapping SIZE x SIZE tiles.",
+)
+@click.option(
+    "--tile-overlap",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of a tile shared with each neighbour.",
+)
+@click.option(
+    "--max-pixels",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Refuse images with more pixels (likely decompression bombs). [default: 89478485]",
+)
+def predict_cmd(
+    sources,
+    weights,
+    arch,
+    formats,
+    out,
+    exist_ok,
+    score,
+    classes,
+    mask_format,
+    simplify,
+    batch,
+    device,
+    workers,
+    resume,
+    quiet,
+    debug,
+    vid_stride,
+    tile,
+    tile_overlap,
+    max_pixels,
+):
+    """Annotate images and videos. SOURCE: files, folders, globs, .txt lists, videos, - (paths on stdin)."""
+    from mrseg.engine.predictor import (
+        PredictError,
+        PredictInterrupted,
+        describe_failure,
+        parse_formats,
+        predict,
+    )
+
+    try:
+        formats = parse_formats(formats, stream=out == "-")
+    except PredictError as e:
+        raise click.BadParameter(str(e), param_hint="--format") from None
+    try:
+        summary = predict(
+            list(sources),
+            weights=weights,
+            arch=arch,
+            formats=formats,
+            out=out,
+            exist_ok=exist_ok,
+            score=score,
+            classes=classes.split(",") if classes else None,
+            mask_format=mask_format,
+            simplify=simplify,
+            batch=batch,
+            device=device,
+            workers=workers,
+            resume=resume,
+            quiet=quiet,
+            vid_stride=vid_stride,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            max_pixels=max_pixels,
+        )
+    except PredictInterrupted as e:
+        s = e.summary
+        click.echo(f"\ninterrupted: {s.processed} inputs written this run, nothing finalized.", err=True)
+        if s.out_dir is not None:
+            click.echo(f"resume with: {_resume_command(s.out_dir)}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; if an output folder was started, add --resume to continue it.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:  # noqa: BLE001 - one clean line, unless --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+    if summary.rank != 0:
+        return  # under torchrun rank 0 reports for every rank
+    where = "stdout" if summary.out_dir is None else str(summary.out_dir)
+    if not quiet:
+        click.echo(
+            f"{summary.processed} inputs, {summary.instances} instances in {summary.seconds:.1f}s"
+            + (f" ({summary.skipped} done earlier)" if summary.skipped else "")
+            + f" -> {where}",
+            err=True,
+        )
+    if summary.failed:
+        click.echo(f"{summary.failed} input(s) could not be read:", err=True)
+        for f in summary.failures[:10]:
+            click.echo(f"  {describe_failure(f)}", err=True)
+        if summary.failed > 10:
+            click.echo("  ...", err=True)
+        if summary.out_dir is not None:
+            click.echo(f"all listed in {summary.out_dir / 'failures.jsonl'}", err=True)
+        sys.exit(EXIT_FAILURES)

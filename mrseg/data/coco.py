@@ -1,0 +1,320 @@
+"""A COCO instance-segmentation dataset for training and validation.
+
+`CocoDataset(ann_file, image_dir)[i] -> (image float [3, H, W] in 0..1, target)` where target holds
+"boxes" float32 [N, 4] xyxy pixels, "labels" int64 [N] in 1..K, "masks" uint8 [N, H, W] and "image_id" int64 [].
+
+What it does with real-world annotation files:
+- category ids (any integers, gaps allowed) map to labels 1..K in ascending id order; `classes[label - 1]` keeps
+  `{"id", "name"}`;
+- masks may be polygons, compressed RLE or uncompressed RLE (decoded with pycocotools.mask);
+- `iscrowd` regions are dropped from the targets (the model contract has no "ignore" field), so the RoI sampler
+  may use a crowd region as background; images whose only annotations are crowd are left out of training;
+- images without annotations are kept as negatives;
+- broken annotations (unknown image or category, zero area, degenerate polygons, boxes outside the image, RLE of
+  another size) and images whose file is missing are skipped, and reported ONCE as counts (`report`, logged as a
+  warning) when the dataset is built, so a bad line never stops an epoch. An image that fails to decode during
+  training is logged and replaced by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from mrseg.data.images import ImageReadError, read_image
+
+logger = logging.getLogger(__name__)
+
+# (image uint8 [H, W, 3], target dict of numpy arrays, rng) -> (image, target)
+Transform = Callable[[np.ndarray, dict, np.random.Generator], tuple[np.ndarray, dict]]
+
+
+class DatasetError(ValueError):
+    """The annotation file or image folder cannot be used at all; the message says which file and why."""
+
+
+@dataclass
+class DatasetReport:
+    """What was left out while reading the annotation file: counts per reason and a few examples."""
+
+    skipped_annotations: Counter = field(default_factory=Counter)
+    skipped_images: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    crowd: int = 0
+
+    def skip_annotation(self, reason: str, ann: dict) -> None:
+        self.skipped_annotations[reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"annotation id {ann.get('id')} (image {ann.get('image_id')}): {reason}")
+
+    def skip_image(self, reason: str, info: dict) -> None:
+        self.skipped_images[reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"image id {info.get('id')} ({info.get('file_name')}): {reason}")
+
+    def summary(self, name: str) -> str | None:
+        """One message for the log, or None when nothing was skipped."""
+        if not self.skipped_annotations and not self.skipped_images:
+            return None
+
+        def fmt(c: Counter) -> str:
+            return ", ".join(f"{n} {reason}" for reason, n in c.most_common())
+
+        parts = []
+        if self.skipped_annotations:
+            parts.append(
+                f"{sum(self.skipped_annotations.values())} annotations ({fmt(self.skipped_annotations)})"
+            )
+        if self.skipped_images:
+            parts.append(f"{sum(self.skipped_images.values())} images ({fmt(self.skipped_images)})")
+        return f"{name}: skipped " + " and ".join(parts) + ". Examples: " + "; ".join(self.examples)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: annotation file not found; pass the COCO json with --coco") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({e}); is it a COCO annotation file?") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(
+            f"{path}: not a COCO dataset (expected an object with 'images', 'annotations', 'categories')"
+        )
+    if not isinstance(data.get("categories"), list) or not data["categories"]:
+        raise DatasetError(f"{path}: has no 'categories'; a COCO training file lists its classes there")
+    return data
+
+
+def _polygon_area(coords: list[float]) -> float:
+    x, y = np.asarray(coords[0::2], np.float64), np.asarray(coords[1::2], np.float64)
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | None]:
+    """(cleaned segmentation, None) or (None, reason). Polygons keep only rings with >= 3 points and area > 0."""
+    if isinstance(seg, list):
+        rings = []
+        for ring in seg:
+            if not isinstance(ring, list) or len(ring) < 6 or len(ring) % 2:
+                continue
+            if not all(isinstance(v, (int, float)) for v in ring):
+                return None, "non-numeric polygon"
+            if _polygon_area(ring) > 0:
+                rings.append([float(v) for v in ring])
+        return (rings, None) if rings else (None, "degenerate polygon")
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not isinstance(size, list) or len(size) != 2 or counts is None:
+            return None, "malformed RLE"
+        if [int(size[0]), int(size[1])] != [height, width]:
+            return None, "RLE size differs from the image size"
+        if isinstance(counts, list) and sum(counts) != height * width:
+            return None, "malformed RLE"
+        return seg, None
+    return None, "no segmentation"
+
+
+def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
+    """A checked segmentation (polygons, RLE or uncompressed RLE) -> uint8 [H, W] mask."""
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        counts = seg["counts"]
+        rle = {"size": seg["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
+class CocoDataset(torch.utils.data.Dataset):
+    """Images and instance targets from a COCO json and an image folder (see the module docstring).
+
+    Indexing takes an int, or `(index, seed)` as yielded by `mrseg.engine.batch_sampler`: the seed drives the
+    random transforms, so an augmented sample depends only on (index, seed), not on worker or process state.
+
+    train=True leaves out images whose annotations are all crowd or all broken (nothing left to learn from them
+    but background); train=False (validation) keeps every image whose file exists.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | os.PathLike,
+        image_dir: str | os.PathLike,
+        *,
+        transforms: Transform | None = None,
+        train: bool = True,
+        check_files: bool = True,
+    ):
+        self.ann_file = os.fspath(ann_file)
+        self.image_dir = os.fspath(image_dir)
+        self.transforms = transforms
+        if not os.path.isdir(self.image_dir):
+            raise DatasetError(f"{self.image_dir}: image folder not found; pass the folder with --images")
+        data = _read_json(self.ann_file)
+        self.report = DatasetReport()
+
+        categories = sorted(data["categories"], key=lambda c: int(c["id"]))
+        self.classes = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
+        self.cat_to_label = {c["id"]: i + 1 for i, c in enumerate(self.classes)}
+        if len(self.cat_to_label) != len(self.classes):
+            raise DatasetError(f"{self.ann_file}: duplicate category ids in 'categories'")
+
+        images = {}
+        for info in data["images"]:
+            try:
+                image_id, h, w = int(info["id"]), int(info["height"]), int(info["width"])
+                name = str(info["file_name"])
+            except (KeyError, TypeError, ValueError):
+                self.report.skip_image("entry without id/file_name/width/height", info)
+                continue
+            if h <= 0 or w <= 0:
+                self.report.skip_image("zero width or height", info)
+                continue
+            images[image_id] = {"id": image_id, "file_name": name, "height": h, "width": w}
+
+        per_image: dict[int, list[dict]] = {i: [] for i in images}
+        crowd_only: Counter = Counter()
+        had_annotations: set[int] = set()
+        for ann in data.get("annotations") or []:
+            parsed = self._check_annotation(ann, images)
+            if parsed == "crowd":
+                crowd_only[int(ann["image_id"])] += 1
+                had_annotations.add(int(ann["image_id"]))
+            elif parsed is not None:
+                per_image[parsed["image_id"]].append(parsed)
+            elif isinstance(ann, dict) and ann.get("image_id") in images:
+                had_annotations.add(int(ann["image_id"]))
+
+        self.images: list[dict] = []
+        self.annotations: list[list[dict]] = []
+        for image_id in sorted(images):
+            info = images[image_id]
+            if check_files and not os.path.isfile(os.path.join(self.image_dir, info["file_name"])):
+                self.report.skip_image("missing image file", info)
+                continue
+            anns = per_image[image_id]
+            if train and not anns and image_id in had_annotations:
+                reason = "only crowd annotations" if crowd_only[image_id] else "all annotations broken"
+                self.report.skip_image(reason, info)
+                continue
+            self.images.append(info)
+            self.annotations.append(anns)
+        message = self.report.summary(self.ann_file)
+        if message:
+            logger.warning(message)
+        if not self.images:
+            raise DatasetError(
+                f"{self.ann_file}: no usable images (file names are looked up in {self.image_dir}); "
+                + (message or "the file lists no images")
+            )
+
+    def _check_annotation(self, ann: Any, images: dict) -> dict | str | None:
+        """A parsed annotation, "crowd", or None (recorded in the report)."""
+        if not isinstance(ann, dict):
+            self.report.skip_annotation("not an object", {})
+            return None
+        image_id = ann.get("image_id")
+        if image_id not in images:
+            self.report.skip_annotation("unknown image_id", ann)
+            return None
+        if ann.get("category_id") not in self.cat_to_label:
+            self.report.skip_annotation("unknown category_id", ann)
+            return None
+        if ann.get("iscrowd", 0):
+            self.report.crowd += 1
+            return "crowd"
+        info = images[image_id]
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            self.report.skip_annotation("missing or malformed bbox", ann)
+            return None
+        x, y, w, h = (float(v) for v in bbox)
+        area = ann.get("area")
+        if w <= 0 or h <= 0 or (isinstance(area, (int, float)) and area <= 0):
+            self.report.skip_annotation("zero area", ann)
+            return None
+        x1, y1 = max(x, 0.0), max(y, 0.0)
+        x2, y2 = min(x + w, float(info["width"])), min(y + h, float(info["height"]))
+        if x2 - x1 < 1.0 or y2 - y1 < 1.0:
+            self.report.skip_annotation("box outside the image", ann)
+            return None
+        seg, reason = check_segmentation(ann.get("segmentation"), info["height"], info["width"])
+        if reason:
+            self.report.skip_annotation(reason, ann)
+            return None
+        return {
+            "image_id": image_id,
+            "label": self.cat_to_label[ann["category_id"]],
+            "box": [x1, y1, x2, y2],
+            "segmentation": seg,
+        }
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[np.ndarray, dict]:
+        """(image uint8 [H, W, 3], target of numpy arrays) without transforms; raises ImageReadError."""
+        info = self.images[index]
+        path = os.path.join(self.image_dir, info["file_name"])
+        image = read_image(path)
+        h, w = info["height"], info["width"]
+        if image.shape[:2] != (h, w):
+            raise ImageReadError(
+                path,
+                f"decodes to {image.shape[1]}x{image.shape[0]} but {self.ann_file} says {w}x{h} (width x "
+                "height, after EXIF orientation); fix the json's width/height or the image",
+            )
+        anns = self.annotations[index]
+        target = {
+            "boxes": np.array([a["box"] for a in anns], np.float32).reshape(-1, 4),
+            "labels": np.array([a["label"] for a in anns], np.int64),
+            "masks": (
+                np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns])
+                if anns
+                else np.zeros((0, h, w), np.uint8)
+            ),
+            "image_id": info["id"],
+        }
+        return image, target
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                image, target = self.load(i)
+                break
+            except ImageReadError as e:
+                logger.warning("skipping an unreadable training image: %s", e)
+        else:
+            raise DatasetError(f"{self.ann_file}: none of the images in {self.image_dir} could be read")
+        if self.transforms is not None:
+            image, target = self.transforms(image, target, np.random.default_rng(seed))
+        return to_tensors(image, target)
+
+
+def to_tensors(image: np.ndarray, target: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """uint8 [H, W, 3] + numpy target -> float [3, H, W] in 0..1 + tensor target."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return tensor, {
+        "boxes": torch.from_numpy(np.ascontiguousarray(target["boxes"], np.float32)),
+        "labels": torch.from_numpy(np.ascontiguousarray(target["labels"], np.int64)),
+        "masks": torch.from_numpy(np.ascontiguousarray(target["masks"], np.uint8)),
+        "image_id": torch.tensor(int(target["image_id"]), dtype=torch.int64),
+    }
+
+
+def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """DataLoader collate: keeps images of different sizes as a list, like the model takes them."""
+    return [b[0] for b in batch], [b[1] for b in batch]

@@ -1,0 +1,167 @@
+"""The run journal: what `--resume` trusts, and the only source of the final files.
+
+`OUT/.mrseg/records-<rank>.jsonl` gets one line per finished input,
+`{"image": {"id", "file_name", "width", "height", ["video", "frame"]}, "instances": [records...]}`, appended
+after the input's per-item files are in place, so a line present means the input is complete. Lines are
+flushed as written and fsync'ed every few seconds; a kill can only tear the last line (`repair` cuts it).
+`OUT/.mrseg/failures-<rank>.jsonl` gets one line per input that could not be read. `run.json` records what
+the ids depend on, so a resume with other sources is refused instead of mixing two runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATE_DIR = ".mrseg"
+
+
+def records_path(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / STATE_DIR / f"records-{rank}.jsonl"
+
+
+def failures_path(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / STATE_DIR / f"failures-{rank}.jsonl"
+
+
+def all_records_paths(out_dir: Path) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(str(Path(out_dir) / STATE_DIR / "records-*.jsonl")))
+
+
+def all_failures_paths(out_dir: Path) -> list[Path]:
+    return sorted(Path(p) for p in glob.glob(str(Path(out_dir) / STATE_DIR / "failures-*.jsonl")))
+
+
+def repair(path: Path) -> int:
+    """Cut a torn last line (no trailing newline, e.g. after kill -9) off a journal file.
+
+    Returns the number of bytes removed.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        # Scan back in blocks for the last newline; everything after it is a partial line.
+        pos = size
+        keep = 0
+        while pos > 0:
+            step = min(65536, pos)
+            f.seek(pos - step)
+            block = f.read(step)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                keep = pos - step + idx + 1
+                break
+            pos -= step
+        if keep < size:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        return size - keep
+
+
+def iter_lines(path: Path):
+    """Parsed JSON objects of a journal file; a torn or garbled line is skipped."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                return
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+@dataclass
+class ResumeState:
+    """What earlier runs into the same folder finished: ids to skip, and each video's last journaled frame."""
+
+    done_ids: set[int] = field(default_factory=set)
+    failed_ids: set[int] = field(default_factory=set)
+    last_frames: dict[str, dict] = field(default_factory=dict)  # video -> {"frame": int, "instances": [...]}
+    max_track_ids: dict[str, int] = field(default_factory=dict)  # video -> the highest track id it used
+
+
+def read_state(out_dir: Path) -> ResumeState:
+    state = ResumeState()
+    for path in all_records_paths(out_dir):
+        for rec in iter_lines(path):
+            image = rec.get("image", {})
+            state.done_ids.add(int(image["id"]))
+            video, frame = image.get("video"), image.get("frame")
+            if video is not None and frame is not None:
+                last = state.last_frames.get(video)
+                if last is None or frame > last["frame"]:
+                    state.last_frames[video] = {"frame": frame, "instances": rec.get("instances", [])}
+                ids = [int(r["track_id"]) for r in rec.get("instances", []) if r.get("track_id") is not None]
+                state.max_track_ids[video] = max([state.max_track_ids.get(video, 0), *ids])
+    for path in all_failures_paths(out_dir):
+        for rec in iter_lines(path):
+            state.failed_ids.add(int(rec["id"]))
+    return state
+
+
+class AppendLog:
+    """An append-only JSON-lines file: each line flushed, fsync'ed at most every `fsync_every` seconds."""
+
+    def __init__(self, path: Path, fsync_every: float = 2.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8")
+        self._fsync_every = fsync_every
+        self._last_sync = time.monotonic()
+
+    def append(self, obj: dict) -> None:
+        self.append_line(json.dumps(obj, ensure_ascii=False) + "\n")
+
+    def append_line(self, line: str) -> None:
+        """Append one newline-terminated JSON line."""
+        self._f.write(line)
+        self._f.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= self._fsync_every:
+            os.fsync(self._f.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        if self._f.closed:
+            return
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def merge_failures(out_dir: Path) -> int:
+    """Write OUT/failures.jsonl from every rank's failure log, sorted by id, atomically; returns the count."""
+    rows = {}
+    for path in all_failures_paths(out_dir):
+        for rec in iter_lines(path):
+            rows[int(rec["id"])] = rec
+    target = Path(out_dir) / "failures.jsonl"
+    if not rows:
+        if target.exists():
+            target.unlink()
+        return 0
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for key in sorted(rows):
+            f.write(json.dumps(rows[key], ensure_ascii=False) + "\n")
+    os.replace(tmp, target)
+    return len(rows)

@@ -1,0 +1,581 @@
+"""Prediction: `Predictor` (one model, images in, `Detections` out) and `predict` (a whole run to a folder).
+
+`predict` data flow: sources -> InputItems -> DataLoader workers decode (a bad file becomes a failure record)
+-> batches to the model under inference_mode -> Detections (score / class filter, track ids for video)
+-> a writer thread: records, per-item files, then the journal line (the commit point for --resume)
+-> after every rank is done, rank 0 assembles the final files from the journals (`mrseg.outputs.finalize`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrseg.engine import journal
+from mrseg.engine.batches import Loaded, image_loader, video_loader
+from mrseg.engine.progress import RunProgress
+from mrseg.engine.run_folder import resolve_out_dir, start_state
+from mrseg.engine.shard import init_shard, units_for_rank
+from mrseg.engine.tiling import merge_tiles, tile_windows
+from mrseg.engine.tracker import Tracker
+from mrseg.engine.writer import WriterThread
+from mrseg.outputs.detections import Detections, InputItem
+
+FORMATS = ("coco", "coco-results", "jsonl", "labelme", "yolo", "overlay")
+
+
+class PredictError(ValueError):
+    """A run can't start or go on as asked; the message says what and what to do."""
+
+
+class PredictInterrupted(KeyboardInterrupt):
+    """Ctrl-C: what was finished is written and journaled; `summary` says where, to resume."""
+
+    def __init__(self, summary: PredictSummary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """`auto` -> cuda (this rank's GPU) if available, else cpu; `cuda` under torchrun -> cuda:LOCAL_RANK."""
+    name = str(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PredictError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise PredictError(f"--device {device}: not a device name (use auto, cpu or cuda:N)") from e
+
+
+def load_weights(weights: str | Path, arch: str | None, device: torch.device):
+    """(model, ModelInfo) for a zoo name, an mrseg checkpoint, a state-dict file or an exported .onnx."""
+    if str(weights).lower().endswith(".onnx"):
+        if importlib.util.find_spec("mrseg.onnx_runtime") is None:
+            raise PredictError(
+                f"--weights {weights}: running .onnx models needs mrseg.onnx_runtime, which this install "
+                "doesn't have; pass the .pt checkpoint the model was exported from instead"
+            )
+        from mrseg import onnx_runtime
+
+        return onnx_runtime.load_model(weights, device=device)
+    from mrseg.model import zoo
+
+    return zoo.load_model(weights, arch=arch, device=device)
+
+
+def resolve_class_filter(wanted: Iterable[str | int] | None, classes: Sequence[dict]) -> set[int] | None:
+    """Model labels (1..K) for `--classes` given as names (case-insensitive) or category ids; None: all."""
+    wanted = [w for w in (wanted or []) if str(w).strip()]
+    if not wanted:
+        return None
+    by_name = {str(c["name"]).lower(): i + 1 for i, c in enumerate(classes)}
+    by_id = {int(c["id"]): i + 1 for i, c in enumerate(classes)}
+    labels = set()
+    for w in wanted:
+        key = str(w).strip()
+        if key.lower() in by_name:
+            labels.add(by_name[key.lower()])
+        elif key.isdigit() and int(key) in by_id:
+            labels.add(by_id[int(key)])
+        else:
+            names = [c["name"] for c in classes if c["name"] != "N/A"]
+            raise PredictError(
+                f"--classes: the model has no class {key!r}; its classes are: {', '.join(names[:100])}"
+            )
+    return labels
+
+
+class Predictor:
+    """A loaded model that turns images into `Detections`.
+
+    >>> p = Predictor(weights="coco-r50-fpn", device="auto", score=0.5)
+    >>> det = p("photo.jpg")          # or an RGB uint8 [H, W, 3] array
+    >>> dets = p.predict_batch([a, b])
+
+    Args:
+        weights: zoo name, mrseg checkpoint, state-dict file (with `arch`) or `.onnx`.
+        model, model_classes: an already built model with the forward contract of docs/internals.md and its
+            class list, instead of `weights`.
+        score: keep instances scoring at least this. classes: keep only these class names / ids.
+        tile, tile_overlap: predict images larger than `tile` pixels in overlapping tiles.
+        batch: images per model call in `predict_batch` (and tiles per call).
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        arch: str | None = None,
+        device: str | torch.device = "auto",
+        score: float = 0.5,
+        classes: Iterable[str | int] | None = None,
+        tile: int | None = None,
+        tile_overlap: float = 0.2,
+        batch: int | None = None,
+        max_pixels: int | None = None,
+        model: torch.nn.Module | None = None,
+        model_classes: Sequence[dict] | None = None,
+    ):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        if model is None:
+            if weights is None:
+                raise PredictError("Predictor needs weights= (a zoo name or a file) or model=")
+            model, info = load_weights(weights, arch, self.device)
+            model_classes = info.classes
+        if model_classes is None:
+            raise PredictError("Predictor(model=...) also needs model_classes=[{'id':..,'name':..}, ...]")
+        if not 0.0 <= score <= 1.0:
+            raise PredictError(f"--score must be in [0, 1], got {score}")
+        if tile is not None:
+            tile_windows(tile, tile, tile, tile_overlap)  # validates both
+        self.model = model.eval().to(self.device) if isinstance(model, torch.nn.Module) else model
+        self.classes = list(model_classes)
+        self.score = float(score)
+        self.keep_labels = resolve_class_filter(classes, self.classes)
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.batch = batch or (4 if self.device.type == "cuda" else 1)
+        self.max_pixels = max_pixels
+
+    def __call__(self, image: np.ndarray | str | Path) -> Detections:
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray | str | Path]) -> list[Detections]:
+        """Detections for each image (RGB uint8 [H, W, 3] arrays or paths), `batch` at a time."""
+        out: list[Detections] = []
+        for start in range(0, len(images), self.batch):
+            chunk = [self._as_tensor(im) for im in images[start : start + self.batch]]
+            out.extend(self.infer(chunk))
+        return out
+
+    def _as_tensor(self, image: np.ndarray | str | Path) -> torch.Tensor:
+        if isinstance(image, (str, Path)):
+            from mrseg.data.images import read_image
+
+            image = (
+                read_image(str(image)) if self.max_pixels is None else read_image(str(image), self.max_pixels)
+            )
+        if isinstance(image, torch.Tensor):
+            return image
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise PredictError(
+                f"Predictor takes an RGB uint8 array [H, W, 3]; got dtype {arr.dtype}, shape {arr.shape}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    @torch.inference_mode()
+    def infer(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Detections for uint8 [H, W, 3] tensors (CPU, pinned when the model is on a GPU)."""
+        out: list[Detections | None] = [None] * len(images)
+        whole = [i for i, im in enumerate(images) if not self._needs_tiles(im)]
+        if whole:
+            results = self._run_model([images[i] for i in whole])
+            for i, res in zip(whole, results, strict=True):
+                h, w = images[i].shape[:2]
+                out[i] = Detections(width=w, height=h, **res)
+        for i, im in enumerate(images):
+            if out[i] is None:
+                out[i] = self._infer_tiled(im)
+        return out
+
+    def _needs_tiles(self, image: torch.Tensor) -> bool:
+        return self.tile is not None and max(image.shape[0], image.shape[1]) > self.tile
+
+    def _run_model(self, images: list[torch.Tensor]) -> list[dict[str, np.ndarray]]:
+        inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]
+        return [self._filter(o) for o in self.model(inputs)]
+
+    def _filter(self, o: dict) -> dict[str, np.ndarray]:
+        keep = o["scores"] >= self.score
+        if self.keep_labels is not None:
+            wanted = torch.tensor(sorted(self.keep_labels), device=o["labels"].device)
+            keep &= torch.isin(o["labels"], wanted)
+        res = {
+            "boxes": o["boxes"][keep].float().cpu().numpy().reshape(-1, 4),
+            "scores": o["scores"][keep].float().cpu().numpy(),
+            "labels": o["labels"][keep].to(torch.int64).cpu().numpy(),
+            "masks": None,
+        }
+        masks = o.get("masks")
+        if masks is not None:
+            masks = masks[keep]
+            if masks.dim() == 4:
+                masks = masks[:, 0]
+            if masks.dtype != torch.bool:
+                masks = masks > 0.5
+            res["masks"] = masks.cpu().numpy()
+        return res
+
+    def _infer_tiled(self, image: torch.Tensor) -> Detections:
+        h, w = image.shape[:2]
+        windows = tile_windows(h, w, self.tile, self.tile_overlap)
+        tiles = []
+        for start in range(0, len(windows), self.batch):
+            crops = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in windows[start : start + self.batch]]
+            tiles.extend(self._run_model(crops))
+        merged = merge_tiles(tiles, windows, h, w)
+        return Detections(width=w, height=h, masks=merged.pop("masks", None), **merged)
+
+
+@dataclass
+class PredictSummary:
+    """What a `predict` run did (over all ranks)."""
+
+    out_dir: Path | None
+    total: int = 0  # inputs in the sources
+    processed: int = 0  # written by this run
+    skipped: int = 0  # already done by an earlier run (--resume)
+    failed: int = 0  # inputs that could not be read (the whole run, see failures.jsonl)
+    instances: int = 0  # instances written by this run
+    seconds: float = 0.0
+    interrupted: bool = False
+    failures: list[dict] = field(default_factory=list)  # the first few failures, for a summary
+    rank: int = 0  # under torchrun, this process's rank (rank 0 reports for all)
+
+
+def _list_items(sources: Sequence[str], vid_stride: int, stdin, out_dir: Path | None) -> list[InputItem]:
+    from mrseg.data.sources import collect_items
+
+    exclude = [out_dir] if out_dir is not None else []
+    return collect_items(list(sources), vid_stride=vid_stride, stdin=stdin, exclude=exclude)
+
+
+def _units(items: list[InputItem]) -> list[list[InputItem]]:
+    """Consecutive frames of one video form one unit; every image is a unit of its own."""
+    units: list[list[InputItem]] = []
+    for it in items:
+        if it.frame is not None and units and units[-1][0].frame is not None and units[-1][0].path == it.path:
+            units[-1].append(it)
+        else:
+            units.append([it])
+    return units
+
+
+def _segments(units: list[list[InputItem]]):
+    """Runs of image units merged into one list (one DataLoader), each video on its own: (is_video, items)."""
+    images: list[InputItem] = []
+    for unit in units:
+        if unit[0].frame is None:
+            images.extend(unit)
+            continue
+        if images:
+            yield False, images
+            images = []
+        yield True, unit
+    if images:
+        yield False, images
+
+
+def _seed_tracker(tracker: Tracker, state: journal.ResumeState, video: str | None) -> None:
+    """Continue a video's tracks from its last journaled frame; new ids above any it already used."""
+    tracker.next_id = max(tracker.next_id, state.max_track_ids.get(video, 0) + 1)
+    last = state.last_frames.get(video)
+    if not last or not last["instances"]:
+        return
+    inst = [r for r in last["instances"] if r.get("track_id") is not None]
+    if not inst:
+        return
+    boxes = np.array(
+        [
+            [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]
+            for r in inst
+        ],
+        np.float32,
+    )
+    tracker.seed(boxes, np.array([r["label"] for r in inst]), np.array([r["track_id"] for r in inst]))
+
+
+class _Sink:
+    """Runs in the writer thread: records, per-item files, then the journal line (or a line on stdout)."""
+
+    def __init__(
+        self, *, out_dir, rank, formats, classes, mask_format, simplify, vid_stride, stream, progress, quiet
+    ):
+        from mrseg.outputs import JsonlWriter, LabelmeWriter, OverlayWriter, YoloWriter, instance_records
+        from mrseg.outputs.records import record_line
+
+        self._records, self._line = instance_records, record_line
+        self.classes = classes
+        self.mask_format = mask_format
+        self.simplify = simplify
+        self.progress = progress
+        self.quiet = quiet
+        self.item_writers = []
+        if stream:
+            self.item_writers.append(JsonlWriter(sys.stdout))
+        else:
+            make = {
+                "labelme": lambda: LabelmeWriter(out_dir, simplify=simplify),
+                "yolo": lambda: YoloWriter(out_dir, simplify=simplify),
+                "overlay": lambda: OverlayWriter(out_dir, vid_stride=vid_stride),
+            }
+            self.item_writers += [make[f]() for f in formats if f in make]
+        self.journal = None if stream else journal.AppendLog(journal.records_path(out_dir, rank))
+        self.failure_log = None if stream else journal.AppendLog(journal.failures_path(out_dir, rank))
+        self.processed = 0
+        self.instances = 0
+        self.failures: list[dict] = []
+        self.failed = 0
+
+    def __call__(self, job) -> None:
+        kind, item, payload, det = job
+        if kind == "fail":
+            self._failure(item, payload)
+            return
+        instances = self._records(det, self.classes, mask_format=self.mask_format, simplify=self.simplify)
+        for writer in self.item_writers:
+            writer.write(item, payload, det, instances)
+        if self.journal is not None:  # last: a journal line means every file of this input is in place
+            self.journal.append_line(self._line(item, det, instances))
+        self.processed += 1
+        self.instances += len(instances)
+        self.progress.advance()
+
+    def _failure(self, item: InputItem, reason: str) -> None:
+        rec = {"id": item.id, "path": item.path, "file_name": item.rel_path, "reason": reason}
+        if item.frame is not None:
+            rec["frame"] = item.frame
+        if self.failure_log is not None:
+            self.failure_log.append(rec)
+        self.failed += 1
+        if len(self.failures) < 20:
+            self.failures.append(rec)
+        if not self.quiet:
+            self.progress.print(f"warning: skipped {describe_failure(rec)}")
+        self.progress.advance(failed=True)
+
+    def close(self) -> None:
+        errors = []
+        for writer in self.item_writers:
+            try:
+                writer.close()
+            except Exception as e:  # noqa: BLE001 - close the rest, then report
+                errors.append(e)
+        for log in (self.journal, self.failure_log):
+            if log is not None:
+                log.close()
+        if errors:
+            raise errors[0]
+
+
+def describe_failure(failure: dict) -> str:
+    """`path[ frame N]: reason`, without repeating the path when the reason already names it."""
+    where = str(failure.get("path"))
+    if failure.get("frame") is not None:
+        where += f" frame {failure['frame']}"
+    reason = str(failure.get("reason"))
+    return reason if reason.startswith(str(failure.get("path"))) else f"{where}: {reason}"
+
+
+def parse_formats(formats: Sequence[str] | str | None, stream: bool) -> list[str]:
+    """The `--format` list, checked; default coco (jsonl when streaming to stdout)."""
+    if formats is None:
+        formats = ["jsonl"] if stream else ["coco"]
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    formats = [f.strip().lower() for f in formats if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise PredictError(f"--format {','.join(unknown) or '(empty)'}: choose from {','.join(FORMATS)}")
+    if stream and formats != ["jsonl"]:
+        raise PredictError("--out - streams jsonl to stdout; other formats need an output folder (--out DIR)")
+    return list(dict.fromkeys(formats))
+
+
+def predict(
+    sources: Sequence[str],
+    *,
+    weights: str | Path | None = None,
+    arch: str | None = None,
+    formats: Sequence[str] | str | None = None,
+    out: str | Path | None = None,
+    exist_ok: bool = False,
+    score: float = 0.5,
+    classes: Iterable[str | int] | None = None,
+    mask_format: str = "polygon",
+    simplify: float = 1.0,
+    batch: int | None = None,
+    device: str = "auto",
+    workers: int = 2,
+    resume: bool = False,
+    quiet: bool = False,
+    vid_stride: int = 1,
+    tile: int | None = None,
+    tile_overlap: float = 0.2,
+    max_pixels: int | None = None,
+    predictor: Predictor | None = None,
+    stdin=None,
+) -> PredictSummary:
+    """Predict every input of `sources` and write the outputs to `out` (`-`: jsonl lines on stdout).
+
+    The options are the CLI's (see `mrseg predict --help`); `predictor` replaces weights/arch/device/score/
+    classes/tile/batch/max_pixels with an existing `Predictor`, `stdin` is read for a `-` source.
+    Under torchrun each rank takes every world-th input (a video as one input) and rank 0 writes the final
+    files once all are done. Returns the summary; raises `PredictInterrupted` on Ctrl-C after flushing and
+    journaling what was done, `PredictError` / `ValueError` for bad options, sources or weights.
+    """
+    started = time.monotonic()
+    stream = str(out) == "-"
+    formats = parse_formats(formats, stream)
+    if mask_format not in ("polygon", "rle"):
+        raise PredictError(f"--mask-format {mask_format}: choose polygon or rle")
+    if vid_stride < 1:
+        raise PredictError(f"--vid-stride must be >= 1, got {vid_stride}")
+    if stream and resume:
+        raise PredictError("--resume needs an output folder; it can't resume a stream to stdout (--out -)")
+    if workers < 0:
+        raise PredictError(f"--workers must be >= 0, got {workers}")
+
+    shard = init_shard()
+    try:
+        if stream and shard.world > 1:
+            raise PredictError("--out - (stdout) works in one process only; under torchrun give --out DIR")
+        # Rank 0 decides the folder and the inputs (before the slow model load, so bad sources fail fast);
+        # every rank gets the same list, hence the same ids.
+        out_dir = items = None
+        if shard.is_main:
+            out_dir = None if stream else resolve_out_dir(out, exist_ok=exist_ok, resume=resume)
+            items = _list_items(sources, vid_stride, stdin, out_dir)
+        items = shard.broadcast(items)
+        if predictor is None:
+            predictor = Predictor(
+                weights, arch=arch, device=resolve_device(device, shard.local_rank), score=score,
+                classes=classes, tile=tile, tile_overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
+            )  # fmt: skip
+        state = journal.ResumeState()
+        if not stream:
+            meta = {"sources": [str(s) for s in sources], "vid_stride": vid_stride, "formats": formats,
+                    "world_size": shard.world, "weights": str(weights), "num_items": len(items)}  # fmt: skip
+            if shard.is_main:
+                _open_run_folder(out_dir, meta, resume)
+            out_dir = Path(shard.broadcast(str(out_dir) if out_dir else None))
+            shard.barrier()
+            if resume:
+                state = journal.read_state(out_dir)
+        skip = state.done_ids | state.failed_ids
+        summary = PredictSummary(out_dir=out_dir, total=len(items), rank=shard.rank,
+                                 skipped=len(skip & {it.id for it in items}))  # fmt: skip
+
+        todo_units = []
+        for unit in units_for_rank(_units(items), shard):
+            left = [it for it in unit if it.id not in skip]
+            if left:
+                todo_units.append(left)
+        show = shard.is_main and not (quiet or stream)
+        progress = RunProgress(total=sum(map(len, todo_units)), enabled=show)
+        sink = _Sink(
+            out_dir=out_dir, rank=shard.rank, formats=formats, classes=predictor.classes,
+            mask_format=mask_format, simplify=simplify, vid_stride=vid_stride, stream=stream, quiet=quiet,
+            progress=progress,
+        )  # fmt: skip
+        interrupted = _process(todo_units, predictor, sink, state, batch=batch or predictor.batch,
+                               workers=workers, vid_stride=vid_stride, max_pixels=max_pixels,
+                               keep_image="overlay" in formats)  # fmt: skip
+        local = {"processed": sink.processed, "instances": sink.instances, "failed": sink.failed,
+                 "failures": sink.failures}  # fmt: skip
+        if interrupted:
+            summary.processed, summary.instances, summary.failed = (
+                local[k] for k in ("processed", "instances", "failed")
+            )
+            summary.failures, summary.interrupted = local["failures"], True
+            summary.seconds = time.monotonic() - started
+            raise PredictInterrupted(summary)
+
+        shard.barrier()
+        failed_total = None
+        if shard.is_main and not stream:
+            from mrseg.outputs import finalize
+
+            finalize(out_dir, formats, journal.all_records_paths(out_dir), predictor.classes)
+            failed_total = journal.merge_failures(out_dir)
+        parts = shard.gather(local)
+        failed_total = shard.broadcast(failed_total)
+        summary.processed = sum(p["processed"] for p in parts)
+        summary.instances = sum(p["instances"] for p in parts)
+        summary.failed = failed_total if failed_total is not None else sum(p["failed"] for p in parts)
+        summary.failures = [f for p in parts for f in p["failures"]][:20]
+        if summary.failed and not summary.failures and out_dir is not None:  # all failed in an earlier run
+            summary.failures = list(journal.iter_lines(out_dir / "failures.jsonl"))[:20]
+        summary.seconds = time.monotonic() - started
+        shard.barrier()  # nobody exits (which makes torchrun stop the others) before every rank is done
+        return summary
+    finally:
+        shard.close()
+
+
+def _open_run_folder(out_dir: Path, meta: dict, resume: bool) -> None:
+    start_state(out_dir, meta, resume=resume)
+    if resume:
+        for path in journal.all_records_paths(out_dir) + journal.all_failures_paths(out_dir):
+            journal.repair(path)
+
+
+def _process(
+    todo_units,
+    predictor: Predictor,
+    sink: _Sink,
+    state: journal.ResumeState,
+    *,
+    batch: int,
+    workers: int,
+    vid_stride: int,
+    max_pixels: int | None,
+    keep_image: bool,
+) -> bool:
+    """Decode, predict and hand every unit to the writer thread. Returns True when stopped by Ctrl-C."""
+    pin = predictor.device.type == "cuda"
+    # Each queued input holds its full-size masks: keep the queue short (a big photo can hold 100s of MB).
+    writer = WriterThread(sink, maxsize=max(2, batch))
+    interrupted = False
+    with sink.progress:  # stays up until the writer has finished the last input
+        try:
+            for is_video, seg in _segments(todo_units):
+                tracker = None
+                if is_video:
+                    tracker = Tracker()
+                    _seed_tracker(tracker, state, seg[0].video)
+                    loader = video_loader(seg, batch=batch, workers=workers, pin=pin, vid_stride=vid_stride)
+                else:
+                    loader = image_loader(seg, batch=batch, workers=workers, pin=pin, max_pixels=max_pixels)
+                for loaded in loader:
+                    _dispatch(loaded, predictor, tracker, writer, keep_image)
+        except KeyboardInterrupt:
+            interrupted = True  # what was predicted is still written and journaled below
+        finally:
+            try:
+                writer.close()
+            finally:
+                sink.close()
+    return interrupted
+
+
+def _dispatch(
+    loaded: list[Loaded],
+    predictor: Predictor,
+    tracker: Tracker | None,
+    writer: WriterThread,
+    keep_image: bool,
+) -> None:
+    good = [x for x in loaded if x.error is None]
+    dets = predictor.infer([x.image for x in good]) if good else []
+    by_id = {id(x): d for x, d in zip(good, dets, strict=True)}
+    for x in loaded:  # in input order: the journal stays sorted by id
+        if x.error is not None:
+            writer.put(("fail", x.item, x.error, None))
+            continue
+        det = by_id[id(x)]
+        if tracker is not None:
+            det.track_ids = tracker.update(det.boxes, det.labels, det.masks)
+        writer.put(("ok", x.item, x.image.numpy() if keep_image else None, det))

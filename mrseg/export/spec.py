@@ -1,0 +1,57 @@
+"""What an exported graph expects and how to turn its outputs into detections; stored inside the file."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+FORMATS = ("onnx", "torchscript")
+METADATA_KEY = "mrseg"  # ONNX metadata_props key / TorchScript extra file "mrseg.json"
+INPUT_NAMES = ("images", "image_sizes")
+OUTPUT_NAMES = ("boxes", "scores", "labels", "mask_probs", "image_index")
+
+
+def round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+@dataclass
+class GraphSpec:
+    """The contract of an exported Mask R-CNN graph.
+
+    Inputs: `images` float32 [batch, 3, height, width]: RGB in 0..1 resized by `resize_scale`, normalized with
+    `mean`/`std` and zero-padded bottom/right (exactly what the model's own transform feeds its backbone);
+    `image_sizes` float32 [batch, 2]: (h, w) of each resized image in the canvas (boxes are clipped to it).
+    Outputs, concatenated over the batch: `boxes` float32 [D, 4] xyxy in resized-image pixels, `scores` [D],
+    `labels` int64 [D] (1..K, `classes[label - 1]`), `mask_probs` float32 [D, 1, 28, 28] (the predicted
+    class's mask in the frame of its box), `image_index` int64 [D] (which image of the batch).
+    The post-step scales boxes by 1 / scale and pastes each mask into its box (`mrseg.model.postprocess`).
+    """
+
+    height: int
+    width: int
+    batch: int
+    min_size: int
+    max_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    mask_threshold: float = 0.5
+    arch: str = ""
+    classes: list[dict] = field(default_factory=list)
+    format_version: int = 1
+
+    def resize_scale(self, height: int, width: int) -> float:
+        """The model's resize rule (short side to min_size, long side at most max_size), capped so that the
+        resized image fits the canvas."""
+        scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
+        return min(scale, self.height / height, self.width / width)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> GraphSpec:
+        data = json.loads(text)
+        data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        return cls(**data)

@@ -1,0 +1,65 @@
+"""The pre-step (resize, normalize, pad onto the canvas) and post-step (scale boxes back, paste masks) around
+an exported graph; the same numerics as `MaskRCNN.transform` and `MaskRCNN.postprocess`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mrseg.export.spec import GraphSpec
+from mrseg.model.postprocess import paste_masks, scale_boxes
+
+
+def preprocess(images: list[Tensor], spec: GraphSpec) -> tuple[Tensor, Tensor]:
+    """images: up to `spec.batch` float [3, h, w] RGB in 0..1 -> (canvas batch float32 [batch, 3, H, W],
+    resized sizes float32 [batch, 2]). Missing batch slots stay empty (size 1 x 1; their output is dropped).
+    """
+    if not 0 < len(images) <= spec.batch:
+        raise ValueError(f"preprocess: got {len(images)} images for a graph that takes {spec.batch}")
+    canvas = torch.zeros((spec.batch, 3, spec.height, spec.width), dtype=torch.float32)
+    sizes = torch.ones((spec.batch, 2), dtype=torch.float32)
+    mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
+    for i, image in enumerate(images):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(
+                f"images[{i}]: expected a float tensor [3, H, W], got shape {tuple(image.shape)}"
+            )
+        image = (image.detach().to("cpu", torch.float32) - mean) / std
+        scale = spec.resize_scale(int(image.shape[-2]), int(image.shape[-1]))
+        image = F.interpolate(
+            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+        )[0]
+        h, w = image.shape[-2:]
+        canvas[i, :, :h, :w] = image
+        sizes[i, 0], sizes[i, 1] = h, w
+    return canvas, sizes
+
+
+def postprocess(
+    outputs: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    sizes: Tensor,
+    original_sizes: list[tuple[int, int]],
+    mask_threshold: float = 0.5,
+) -> list[dict[str, Tensor]]:
+    """Graph outputs (boxes, scores, labels, mask_probs, image_index) -> per original image
+    {"boxes" float32 [D, 4] xyxy original pixels, "scores" [D], "labels" int64 [D],
+    "masks" bool [D, 1, h, w], "mask_probs" float [D, 1, 28, 28] (what the masks were pasted from)}."""
+    boxes, scores, labels, mask_probs, image_index = outputs
+    results = []
+    for i, original in enumerate(original_sizes):
+        sel = image_index == i
+        resized = (int(sizes[i, 0]), int(sizes[i, 1]))
+        b = scale_boxes(boxes[sel], resized, original)
+        masks = paste_masks(mask_probs[sel], b, original, threshold=mask_threshold)
+        results.append(
+            {
+                "boxes": b,
+                "scores": scores[sel],
+                "labels": labels[sel].to(torch.int64),
+                "masks": masks[:, None],
+                "mask_probs": mask_probs[sel],
+            }
+        )
+    return results

@@ -1,0 +1,261 @@
+"""The second stage: box head + predictor and mask head on pooled RoI features, their losses and inference."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from mrseg.model.box_coder import BoxCoder
+from mrseg.model.layers import ConvNorm, NormFactory
+from mrseg.model.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
+from mrseg.model.poolers import MultiScaleRoIAlign, roi_align
+from mrseg.model.postprocess import box_detections
+from mrseg.model.sampler import BalancedSampler
+
+
+class BoxHead(nn.Module):
+    """Optional 3x3 convs (v2: four, with BN) then fully connected layers with ReLU.
+
+    x [R, C, S, S] -> [R, fc_dims[-1]]. The FPN default is two FC layers of 1024 (no convs).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        pooled_size: int,
+        conv_dims: tuple[int, ...] = (),
+        fc_dims: tuple[int, ...] = (1024, 1024),
+        norm: NormFactory | None = None,
+    ):
+        super().__init__()
+        convs = []
+        for dim in conv_dims:
+            convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
+            in_channels = dim
+        self.convs = nn.ModuleList(convs)
+        fcs = []
+        in_features = in_channels * pooled_size * pooled_size
+        for dim in fc_dims:
+            fcs.append(nn.Linear(in_features, dim))
+            in_features = dim
+        self.fcs = nn.ModuleList(fcs)
+        self.out_features = in_features
+        for m in self.convs.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = conv(x)
+        x = x.flatten(start_dim=1)
+        for fc in self.fcs:
+            x = F.relu(fc(x))
+        return x
+
+
+class BoxPredictor(nn.Module):
+    """x [R, D] -> (class logits [R, K+1] for a softmax over K classes + background, deltas [R, 4(K+1)])."""
+
+    def __init__(self, *, in_features: int, num_classes: int):
+        super().__init__()
+        self.cls_score = nn.Linear(in_features, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_features, (num_classes + 1) * 4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class MaskHead(nn.Module):
+    """Four 3x3 convs (256, ReLU, optional norm), a 2x deconv + ReLU, and a 1x1 conv to one mask per class.
+
+    x [R, C, 14, 14] -> mask logits [R, K+1, 28, 28] (channel 0, background, is never used).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        conv_dims: tuple[int, ...] = (256, 256, 256, 256),
+        norm: NormFactory | None = None,
+    ):
+        super().__init__()
+        convs = []
+        for dim in conv_dims:
+            convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
+            in_channels = dim
+        self.convs = nn.ModuleList(convs)
+        self.deconv = nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2)
+        self.predictor = nn.Conv2d(in_channels, num_classes + 1, kernel_size=1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = conv(x)
+        return self.predictor(F.relu(self.deconv(x)))
+
+
+def fast_rcnn_losses(
+    class_logits: Tensor, box_deltas: Tensor, labels: Tensor, regression_targets: Tensor
+) -> dict[str, Tensor]:
+    """Softmax cross-entropy over the sampled RoIs, and smooth-L1 (beta 1/9) on the ground-truth class's
+    deltas of
+    the positives, summed and divided by the number of sampled RoIs. labels [R]; regression_targets [R, 4]."""
+    loss_classifier = F.cross_entropy(class_logits, labels)
+    pos = torch.where(labels > 0)[0]
+    deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)
+    loss_box_reg = F.smooth_l1_loss(
+        deltas[pos, labels[pos]], regression_targets[pos], beta=1 / 9, reduction="sum"
+    ) / max(labels.numel(), 1)
+    return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+
+
+def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:
+    """Crops each RoI's matched ground-truth mask and resamples it to size x size (RoIAlign, aligned=False, as
+    torchvision). gt_masks [G, H, W] uint8; boxes [R, 4]; matched_idxs [R] -> [R, size, size] float in [0,
+    1]."""
+    rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)
+    return roi_align(gt_masks[:, None].to(rois), rois, (size, size), spatial_scale=1.0)[:, 0]
+
+
+def mask_loss(mask_logits: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
+    """Mean per-pixel sigmoid BCE on the ground-truth class's mask only. mask_logits [R, K+1, M, M]."""
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0
+    logits = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+class RoIHeads(nn.Module):
+    """Box and mask branches.
+
+    Training: adds the ground-truth boxes to the proposals, matches them (IoU >= fg_iou positive), samples
+    `batch_size_per_image` RoIs at `positive_fraction`, and returns loss_classifier, loss_box_reg, loss_mask.
+    Inference: per-class boxes -> score threshold, class-aware NMS, top `detections_per_img`; then the mask
+    head
+    on the kept boxes. Returns per image {"boxes" [D, 4], "scores" [D], "labels" [D], "mask_probs" [D, 1,
+    28, 28]}
+    in the coordinates of the resized image.
+    """
+
+    def __init__(
+        self,
+        *,
+        box_pooler: MultiScaleRoIAlign,
+        box_head: BoxHead,
+        box_predictor: BoxPredictor,
+        mask_pooler: MultiScaleRoIAlign,
+        mask_head: MaskHead,
+        matcher: Matcher,
+        sampler: BalancedSampler,
+        box_coder: BoxCoder,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+    ):
+        super().__init__()
+        self.box_pooler = box_pooler
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.mask_pooler = mask_pooler
+        self.mask_head = mask_head
+        self.matcher = matcher
+        self.sampler = sampler
+        self.box_coder = box_coder
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+
+    def forward(
+        self,
+        features: list[Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        if self.training:
+            if targets is None:
+                raise ValueError("RoIHeads: targets are required in training mode")
+            return [], self._forward_train(features, proposals, targets)
+        return self._forward_test(features, proposals, image_sizes), {}
+
+    def sample_proposals(
+        self, proposals: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """-> per image: sampled boxes [S, 4], labels [S] (0 = background), matched gt index [S], regression
+        targets [S, 4]."""
+        out_boxes, out_labels, out_matched, out_targets = [], [], [], []
+        for boxes, target in zip(proposals, targets, strict=True):
+            gt_boxes = target["boxes"].to(boxes.dtype)
+            gt_labels = target["labels"]
+            boxes = torch.cat([boxes, gt_boxes])
+            if gt_boxes.numel() == 0:
+                matched = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
+                labels = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
+                gt_boxes = torch.zeros((1, 4), dtype=boxes.dtype, device=boxes.device)
+            else:
+                matches = self.matcher(box_iou(gt_boxes, boxes))
+                matched = matches.clamp(min=0)
+                labels = gt_labels[matched].to(torch.int64)
+                labels[matches == BELOW_LOW_THRESHOLD] = 0
+                labels[matches == BETWEEN_THRESHOLDS] = -1
+            pos, neg = self.sampler(labels)
+            keep = torch.where(pos | neg)[0]
+            boxes, labels, matched = boxes[keep], labels[keep], matched[keep]
+            out_boxes.append(boxes)
+            out_labels.append(labels)
+            out_matched.append(matched)
+            out_targets.append(self.box_coder.encode(gt_boxes[matched], boxes))
+        return out_boxes, out_labels, out_matched, out_targets
+
+    def _forward_train(
+        self, features: list[Tensor], proposals: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        boxes, labels, matched, regression_targets = self.sample_proposals(proposals, targets)
+        box_features = self.box_head(self.box_pooler(features, boxes))
+        class_logits, box_deltas = self.box_predictor(box_features)
+        losses = fast_rcnn_losses(class_logits, box_deltas, torch.cat(labels), torch.cat(regression_targets))
+
+        pos_boxes, pos_labels, mask_tgts = [], [], []
+        for b, lab, m, target in zip(boxes, labels, matched, targets, strict=True):
+            pos = torch.where(lab > 0)[0]
+            pos_boxes.append(b[pos])
+            pos_labels.append(lab[pos])
+            size = 2 * self.mask_pooler.output_size
+            mask_tgts.append(mask_targets(target["masks"], b[pos], m[pos], size))
+        mask_logits = self.mask_head(self.mask_pooler(features, pos_boxes))
+        losses["loss_mask"] = mask_loss(mask_logits, torch.cat(mask_tgts), torch.cat(pos_labels))
+        return losses
+
+    def _forward_test(
+        self, features: list[Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        box_features = self.box_head(self.box_pooler(features, proposals))
+        class_logits, box_deltas = self.box_predictor(box_features)
+        detections = box_detections(
+            class_logits,
+            box_deltas,
+            proposals,
+            image_sizes,
+            box_coder=self.box_coder,
+            score_thresh=self.score_thresh,
+            nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img,
+        )
+        boxes = [d[0] for d in detections]
+        mask_logits = self.mask_head(self.mask_pooler(features, boxes))
+        labels = torch.cat([d[2] for d in detections])
+        probs = mask_logits.sigmoid()[torch.arange(labels.shape[0], device=labels.device), labels][:, None]
+        results = []
+        for (b, s, lab), p in zip(detections, probs.split([len(b) for b in boxes]), strict=True):
+            results.append({"boxes": b, "scores": s, "labels": lab, "mask_probs": p})
+        return results

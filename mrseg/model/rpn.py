@@ -1,0 +1,184 @@
+"""Region Proposal Network: a conv head over every FPN level, proposal selection, and the RPN losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_iou, remove_small_boxes
+
+from mrseg.model.anchors import AnchorGenerator
+from mrseg.model.box_coder import BoxCoder, clip_boxes
+from mrseg.model.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
+from mrseg.model.sampler import BalancedSampler
+
+
+class RPNHead(nn.Module):
+    """`num_convs` shared 3x3 convs (+ReLU), then 1x1 convs for objectness and box deltas.
+
+    forward([F_l [N, C, H_l, W_l]]) -> (objectness [N, A, H_l, W_l] per level, deltas [N, 4A, H_l, W_l] per
+    level).
+    """
+
+    def __init__(self, *, in_channels: int, num_anchors: int, num_convs: int = 1):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels, in_channels, 3, padding=1) for _ in range(num_convs)
+        )
+        self.objectness_logits = nn.Conv2d(in_channels, num_anchors, 1)
+        self.anchor_deltas = nn.Conv2d(in_channels, num_anchors * 4, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        logits, deltas = [], []
+        for x in features:
+            for conv in self.convs:
+                x = F.relu(conv(x))
+            logits.append(self.objectness_logits(x))
+            deltas.append(self.anchor_deltas(x))
+        return logits, deltas
+
+
+def flatten_predictions(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-level [N, A, H, W] / [N, 4A, H, W] -> objectness [N, R] and deltas [N, R, 4], R = sum of H*W*A,
+    ordered (level, y, x, anchor) like the anchors."""
+    flat_logits, flat_deltas = [], []
+    for lg, dl in zip(logits, deltas, strict=True):
+        n, a, h, w = lg.shape
+        flat_logits.append(lg.permute(0, 2, 3, 1).reshape(n, -1))
+        flat_deltas.append(dl.view(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
+    return torch.cat(flat_logits, dim=1), torch.cat(flat_deltas, dim=1)
+
+
+class RPN(nn.Module):
+    """Proposals from anchors: decode, keep the top-k per level, clip, drop tiny boxes, NMS per level, top-k.
+
+    forward(features [P_l], image_sizes [(h, w)] per image, padded_size (H, W), targets)
+    -> (proposals: list per image of [P_i, 4] xyxy sorted by objectness, losses dict (empty in eval)).
+    """
+
+    def __init__(
+        self,
+        *,
+        anchor_generator: AnchorGenerator,
+        head: RPNHead,
+        matcher: Matcher,
+        sampler: BalancedSampler,
+        box_coder: BoxCoder,
+        pre_nms_top_n: dict[str, int],
+        post_nms_top_n: dict[str, int],
+        nms_thresh: float = 0.7,
+        min_size: float = 1e-3,
+        score_thresh: float = 0.0,
+    ):
+        super().__init__()
+        self.anchor_generator = anchor_generator
+        self.head = head
+        self.matcher = matcher
+        self.sampler = sampler
+        self.box_coder = box_coder
+        self.pre_nms_top_n = pre_nms_top_n
+        self.post_nms_top_n = post_nms_top_n
+        self.nms_thresh = nms_thresh
+        self.min_size = min_size
+        self.score_thresh = score_thresh
+
+    def _mode(self) -> str:
+        return "train" if self.training else "test"
+
+    def forward(
+        self,
+        features: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        padded_size: tuple[int, int],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        logits, deltas = self.head(features)
+        anchors_per_level = self.anchor_generator(padded_size, [f.shape[-2:] for f in features])
+        num_per_level = [a.shape[0] for a in anchors_per_level]
+        anchors = torch.cat(anchors_per_level)
+        objectness, pred_deltas = flatten_predictions(logits, deltas)
+        num_images = objectness.shape[0]
+        proposals = self.box_coder.decode(pred_deltas.detach().reshape(-1, 4), anchors.repeat(num_images, 1))
+        proposals = proposals.view(num_images, -1, 4)
+        boxes = self.select_proposals(proposals, objectness.detach(), image_sizes, num_per_level)
+
+        losses: dict[str, Tensor] = {}
+        if self.training:
+            if targets is None:
+                raise ValueError("RPN: targets are required in training mode")
+            losses = self.losses(anchors, objectness, pred_deltas, targets)
+        return boxes, losses
+
+    def select_proposals(
+        self,
+        proposals: Tensor,
+        objectness: Tensor,
+        image_sizes: list[tuple[int, int]],
+        num_per_level: list[int],
+    ) -> list[Tensor]:
+        """proposals [N, R, 4], objectness [N, R] -> per image [P_i, 4]."""
+        num_images = proposals.shape[0]
+        device = proposals.device
+        top_idx, levels = [], []
+        offset = 0
+        for lvl, (ob, count) in enumerate(
+            zip(objectness.split(num_per_level, 1), num_per_level, strict=True)
+        ):
+            k = min(self.pre_nms_top_n[self._mode()], count)
+            _, idx = ob.topk(k, dim=1)
+            top_idx.append(idx + offset)
+            levels.append(torch.full((k,), lvl, dtype=torch.int64, device=device))
+            offset += count
+        top_idx = torch.cat(top_idx, dim=1)
+        levels = torch.cat(levels)
+        batch_idx = torch.arange(num_images, device=device)[:, None]
+        scores = torch.sigmoid(objectness[batch_idx, top_idx])
+        proposals = proposals[batch_idx, top_idx]
+
+        results = []
+        for boxes, prob, image_size in zip(proposals, scores, image_sizes, strict=True):
+            boxes = clip_boxes(boxes, image_size)
+            keep = remove_small_boxes(boxes, self.min_size)
+            boxes, prob, lvl = boxes[keep], prob[keep], levels[keep]
+            keep = torch.where(prob >= self.score_thresh)[0]
+            boxes, prob, lvl = boxes[keep], prob[keep], lvl[keep]
+            keep = batched_nms(boxes, prob, lvl, self.nms_thresh)[: self.post_nms_top_n[self._mode()]]
+            results.append(boxes[keep])
+        return results
+
+    def losses(
+        self, anchors: Tensor, objectness: Tensor, pred_deltas: Tensor, targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """anchors [R, 4]; objectness [N, R]; pred_deltas [N, R, 4] -> loss_objectness (BCE over the sampled
+        anchors), loss_rpn_box_reg (smooth-L1, beta 1/9, over positives, divided by the number sampled)."""
+        labels, regression_targets = [], []
+        for target in targets:
+            gt_boxes = target["boxes"]
+            if gt_boxes.numel() == 0:
+                labels.append(torch.zeros(anchors.shape[0], dtype=torch.float32, device=anchors.device))
+                regression_targets.append(torch.zeros_like(anchors))
+                continue
+            matches = self.matcher(box_iou(gt_boxes, anchors))
+            label = (matches >= 0).to(torch.float32)
+            label[matches == BELOW_LOW_THRESHOLD] = 0.0
+            label[matches == BETWEEN_THRESHOLDS] = -1.0
+            labels.append(label)
+            regression_targets.append(self.box_coder.encode(gt_boxes[matches.clamp(min=0)], anchors))
+
+        pos, neg = zip(*(self.sampler(label) for label in labels), strict=True)
+        pos_idx = torch.where(torch.cat(pos))[0]
+        sampled_idx = torch.cat([pos_idx, torch.where(torch.cat(neg))[0]])
+        labels_all = torch.cat(labels)
+        targets_all = torch.cat(regression_targets)
+        pred_deltas = pred_deltas.reshape(-1, 4)
+        box_loss = F.smooth_l1_loss(
+            pred_deltas[pos_idx], targets_all[pos_idx], beta=1 / 9, reduction="sum"
+        ) / max(sampled_idx.numel(), 1)
+        objectness_loss = F.binary_cross_entropy_with_logits(
+            objectness.flatten()[sampled_idx], labels_all[sampled_idx]
+        )
+        return {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}

@@ -1,0 +1,354 @@
+"""Named architectures and weights: build a Mask R-CNN by name, load torchvision's or mrseg's weights into it.
+
+Weights come from torchvision's URLs (its weight enums) and are downloaded once into the torch hub cache
+(`$TORCH_HOME/hub/checkpoints`); every file is read with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.hub import download_url_to_file
+
+from mrseg.model.anchors import AnchorGenerator
+from mrseg.model.backbone import build_resnet_fpn, frozen_bn
+from mrseg.model.box_coder import BoxCoder
+from mrseg.model.coco_classes import coco_label_classes
+from mrseg.model.convert import is_torchvision_state_dict, resnet_to_mrseg, torchvision_to_mrseg
+from mrseg.model.maskrcnn import MaskRCNN
+from mrseg.model.matcher import Matcher
+from mrseg.model.poolers import MultiScaleRoIAlign
+from mrseg.model.roi_heads import BoxHead, BoxPredictor, MaskHead, RoIHeads
+from mrseg.model.rpn import RPN, RPNHead
+from mrseg.model.sampler import BalancedSampler
+from mrseg.model.transform import ImageTransform
+
+CHECKPOINT_FORMAT = "mrseg-checkpoint"
+
+
+class WeightsError(ValueError):
+    """Weights could not be found, fetched or loaded; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """depth: ResNet depth; v2: torchvision's maskrcnn_resnet50_fpn_v2 layout (BN in FPN and heads, 2-conv RPN
+    head, 4conv+1fc box head); aligned: the RoIAlign flavour of the poolers (see mrseg.model.poolers)."""
+
+    depth: int
+    v2: bool = False
+    aligned: bool = True
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "r18-fpn": ArchSpec(18),
+    "r34-fpn": ArchSpec(34),
+    "r50-fpn": ArchSpec(50, aligned=False),
+    "r101-fpn": ArchSpec(101),
+    "r50-fpn-v2": ArchSpec(50, v2=True, aligned=False),
+}
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    url: str
+    arch: str
+    frozen_bn_eps: float = 1e-5
+
+
+WEIGHTS: dict[str, WeightSpec] = {
+    # torchvision MaskRCNN_ResNet50_FPN_Weights.COCO_V1 (trained with eps-free FrozenBatchNorm: eps 0)
+    "coco-r50-fpn": WeightSpec(
+        "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", "r50-fpn", 0.0
+    ),
+    # torchvision MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1
+    "coco-r50-fpn-v2": WeightSpec(
+        "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "r50-fpn-v2"
+    ),
+}
+
+# torchvision ResNet{18,34,50,101}_Weights.IMAGENET1K_V1 (the backbones torchvision's detectors start from)
+IMAGENET_URLS: dict[int, str] = {
+    18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    101: "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+}
+
+
+@dataclass
+class ModelInfo:
+    """arch: an ARCHS name; classes: `{"id": category_id, "name": name}` for labels 1..K (`classes[label -
+    1]`);
+    source: the zoo name or file the weights came from."""
+
+    arch: str
+    classes: list[dict] = field(default_factory=list)
+    source: str = ""
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    *,
+    min_size: int | tuple[int, ...] = 800,
+    max_size: int = 1333,
+    frozen_bn_eps: float = 1e-5,
+    freeze_at: int = 2,
+    aligned: bool | None = None,
+) -> MaskRCNN:
+    """A Mask R-CNN of a named architecture with random heads.
+
+    num_classes: K, the number of object classes WITHOUT background (the heads predict K + 1; torchvision's
+    COCO
+    models have K = 90, labels 1..90 = COCO category ids). min_size / max_size: resize limits of the input
+    transform. aligned: override the arch's RoIAlign flavour.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (object classes, without background), got {num_classes}")
+    spec = ARCHS[arch]
+    aligned = spec.aligned if aligned is None else aligned
+    bn = nn.BatchNorm2d if spec.v2 else None
+    backbone = build_resnet_fpn(
+        spec.depth,
+        backbone_norm=nn.BatchNorm2d if spec.v2 else frozen_bn(frozen_bn_eps),
+        fpn_norm=bn,
+        freeze_at=freeze_at,
+    )
+    channels = backbone.out_channels
+    anchors = AnchorGenerator(sizes=(32, 64, 128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0))
+    rpn = RPN(
+        anchor_generator=anchors,
+        head=RPNHead(
+            in_channels=channels, num_anchors=anchors.num_anchors_per_location, num_convs=2 if spec.v2 else 1
+        ),
+        matcher=Matcher(0.7, 0.3, allow_low_quality_matches=True),
+        sampler=BalancedSampler(256, 0.5),
+        box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0)),
+        pre_nms_top_n={"train": 2000, "test": 1000},
+        post_nms_top_n={"train": 2000, "test": 1000},
+        nms_thresh=0.7,
+    )
+    box_head = BoxHead(
+        in_channels=channels,
+        pooled_size=7,
+        conv_dims=(256, 256, 256, 256) if spec.v2 else (),
+        fc_dims=(1024,) if spec.v2 else (1024, 1024),
+        norm=bn,
+    )
+    roi_heads = RoIHeads(
+        box_pooler=MultiScaleRoIAlign(output_size=7, sampling_ratio=2, aligned=aligned),
+        box_head=box_head,
+        box_predictor=BoxPredictor(in_features=box_head.out_features, num_classes=num_classes),
+        mask_pooler=MultiScaleRoIAlign(output_size=14, sampling_ratio=2, aligned=aligned),
+        mask_head=MaskHead(in_channels=channels, num_classes=num_classes, norm=bn),
+        matcher=Matcher(0.5, 0.5, allow_low_quality_matches=False),
+        sampler=BalancedSampler(512, 0.25),
+        box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)),
+        score_thresh=0.05,
+        nms_thresh=0.5,
+        detections_per_img=100,
+    )
+    transform = ImageTransform(min_size=min_size, max_size=max_size)
+    return MaskRCNN(transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads)
+
+
+def fetch(url: str) -> Path:
+    """The cached file for `url` (downloaded with a progress bar on first use) or a WeightsError saying what
+    to
+    fetch and where to put it."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    path = cache / os.path.basename(url)
+    if path.is_file():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        download_url_to_file(url, str(tmp), progress=True)
+    except (urllib.error.URLError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(
+            f"could not download {url} ({e}). Fetch that file on a machine with internet access and put "
+            f"it at {path}, or pass a local file with --weights PATH (and --arch for a bare state dict)."
+        ) from e
+    tmp.replace(path)
+    return path
+
+
+def read_file(path: str | Path) -> dict:
+    """torch.load(path, weights_only=True) with a clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"weights file {path} does not exist; pass a zoo name ({', '.join(WEIGHTS)}) or a file"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(
+            f"{path}: not a PyTorch weights file that loads with weights_only=True ({type(e).__name__}: {e})"
+        ) from e
+    if not isinstance(obj, dict):
+        raise WeightsError(
+            f"{path}: expected a state dict or an mrseg checkpoint, found a {type(obj).__name__}"
+        )
+    return obj
+
+
+def load_state_dict(model: nn.Module, state_dict: dict, source: str = "weights") -> None:
+    """Loads a state dict (ours or torchvision's keys) strictly; a mismatch raises a WeightsError naming the
+    missing / unexpected / mis-shaped keys."""
+    try:
+        if is_torchvision_state_dict(state_dict):
+            state_dict = torchvision_to_mrseg(state_dict)
+    except KeyError as e:
+        raise WeightsError(f"{source}: {e.args[0]}") from e
+    own = model.state_dict()
+    state_dict = {
+        k: v for k, v in state_dict.items() if not (k.endswith("num_batches_tracked") and k not in own)
+    }
+    missing = sorted(k for k in own if k not in state_dict and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state_dict if k not in own)
+    shapes = sorted(
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        for name, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        ):
+            if keys:
+                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+                parts.append(f"{len(keys)} {name}: {', '.join(keys[:8])}{more}")
+        raise WeightsError(
+            f"{source} does not fit the model: "
+            + "; ".join(parts)
+            + ". Check --arch (and the number of classes)."
+        )
+    model.load_state_dict(state_dict, strict=False)
+
+
+def _num_classes_of(state_dict: dict) -> int:
+    for key in ("roi_heads.box_predictor.cls_score.weight",):
+        if key in state_dict:
+            return int(state_dict[key].shape[0]) - 1
+    raise WeightsError("the state dict has no roi_heads.box_predictor.cls_score.weight; is it a Mask R-CNN?")
+
+
+def _default_classes(num_classes: int) -> list[dict]:
+    if num_classes == 90:
+        return coco_label_classes()
+    return [{"id": i, "name": f"class{i}"} for i in range(1, num_classes + 1)]
+
+
+def load_model(
+    weights: str | Path, arch: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[MaskRCNN, ModelInfo]:
+    """(model in eval mode on `device`, ModelInfo) from a zoo name (coco-r50-fpn, coco-r50-fpn-v2), an mrseg
+    checkpoint (.pt written by `mrseg train`), or a state-dict file (torchvision's or ours) with `arch`."""
+    name = str(weights)
+    if name in WEIGHTS:
+        spec = WEIGHTS[name]
+        if arch is not None and arch != spec.arch:
+            raise WeightsError(
+                f"--weights {name} is a {spec.arch} model; drop --arch or pass --arch {spec.arch}"
+            )
+        state = read_file(fetch(spec.url))
+        model = build_model(spec.arch, 90, frozen_bn_eps=spec.frozen_bn_eps)
+        load_state_dict(model, state, name)
+        info = ModelInfo(arch=spec.arch, classes=coco_label_classes(), source=name)
+    else:
+        obj = read_file(name)
+        if obj.get("format") == CHECKPOINT_FORMAT:
+            ckpt_arch = obj.get("arch")
+            if ckpt_arch not in ARCHS:
+                raise WeightsError(f"{name}: checkpoint arch {ckpt_arch!r} is not one of {', '.join(ARCHS)}")
+            classes = list(obj.get("classes") or [])
+            transform = obj.get("transform") or {}
+            model = build_model(
+                ckpt_arch,
+                len(classes),
+                min_size=transform.get("min_size", 800),
+                max_size=transform.get("max_size", 1333),
+                frozen_bn_eps=obj.get("frozen_bn_eps", 1e-5),
+            )
+            load_state_dict(model, obj["model"], name)
+            info = ModelInfo(arch=ckpt_arch, classes=classes, source=name)
+        else:
+            state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+            if arch is None:
+                raise WeightsError(
+                    f"{name} is a bare state dict: say which architecture it is with --arch "
+                    f"({', '.join(ARCHS)})"
+                )
+            if arch not in ARCHS:
+                raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
+            num_classes = _num_classes_of(state)  # same key in torchvision's and our naming
+            model = build_model(arch, num_classes)
+            load_state_dict(model, state, name)
+            info = ModelInfo(arch=arch, classes=_default_classes(num_classes), source=name)
+    return model.to(device).eval(), info
+
+
+def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str]:
+    """Initialises `model` (built for `arch`) for training from `weights`: "imagenet" (the ResNet backbone),
+    "none", a zoo name or a file. Class-specific layers whose shapes differ (other number of classes) are left
+    random; their names are returned."""
+    name = str(weights)
+    if name == "none":
+        return []
+    if name == "imagenet":
+        depth = ARCHS[arch].depth
+        state = resnet_to_mrseg(read_file(fetch(IMAGENET_URLS[depth])))
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in own)}
+        missing = [k for k in own if k.startswith("backbone.bottom_up.") and k not in state]
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing:
+            raise WeightsError(
+                f"ImageNet ResNet-{depth} weights lack {len(missing)} backbone keys: {missing[:5]}"
+            )
+        model.load_state_dict(state, strict=False)
+        return []
+    if name in WEIGHTS:
+        spec = WEIGHTS[name]
+        if spec.arch != arch:
+            raise WeightsError(f"--weights {name} is for --arch {spec.arch}, not {arch}")
+        state = read_file(fetch(spec.url))
+        if spec.frozen_bn_eps != 1e-5:
+            set_frozen_bn_eps(model, spec.frozen_bn_eps)
+    else:
+        obj = read_file(name)
+        state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+    if is_torchvision_state_dict(state):
+        state = torchvision_to_mrseg(state)
+    own = model.state_dict()
+    skipped = sorted(k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+    state = {k: v for k, v in state.items() if k not in skipped}
+    fitting = {k: v for k, v in state.items() if k in own}
+    missing = sorted(k for k in own if k not in fitting and k not in skipped)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing:
+        raise WeightsError(f"{name} does not fit --arch {arch}: {len(missing)} missing keys: {missing[:8]}")
+    model.load_state_dict(fitting, strict=False)
+    return skipped
+
+
+def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:
+    """Sets eps of every FrozenBatchNorm2d (torchvision's COCO v1 weights were trained with eps = 0)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.eps = eps

@@ -1,0 +1,13 @@
+"""Reuses the tiny seeded checkpoint and the photo fixtures of tests/engine/conftest.py (one definition)."""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "_mrseg_engine_conftest", Path(__file__).parents[1] / "engine" / "conftest.py"
+)
+_engine = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_engine)
+
+tiny_weights = _engine.tiny_weights
+nuts_images = _engine.nuts_images

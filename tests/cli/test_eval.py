@@ -1,0 +1,155 @@
+"""`mrseg eval`: table, --json, --iou-type, and fatal errors as messages with exit status 1."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from pycocotools import mask as mask_utils
+
+from mrseg.cli import main
+from mrseg.engine.evaluator import evaluate
+
+COCOAPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "cocoapi-val2014-100"
+
+
+def rle_of(box, size=(64, 64)):
+    m = np.zeros(size, np.uint8)
+    x, y, w, h = box
+    m[y : y + h, x : x + w] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    rle["counts"] = rle["counts"].decode()
+    return rle
+
+
+@pytest.fixture
+def files(tmp_path):
+    """gt.json with two boxes; res.json finding one exactly and one 6 px off (IoU 0.62)."""
+    gt = {
+        "images": [{"id": 3, "file_name": "a.png", "width": 64, "height": 64}],
+        "annotations": [
+            {"id": 1, "image_id": 3, "category_id": 5, "bbox": [4, 4, 20, 20], "area": 400, "iscrowd": 0,
+             "segmentation": [[4, 4, 24, 4, 24, 24, 4, 24]]},
+            {"id": 2, "image_id": 3, "category_id": 5, "bbox": [30, 30, 30, 30], "area": 900, "iscrowd": 0,
+             "segmentation": [[30, 30, 60, 30, 60, 60, 30, 60]]},
+        ],
+        "categories": [{"id": 5, "name": "nut"}],
+    }  # fmt: skip
+    boxes = [(4, 4, 20, 20), (24, 30, 30, 30)]
+    res = [
+        {"image_id": 3, "category_id": 5, "score": s, "bbox": list(b), "segmentation": rle_of(b)}
+        for s, b in zip((0.9, 0.8), boxes, strict=True)
+    ]
+    gt_path, res_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    res_path.write_text(json.dumps(res))
+    return gt_path, res_path
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["eval", *map(str, args)])
+
+
+def test_table_and_json_match_library(files, tmp_path):
+    gt, res = files
+    out = tmp_path / "m.json"
+    result = run("--coco", gt, "--pred", res, "--json", out)
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written == evaluate(gt, res)
+    assert written["bbox"]["AP50"] == pytest.approx(1.0) and written["bbox"]["AP75"] < 1.0
+    ap_row = next(line for line in result.output.splitlines() if line.split("│")[1:2] == [" AP     "])
+    assert f"{100 * written['bbox']['AP']:.1f}" in ap_row and f"{100 * written['segm']['AP']:.1f}" in ap_row
+    assert "loading annotations" not in result.output  # pycocotools' chatter is silenced
+
+
+def test_iou_type_selects_and_boxes_only_skips_segm_with_note(files, tmp_path):
+    gt, res = files
+    boxes_only = tmp_path / "boxes.json"
+    boxes_only.write_text(
+        json.dumps([{k: v for k, v in d.items() if k != "segmentation"} for d in json.loads(res.read_text())])
+    )
+    out = tmp_path / "m.json"
+    result = run("--coco", gt, "--pred", boxes_only, "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "segm not evaluated: the results have no segmentation" in result.output
+    assert set(json.loads(out.read_text())) == {"bbox"}
+    result = run("--coco", gt, "--pred", res, "--iou-type", "segm", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(out.read_text())) == {"segm"}
+    result = run("--coco", gt, "--pred", boxes_only, "--iou-type", "segm")
+    assert result.exit_code == 1 and "Nothing to evaluate" in result.output
+
+
+def test_bad_usage_exits_2(files):
+    gt, res = files
+    assert run("--coco", gt, "--pred", res, "--iou-type", "bbox,mask").exit_code == 2
+    result = run("--coco", gt)
+    assert result.exit_code == 2 and "--pred" in result.output
+
+
+def test_fatal_errors_exit_1_without_traceback(files, tmp_path):
+    gt, res = files
+    wrong_ids = tmp_path / "wrong.json"
+    wrong_ids.write_text(json.dumps([dict(d, image_id=42) for d in json.loads(res.read_text())]))
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    for args, message in [
+        (("--coco", gt, "--pred", wrong_ids), "2 detection(s) use image ids not in the ground truth"),
+        (("--coco", gt, "--pred", empty), "is empty"),
+        (("--coco", gt, "--pred", broken), "is not valid JSON"),
+        (("--coco", tmp_path / "none.json", "--pred", res), "does not exist"),
+        (("--coco", broken, "--pred", res), "is not valid JSON"),
+    ]:
+        result = run(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.skipif(not COCOAPI.is_dir(), reason=f"shared test data not found at {COCOAPI}")
+def test_reference_run_through_the_cli(tmp_path):
+    out = tmp_path / "m.json"
+    args = ["--coco", COCOAPI / "instances_val2014_100.json", "--json", out]
+    result = run(
+        *args, "--pred", COCOAPI / "instances_val2014_fakesegm100_results.json", "--iou-type", "segm"
+    )
+    assert result.exit_code == 0, result.output
+    assert round(json.loads(out.read_text())["segm"]["AP"], 3) == 0.320
+    assert "32.0" in result.output
+
+
+def test_images_and_weights_mode(tiny_weights, tmp_path):
+    import cv2
+
+    from mrseg.engine.predictor import Predictor
+    from mrseg.export.exporter import synthetic_image
+    from mrseg.outputs.records import instance_records
+
+    predictor = Predictor(weights=str(tiny_weights), device="cpu", score=0.05)
+    (tmp_path / "imgs").mkdir()
+    images, anns = [], []
+    for img_id in (1, 2):
+        rgb = synthetic_image(96, 128, seed=img_id)
+        cv2.imwrite(str(tmp_path / "imgs" / f"{img_id}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        images.append({"id": img_id, "file_name": f"{img_id}.png", "width": 128, "height": 96})
+        for rec in instance_records(predictor(rgb), predictor.classes, mask_format="rle"):
+            anns.append(dict(id=len(anns) + 1, image_id=img_id, iscrowd=0, **{k: rec[k] for k in
+                             ("category_id", "bbox", "area", "segmentation")}))  # fmt: skip
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": images, "annotations": anns, "categories": predictor.classes}))
+    out, pred = tmp_path / "m.json", tmp_path / "pred.json"
+    result = run("--coco", gt, "--images", tmp_path / "imgs", "--weights", tiny_weights, "--device", "cpu",
+                 "--json", out, "--save-pred", pred)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["bbox"]["AP"] == pytest.approx(1.0) and metrics["segm"]["AP"] == pytest.approx(1.0)
+    assert evaluate(gt, pred) == metrics  # the saved results score the same through --pred
+    both = run("--coco", gt, "--pred", pred, "--images", tmp_path / "imgs", "--weights", tiny_weights)
+    assert both.exit_code == 2
+    assert run("--coco", gt, "--images", tmp_path / "imgs").exit_code == 2
+    result = run("--coco", gt, "--images", tmp_path, "--weights", tiny_weights, "--device", "cpu")
+    assert result.exit_code == 1 and "ground-truth images are not in" in result.output

@@ -1,0 +1,129 @@
+"""Tiles cover the image; merging across tiles gives one detection per object with the full mask."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mrseg.engine.predictor import Predictor
+from mrseg.engine.tiling import merge_tiles, tile_windows
+
+
+@pytest.mark.parametrize(
+    "h,w,tile,overlap", [(100, 100, 128, 0.2), (600, 800, 256, 0.25), (513, 1000, 200, 0.0)]
+)
+def test_windows_cover_every_pixel_inside_the_image(h, w, tile, overlap):
+    windows = tile_windows(h, w, tile, overlap)
+    cover = np.zeros((h, w), np.int32)
+    for x0, y0, x1, y1 in windows:
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert x1 - x0 == min(tile, w) and y1 - y0 == min(tile, h)
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1
+    if overlap > 0 and w > tile:
+        xs = sorted({x0 for x0, *_ in windows})
+        assert all(b - a <= tile * (1 - overlap) + 1 for a, b in zip(xs, xs[1:], strict=False))
+
+
+def test_bad_tiling_options_raise_clear_errors():
+    with pytest.raises(ValueError, match="--tile-overlap"):
+        tile_windows(10, 10, 8, 1.0)
+    with pytest.raises(ValueError, match="--tile"):
+        tile_windows(10, 10, 0, 0.2)
+
+
+def _tile_result(boxes, labels, masks, scores=None):
+    n = len(boxes)
+    return {
+        "boxes": np.array(boxes, np.float32).reshape(-1, 4),
+        "scores": np.array(scores if scores is not None else [0.9] * n, np.float32),
+        "labels": np.array(labels, np.int64),
+        "masks": np.array(masks, bool).reshape(n, *(masks[0].shape if n else (0, 0))),
+    }
+
+
+def test_object_cut_by_a_tile_edge_is_merged_into_one_full_mask():
+    h, w = 100, 180
+    windows = [(0, 0, 100, 100), (80, 0, 180, 100)]
+    obj = np.zeros((h, w), bool)
+    obj[30:60, 60:120] = True  # spans both tiles
+    left = obj[:, 0:100]
+    right = obj[:, 80:180]
+    other = np.zeros((100, 100), bool)
+    other[5:15, 5:15] = True  # only in the left tile
+    tiles = [
+        _tile_result([[60, 30, 100, 60], [5, 5, 15, 15]], [1, 1], [left, other], [0.9, 0.8]),
+        _tile_result([[0, 30, 40, 60]], [1], [right], [0.7]),
+    ]
+    out = merge_tiles(tiles, windows, h, w)
+    assert len(out["scores"]) == 2
+    big = int(np.argmax(out["masks"].sum((1, 2))))
+    np.testing.assert_array_equal(out["masks"][big], obj)
+    np.testing.assert_allclose(out["boxes"][big], [60, 30, 120, 60])
+    assert out["scores"][big] == pytest.approx(0.9)
+    assert out["masks"].dtype == bool and out["masks"].shape == (2, h, w)
+
+
+def test_merge_is_class_aware_and_leaves_one_tiles_own_detections_alone():
+    windows = [(0, 0, 50, 50), (30, 0, 80, 50)]
+    m = np.zeros((50, 50), bool)
+    m[10:20, 32:42] = True
+    m2 = np.zeros((50, 50), bool)
+    m2[10:20, 2:12] = True
+    tiles = [
+        # same place, two classes, same tile: both kept
+        _tile_result([[32, 10, 42, 20], [32, 10, 42, 20]], [1, 2], [m, m]),
+        # the same class-1 object seen again by tile 2: merged; its class-3 twin: kept
+        _tile_result([[2, 10, 12, 20], [2, 10, 12, 20]], [1, 3], [m2, m2]),
+    ]
+    out = merge_tiles(tiles, windows, 50, 80)
+    assert sorted(out["labels"].tolist()) == [1, 2, 3]
+
+    # Two overlapping class-1 detections of one tile (the model kept both): both stay.
+    shifted = np.zeros((50, 50), bool)
+    shifted[11:21, 33:43] = True
+    out = merge_tiles(
+        [_tile_result([[32, 10, 42, 20], [33, 11, 43, 21]], [1, 1], [m, shifted])], windows[:1], 50, 50
+    )
+    assert len(out["scores"]) == 2
+
+
+class _BrightBlobs(torch.nn.Module):
+    """A stand-in detector with a known answer: every bright connected blob is an instance of class 1."""
+
+    def forward(self, images):
+        outs = []
+        for im in images:
+            gray = (im.mean(0) > 0.5).numpy().astype(np.uint8)
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(gray, connectivity=4)
+            boxes, masks = [], []
+            for k in range(1, n):
+                x, y, bw, bh, _ = stats[k]
+                boxes.append([x, y, x + bw, y + bh])
+                masks.append(lab == k)
+            outs.append(
+                {
+                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.full((len(boxes),), 0.9),
+                    "labels": torch.ones(len(boxes), dtype=torch.int64),
+                    "masks": torch.from_numpy(np.array(masks, bool).reshape(-1, 1, *gray.shape)),
+                }
+            )
+        return outs
+
+
+def test_tiled_prediction_equals_whole_image_prediction_for_a_tile_independent_detector():
+    rng = np.random.default_rng(0)
+    image = np.zeros((700, 900, 3), np.uint8)
+    for _ in range(12):  # blobs of all sizes, several straddling tile borders
+        x, y = rng.integers(0, 850), rng.integers(0, 650)
+        cv2.circle(image, (int(x), int(y)), int(rng.integers(5, 60)), (255, 255, 255), -1)
+    classes = [{"id": 1, "name": "blob"}]
+    whole = Predictor(model=_BrightBlobs(), model_classes=classes, device="cpu")(image)
+    tiled = Predictor(model=_BrightBlobs(), model_classes=classes, device="cpu", tile=256, tile_overlap=0.25)
+    det = tiled(image)
+    assert len(det) == len(whole) > 5
+    order_w = np.lexsort(whole.boxes.T[::-1])
+    order_t = np.lexsort(det.boxes.T[::-1])
+    np.testing.assert_allclose(det.boxes[order_t], whole.boxes[order_w])
+    np.testing.assert_array_equal(det.masks[order_t], whole.masks[order_w])

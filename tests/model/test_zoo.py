@@ -1,0 +1,161 @@
+import urllib.error
+
+import pytest
+import torch
+
+import mrseg.model.zoo as zoo
+from mrseg.model.coco_classes import COCO_CATEGORIES, coco_label_classes
+from mrseg.model.convert import mrseg_to_torchvision
+from mrseg.model.zoo import ARCHS, WeightsError, build_model, load_model, load_pretrained
+
+
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+    def refuse(url, dst, progress=True):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(zoo, "download_url_to_file", refuse)
+
+
+def test_offline_zoo_weights_error_says_what_to_fetch_and_where(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(WeightsError) as err:
+        load_model("coco-r50-fpn")
+    msg = str(err.value)
+    assert "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth" in msg
+    assert (
+        str(tmp_path / "torch-home" / "hub" / "checkpoints" / "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
+        in msg
+    )
+    assert "--weights PATH" in msg
+    assert not list((tmp_path / "torch-home" / "hub" / "checkpoints").iterdir())  # no partial file left
+
+
+def test_offline_imagenet_backbone_error(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    with pytest.raises(WeightsError, match="resnet18-f37072fd.pth"):
+        load_pretrained(build_model("r18-fpn", 2), "imagenet", "r18-fpn")
+
+
+def test_cached_file_is_used_without_download(monkeypatch, tmp_path):
+    _offline(monkeypatch, tmp_path)
+    model = build_model("r18-fpn", 2)
+    from torchvision.models import resnet18
+
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    reference = resnet18()
+    torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
+    assert load_pretrained(model, "imagenet", "r18-fpn") == []
+    assert torch.equal(model.backbone.bottom_up.res3[0].conv1.weight, reference.layer2[0].conv1.weight)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_build_every_arch(arch):
+    model = build_model(arch, 7)
+    assert model.num_classes == 7
+    assert model.roi_heads.mask_head.predictor.out_channels == 8
+
+
+def _checkpoint(model, classes, arch="r18-fpn"):
+    return {
+        "format": "mrseg-checkpoint",
+        "version": 1,
+        "arch": arch,
+        "classes": classes,
+        "transform": {"min_size": 320, "max_size": 512},
+        "model": model.state_dict(),
+        "optimizer": {"state": {}},
+    }
+
+
+def test_mrseg_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    classes = [{"id": 5, "name": "date"}, {"id": 9, "name": "fig"}]
+    model = build_model("r18-fpn", 2, min_size=320, max_size=512)
+    path = tmp_path / "last.pt"
+    torch.save(_checkpoint(model, classes), path)
+    loaded, info = load_model(path)
+    assert info.arch == "r18-fpn" and info.classes == classes
+    assert loaded.transform.min_size == (320,) and loaded.transform.max_size == 512
+    assert not loaded.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_torchvision_state_dict_file_needs_arch_and_loads(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("r18-fpn", 90)
+    path = tmp_path / "tv.pth"
+    torch.save(mrseg_to_torchvision(model.state_dict()), path)
+    with pytest.raises(WeightsError, match="--arch"):
+        load_model(path)
+    loaded, info = load_model(path, arch="r18-fpn")
+    assert info.classes == coco_label_classes()
+    assert torch.equal(loaded.roi_heads.mask_head.deconv.weight, model.roi_heads.mask_head.deconv.weight)
+    # and our own keys in a bare file load too
+    torch.save(model.state_dict(), tmp_path / "ours.pth")
+    load_model(tmp_path / "ours.pth", arch="r18-fpn")
+
+
+def test_mismatched_file_names_the_keys(tmp_path):
+    state = build_model("r18-fpn", 3).state_dict()
+    del state["roi_heads.box_predictor.bbox_pred.bias"]
+    state["roi_heads.extra.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsError) as err:
+        load_model(path, arch="r18-fpn")
+    assert "roi_heads.box_predictor.bbox_pred.bias" in str(err.value)
+    assert "roi_heads.extra.weight" in str(err.value)
+    state = build_model("r18-fpn", 3).state_dict()
+    state["roi_heads.box_predictor.cls_score.bias"] = torch.zeros(99)
+    torch.save(state, path)
+    with pytest.raises(
+        WeightsError, match=r"shape mismatches: roi_heads.box_predictor.cls_score.bias: file \(99,\)"
+    ):
+        load_model(path, arch="r18-fpn")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="junk.pt"):
+        load_model(tmp_path / "junk.pt", arch="r18-fpn")
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model("r200-fpn", 3)
+
+
+def test_load_pretrained_keeps_random_heads_for_other_class_counts(tmp_path):
+    source = build_model("r18-fpn", 90)
+    path = tmp_path / "coco-like.pth"
+    torch.save(mrseg_to_torchvision(source.state_dict()), path)
+    target = build_model("r18-fpn", 3)
+    skipped = load_pretrained(target, path, "r18-fpn")
+    assert skipped == sorted(
+        [
+            "roi_heads.box_predictor.bbox_pred.bias",
+            "roi_heads.box_predictor.bbox_pred.weight",
+            "roi_heads.box_predictor.cls_score.bias",
+            "roi_heads.box_predictor.cls_score.weight",
+            "roi_heads.mask_head.predictor.bias",
+            "roi_heads.mask_head.predictor.weight",
+        ]
+    )
+    assert torch.equal(target.roi_heads.box_head.fcs[0].weight, source.roi_heads.box_head.fcs[0].weight)
+
+
+def test_coco_classes():
+    assert len(COCO_CATEGORIES) == 80
+    assert COCO_CATEGORIES[0] == {"id": 1, "name": "person"} and COCO_CATEGORIES[-1] == {
+        "id": 90,
+        "name": "toothbrush",
+    }
+    classes = coco_label_classes()
+    assert (
+        len(classes) == 90
+        and classes[18 - 1] == {"id": 18, "name": "dog"}
+        and classes[12 - 1]["name"] == "N/A"
+    )
