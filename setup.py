@@ -19,7 +19,9 @@ def kernel_extension():
         sources += [os.path.relpath(p, here) for p in cuda]
         extra["cxx"].append("-DMRSEG_WITH_CUDA")
         extra["nvcc"] = ["-O3", "-DMRSEG_WITH_CUDA", "--expt-relaxed-constexpr"]
-        return CUDAExtension("mrseg_kernels._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
+        return CUDAExtension(
+            "mrseg_kernels._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"]
+        )
     return CppExtension("mrseg_kernels._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
 
 

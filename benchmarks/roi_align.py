@@ -1,12 +1,15 @@
-"""Times mrseg_kernels.roi_align against torchvision.ops.roi_align in the same run, on an FPN-typical workload.
+"""Times mrseg_kernels.roi_align against torchvision.ops.roi_align in the same run, on an FPN workload.
 
-Workload: one 800x1088 image, 4 FPN levels (strides 4, 8, 16, 32) of 256 channels; 1000 RoIs pooled to 7x7 (box
-head) and 100 RoIs pooled to 14x14 (mask head), sampling_ratio=2, aligned=True. RoIs are spread over the levels by
-the FPN rule (level = floor(4 + log2(sqrt(wh) / 224)), clamped to 2..5) and pooled with one call per level.
+Workload: one 800x1088 image, 4 FPN levels (strides 4, 8, 16, 32) of 256 channels; 1000 RoIs pooled to 7x7
+(box head) and 100 RoIs pooled to 14x14 (mask head), sampling_ratio=2, aligned=True. RoIs are spread over the
+levels by the FPN rule (level = floor(4 + log2(sqrt(wh) / 224)), clamped to 2..5) and pooled with one call
+per level.
 
-    python benchmarks/roi_align.py [--device cuda] [--channels-last] [--repeats 10]
+    python benchmarks/roi_align.py [--device cuda] [--channels-last] [--repeats 10] [--threads N]
 
-Prints the median time of each variant and the ratio torchvision / ours (> 1: ours is faster).
+Prints the median time of each variant and the ratio torchvision / ours (> 1: ours is faster). On a CPU that
+other jobs are using, threads get descheduled mid-call and multi-threaded times swing; `--threads 1` shows
+the per-thread speed.
 """
 
 from __future__ import annotations
@@ -87,11 +90,16 @@ def median_time(fn, features, heads, backward, device, repeats):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--channels-last", action="store_true", help="feature maps in channels_last memory")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, help="CPU threads for both (torch.set_num_threads)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible to torch")
     if args.device.startswith("cuda") and not mrseg_kernels.with_cuda():

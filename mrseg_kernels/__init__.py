@@ -1,7 +1,7 @@
 """Compiled ops for mrseg: RoIAlign (CPU and CUDA, forward and backward).
 
-``roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False)`` has the semantics of
-``torchvision.ops.roi_align``; the op itself is ``torch.ops.mrseg.roi_align``.
+``roi_align(input, rois, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False)`` has the semantics
+of ``torchvision.ops.roi_align``; the op itself is ``torch.ops.mrseg.roi_align``.
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)

@@ -17,11 +17,13 @@ __all__ = ["roi_align", "boxes_to_rois"]
 
 
 def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
-    """Per-image boxes, a list of ``[K_i, 4]`` xyxy tensors, -> ``[sum K_i, 5]`` rois ``(i, x1, y1, x2, y2)``."""
+    """A list of per-image ``[K_i, 4]`` xyxy boxes -> ``[sum K_i, 5]`` rois ``(i, x1, y1, x2, y2)``."""
     for i, b in enumerate(boxes):
         if not isinstance(b, Tensor) or b.dim() != 2 or b.size(1) != 4:
             shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-            raise ValueError(f"roi_align: boxes[{i}] must be a [K, 4] tensor of (x1, y1, x2, y2), got {shape}")
+            raise ValueError(
+                f"roi_align: boxes[{i}] must be a [K, 4] tensor of (x1, y1, x2, y2), got {shape}"
+            )
     if len(boxes) == 0:
         raise ValueError("roi_align: boxes is an empty list; pass one [K_i, 4] tensor per image")
     ids = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
@@ -33,7 +35,9 @@ def _pair(output_size: int | Sequence[int]) -> tuple[int, int]:
         return output_size, output_size
     size = tuple(output_size)
     if len(size) != 2 or not all(isinstance(s, int) for s in size):
-        raise ValueError(f"roi_align: output_size must be an int or a pair of ints (h, w), got {output_size!r}")
+        raise ValueError(
+            f"roi_align: output_size must be an int or a pair of ints (h, w), got {output_size!r}"
+        )
     return size  # type: ignore[return-value]
 
 
@@ -53,7 +57,7 @@ def roi_align(
             per-image ``[K_i, 4]`` boxes.
         output_size: ``(PH, PW)`` or ``P`` for ``P x P`` bins.
         spatial_scale: feature-map size / image size (1 / stride).
-        sampling_ratio: sample points per bin along each axis; ``<= 0`` picks ``ceil(roi_size / output_size)``.
+        sampling_ratio: sample points per bin along each axis; ``<= 0``: ``ceil(roi_size / output_size)``.
         aligned: shift boxes by -0.5 pixel so that pixel centres line up (Detectron2's ROIAlignV2).
 
     Returns:
@@ -64,13 +68,15 @@ def roi_align(
         raise ValueError(f"roi_align: input must be a [N, C, H, W] tensor, got {shape}")
     if not isinstance(rois, Tensor):
         rois = boxes_to_rois(rois)
-    elif rois.dim() != 2 or rois.size(1) != 5:
+    elif not torch.jit.is_tracing() and (rois.dim() != 2 or rois.size(1) != 5):  # the op checks it too
         raise ValueError(
             f"roi_align: rois must be a [K, 5] tensor of (batch_index, x1, y1, x2, y2) or a list of [K_i, 4] "
             f"boxes, got shape {tuple(rois.shape)}"
         )
     ph, pw = _pair(output_size)
-    return torch.ops.mrseg.roi_align(input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned))
+    return torch.ops.mrseg.roi_align(
+        input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
+    )
 
 
 def _channels_last(x: Tensor) -> bool:
@@ -86,7 +92,8 @@ def _memory_format(channels_last: bool) -> torch.memory_format:
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     torch._check(input.dim() == 4, lambda: f"mrseg::roi_align: input must be [N, C, H, W], got {input.shape}")
     torch._check(
-        rois.dim() == 2 and rois.size(1) == 5, lambda: f"mrseg::roi_align: rois must be [K, 5], got {rois.shape}"
+        rois.dim() == 2 and rois.size(1) == 5,
+        lambda: f"mrseg::roi_align: rois must be [K, 5], got {rois.shape}",
     )
     return torch.empty(
         (rois.size(0), input.size(1), pooled_height, pooled_width),
@@ -98,8 +105,18 @@ def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sam
 
 @torch.library.register_fake("mrseg::_roi_align_backward")
 def _roi_align_backward_fake(
-    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
-    aligned, channels_last,
+    grad,
+    rois,
+    spatial_scale,
+    pooled_height,
+    pooled_width,
+    batch_size,
+    channels,
+    height,
+    width,
+    sampling_ratio,
+    aligned,
+    channels_last,
 ):
     return torch.empty(
         (batch_size, channels, height, width),
@@ -124,7 +141,17 @@ def _backward(ctx, grad):
         spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = ctx.params
         n, c, h, w = ctx.input_shape
         grad_input = torch.ops.mrseg._roi_align_backward(
-            grad, rois, spatial_scale, pooled_height, pooled_width, n, c, h, w, sampling_ratio, aligned,
+            grad,
+            rois,
+            spatial_scale,
+            pooled_height,
+            pooled_width,
+            n,
+            c,
+            h,
+            w,
+            sampling_ratio,
+            aligned,
             ctx.channels_last,
         )
     # No gradient flows to the boxes (as in torchvision).

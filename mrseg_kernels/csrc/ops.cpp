@@ -51,6 +51,9 @@ void check_backward_args(const at::Tensor& grad, const at::Tensor& rois, int64_t
   TORCH_CHECK(batch_size >= 0 && height >= 0 && width >= 0 && height * width < INT_MAX,
               "mrseg::_roi_align_backward: bad input shape [", batch_size, ", ", channels, ", ", height, ", ",
               width, "]");
+  TORCH_CHECK(rois.size(0) == 0 || (height > 0 && width > 0),
+              "mrseg::_roi_align_backward: the feature map is empty (H, W) = (", height, ", ", width, ") but ",
+              rois.size(0), " RoIs were given");
 }
 
 bool use_channels_last(const at::Tensor& input) {
