@@ -16,3 +16,4 @@ from mrseg.cli.eval import eval_cmd; main.add_command(eval_cmd)  # noqa: E402, E
 from mrseg.cli.predict import predict_cmd; main.add_command(predict_cmd)  # noqa: E402, E702, I001
 from mrseg.cli.export import export_cmd; main.add_command(export_cmd)  # noqa: E402, E702, I001
 from mrseg.cli.train import train_cmd; main.add_command(train_cmd)  # noqa: E402, E702, I001
+from mrseg.cli.plot import plot_cmd; main.add_command(plot_cmd)  # noqa: E402, E702, I001

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -13,7 +14,7 @@ from mrseg.model.zoo import ARCHS
 DEFAULT_MIN_SIZES = "640,672,704,736,768,800"
 
 
-def _sizes(value: str) -> tuple[int, ...]:
+def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
@@ -59,6 +60,7 @@ def _sizes(value: str) -> tuple[int, ...]:
 @click.option(
     "--min-size",
     default=DEFAULT_MIN_SIZES,
+    callback=_sizes,
     show_default=True,
     help="Input short side(s); several: one drawn per image in training, the last at test time.",
 )
@@ -95,8 +97,8 @@ def _sizes(value: str) -> tuple[int, ...]:
 def train_cmd(ctx: click.Context, **opts) -> None:
     """Train or fine-tune Mask R-CNN on a COCO dataset.
 
-    Writes last.pt, best.pt (best validation mask AP), metrics.jsonl and config.json into --out. Several GPUs or
-    CPU processes: torchrun --nproc-per-node N -m mrseg train ...
+    Writes last.pt, best.pt (best validation mask AP), metrics.jsonl and config.json into --out. Several GPUs
+    or CPU processes: torchrun --nproc-per-node N -m mrseg train ...
     """
     from mrseg.data.coco import DatasetError
     from mrseg.engine.trainer import TrainConfig, TrainError, resume_config, resume_path, train
@@ -106,7 +108,6 @@ def train_cmd(ctx: click.Context, **opts) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     renames = {"rpn_proposals": "rpn_train_proposals"}
     values = {renames.get(k, k): v for k, v in opts.items()}
-    values["min_size"] = _sizes(values["min_size"])
     resume = values.pop("resume")
     try:
         if resume is not None:
@@ -126,6 +127,8 @@ def train_cmd(ctx: click.Context, **opts) -> None:
         raise click.ClickException(str(e)) from e
     if result.interrupted:
         sys.exit(130)
+    if os.environ.get("RANK", "0") != "0":
+        return
     best = (
         f"; best mask AP {result.best_ap:.4f} ({result.out_dir / 'best.pt'})"
         if result.best_ap is not None

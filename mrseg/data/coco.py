@@ -1,19 +1,20 @@
 """A COCO instance-segmentation dataset for training and validation.
 
 `CocoDataset(ann_file, image_dir)[i] -> (image float [3, H, W] in 0..1, target)` where target holds
-"boxes" float32 [N, 4] xyxy pixels, "labels" int64 [N] in 1..K, "masks" uint8 [N, H, W] and "image_id" int64 [].
+"boxes" float32 [N, 4] xyxy pixels, "labels" int64 [N] in 1..K, "masks" uint8 [N, H, W], "image_id" int64 [].
 
 What it does with real-world annotation files:
-- category ids (any integers, gaps allowed) map to labels 1..K in ascending id order; `classes[label - 1]` keeps
-  `{"id", "name"}`;
+- category ids (any integers, gaps allowed) map to labels 1..K in ascending id order; `classes[label - 1]`
+  keeps `{"id", "name"}`;
 - masks may be polygons, compressed RLE or uncompressed RLE (decoded with pycocotools.mask);
-- `iscrowd` regions are dropped from the targets (the model contract has no "ignore" field), so the RoI sampler
-  may use a crowd region as background; images whose only annotations are crowd are left out of training;
+- `iscrowd` regions are dropped from the targets (the model contract has no "ignore" field), so the RoI
+  sampler may use a crowd region as background; images whose only annotations are crowd are left out of
+  training;
 - images without annotations are kept as negatives;
-- broken annotations (unknown image or category, zero area, degenerate polygons, boxes outside the image, RLE of
-  another size) and images whose file is missing are skipped, and reported ONCE as counts (`report`, logged as a
-  warning) when the dataset is built, so a bad line never stops an epoch. An image that fails to decode during
-  training is logged and replaced by the next one.
+- broken annotations (unknown image or category, zero area, degenerate polygons, boxes outside the image, RLE
+  of another size) and images whose file is missing are skipped, and reported ONCE as counts (`report`,
+  logged as a warning) when the dataset is built, so a bad line never stops an epoch. An image that fails to
+  decode during training is logged and replaced by the next one.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _polygon_area(coords: list[float]) -> float:
 
 
 def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | None]:
-    """(cleaned segmentation, None) or (None, reason). Polygons keep only rings with >= 3 points and area > 0."""
+    """(cleaned segmentation, None) or (None, reason). Polygons keep rings with >= 3 points and area > 0."""
     if isinstance(seg, list):
         rings = []
         for ring in seg:
@@ -143,8 +144,8 @@ class CocoDataset(torch.utils.data.Dataset):
     Indexing takes an int, or `(index, seed)` as yielded by `mrseg.engine.batch_sampler`: the seed drives the
     random transforms, so an augmented sample depends only on (index, seed), not on worker or process state.
 
-    train=True leaves out images whose annotations are all crowd or all broken (nothing left to learn from them
-    but background); train=False (validation) keeps every image whose file exists.
+    train=True leaves out images whose annotations are all crowd or all broken (nothing left to learn from
+    them but background); train=False (validation) keeps every image whose file exists.
     """
 
     def __init__(

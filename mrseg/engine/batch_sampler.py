@@ -2,9 +2,9 @@
 
 Each epoch is a seeded permutation of the dataset; with W processes, rank r takes every W-th index of it (the
 permutation is padded by wrapping around, like torch's DistributedSampler, so every rank gets the same count).
-The stream of a rank is cut into batches of `batch_size`; batch i of that stream is what iteration i trains on,
-so `--resume` at iteration k just starts the stream at batch k. The augmentation seed of an item depends on
-(seed, epoch, position), so the same image is augmented differently in each epoch.
+The stream of a rank is cut into batches of `batch_size`; batch i of that stream is what iteration i trains
+on, so `--resume` at iteration k just starts the stream at batch k. The augmentation seed of an item depends
+on (seed, epoch, position), so the same image is augmented differently in each epoch.
 """
 
 from __future__ import annotations

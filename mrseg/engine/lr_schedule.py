@@ -1,7 +1,8 @@
 """Learning-rate schedule: linear warmup, then step or cosine decay, as a factor of the base lr per iteration.
 
 The base lr follows the linear scaling rule of Goyal et al. 2017 with the Mask R-CNN reference point
-(He et al. 2017, detectron2 1x: lr 0.02 for a total batch of 16 images): `scaled_lr(batch) = 0.02 * batch / 16`.
+(He et al. 2017, detectron2 1x: lr 0.02 for a total batch of 16 images):
+`scaled_lr(batch) = 0.02 * batch / 16`.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ def lr_factor(
     """Multiplier of the base lr at `iteration` (0-based).
 
     step: times `gamma` at each fraction of `total_iters` in `steps` (detectron2 1x: 60k and 80k of 90k).
-    cosine: from 1 down to `final_factor` over the run. Warmup ramps linearly from `warmup_factor` to 1 over the
-    first `warmup_iters` iterations, on top of the decay.
+    cosine: from 1 down to `final_factor` over the run. Warmup ramps linearly from `warmup_factor` to 1 over
+    the first `warmup_iters` iterations, on top of the decay.
     """
     if schedule == "step":
-        decay = gamma ** sum(iteration >= int(s * total_iters) for s in steps)
+        decay = gamma ** sum(iteration >= max(1, int(s * total_iters)) for s in steps)
     elif schedule == "cosine":
         t = min(1.0, iteration / max(1, total_iters))
         decay = final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * t))

@@ -11,8 +11,8 @@ import torch
 
 
 class MetricsLog:
-    """Appends lines to OUT/metrics.jsonl (flushed per line). On resume, lines past the resumed iteration are cut
-    so the file reads as one uninterrupted run."""
+    """Appends lines to OUT/metrics.jsonl (flushed per line). On resume, lines past the resumed iteration are
+    cut so the file reads as one uninterrupted run."""
 
     def __init__(self, path: str | os.PathLike, resume_iter: int | None = None):
         self.path = Path(path)

@@ -52,9 +52,9 @@ def init_predictors(model: nn.Module, only: list[str] | None = None) -> list[str
     """Re-initialises the class-specific output layers the detectron2 way (normal, std 0.01 for class scores,
     0.001 for box deltas and mask logits; zero bias), so random heads start with small outputs and losses.
 
-    A kaiming-initialised mask predictor starts with mask logits of order 10 (loss_mask ~ 10), which a randomly
-    initialised network does not survive at a normal learning rate. `only`: state-dict keys; the layers owning
-    them are re-initialised (default: all three). Returns the module names re-initialised.
+    A kaiming-initialised mask predictor starts with mask logits of order 10 (loss_mask ~ 10), which a
+    randomly initialised network does not survive at a normal learning rate. `only`: state-dict keys; the
+    layers owning them are re-initialised (default: all three). Returns the module names re-initialised.
     """
     modules = dict(model.named_modules())
     done = []

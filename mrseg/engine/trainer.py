@@ -210,7 +210,7 @@ def _check_config(cfg: TrainConfig) -> None:
 
 
 class _StopSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each iteration (then saves last.pt and stops)."""
+    """Turns SIGINT/SIGTERM into a flag checked after each iteration (then last.pt is saved and it stops)."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -436,11 +436,12 @@ def _train(
         generator=torch.Generator().manual_seed(cfg.seed),
         persistent_workers=False,
         pin_memory=device.type == "cuda",
+        worker_init_fn=_ignore_sigint,
     )
     train_model: nn.Module = model
     if dist.enabled:
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
         )
 
     def checkpoint(iteration: int, with_state: bool = True) -> dict:
@@ -569,6 +570,11 @@ def _train(
             if metrics:
                 metrics.close()
     return TrainResult(out_dir, iteration, total_iters, False, best_ap, last_eval)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which finishes the step and saves last.pt."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _gather_rng(dist: distributed.DistInfo) -> list[dict]:

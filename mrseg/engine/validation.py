@@ -1,4 +1,4 @@
-"""Validation during training: run the model over a COCO dataset and score box and mask AP with pycocotools."""
+"""Validation during training: run the model over a COCO dataset, score box and mask AP with pycocotools."""
 
 from __future__ import annotations
 

@@ -38,8 +38,12 @@ def test_hflip_moves_boxes_with_masks():
 
 def test_hflip_of_a_negative():
     image = np.zeros((8, 9, 3), np.uint8)
-    target = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int64),
-              "masks": np.zeros((0, 8, 9), np.uint8), "image_id": 0}
+    target = {
+        "boxes": np.zeros((0, 4), np.float32),
+        "labels": np.zeros((0,), np.int64),
+        "masks": np.zeros((0, 8, 9), np.uint8),
+        "image_id": 0,
+    }
     _, t = hflip(image, target)
     assert t["boxes"].shape == (0, 4) and t["masks"].shape == (0, 8, 9)
 

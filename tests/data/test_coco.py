@@ -18,7 +18,8 @@ from mrseg.data.coco import CocoDataset, DatasetError, collate
 
 NUTS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "nuts"
 needs_nuts = pytest.mark.skipif(
-    not (NUTS / "trainval.json").is_file(), reason=f"real test photos not found at {NUTS} (see testdata README)"
+    not (NUTS / "trainval.json").is_file(),
+    reason=f"real test photos not found at {NUTS} (see testdata README)",
 )
 
 
@@ -43,7 +44,9 @@ def test_nuts_real_photos_match_pycocotools():
         np.testing.assert_array_equal(target["masks"].numpy(), expected_masks)
         x, y, w, h = np.array([a["bbox"] for a in anns], np.float32).T
         np.testing.assert_allclose(target["boxes"].numpy(), np.stack([x, y, x + w, y + h], 1), atol=1e-4)
-        assert target["labels"].tolist() == [a["category_id"] for a in anns]  # ids 1..3 are already contiguous
+        assert target["labels"].tolist() == [
+            a["category_id"] for a in anns
+        ]  # ids 1..3 are already contiguous
         assert int(target["image_id"]) == info["id"]
         total += len(anns)
     assert total > 0
@@ -79,21 +82,53 @@ def messy(tmp_path: Path) -> Path:
     anns = [
         {"id": 1, "image_id": 10, "category_id": 17, "bbox": [40, 20, 15, 15], "segmentation": poly, **ok},
         {"id": 2, "image_id": 10, "category_id": 5, "bbox": [10, 5, 20, 10], "segmentation": rle, **ok},
-        {"id": 3, "image_id": 11, "category_id": 5, "bbox": [10, 5, 20, 10],
-         "segmentation": {"size": [h, w], "counts": runs}, **ok},
+        {
+            "id": 3,
+            "image_id": 11,
+            "category_id": 5,
+            "bbox": [10, 5, 20, 10],
+            "segmentation": {"size": [h, w], "counts": runs},
+            **ok,
+        },
         {"id": 4, "image_id": 11, "category_id": 17, "bbox": [10, 5, 0, 10], "segmentation": poly, **ok},
-        {"id": 5, "image_id": 11, "category_id": 17, "bbox": [10, 5, 5, 5],
-         "segmentation": [[1.0, 1.0, 2.0, 2.0, 3.0, 3.0]], **ok},  # collinear: degenerate
+        {
+            "id": 5,
+            "image_id": 11,
+            "category_id": 17,
+            "bbox": [10, 5, 5, 5],
+            "segmentation": [[1.0, 1.0, 2.0, 2.0, 3.0, 3.0]],
+            **ok,
+        },  # collinear: degenerate
         {"id": 6, "image_id": 11, "category_id": 17, "bbox": [100, 100, 10, 10], "segmentation": poly, **ok},
         {"id": 7, "image_id": 11, "category_id": 99, "bbox": [10, 5, 20, 10], "segmentation": poly, **ok},
-        {"id": 8, "image_id": 11, "category_id": 5, "bbox": [0, 0, 60, 40], "segmentation": rle,
-         "iscrowd": 1, "area": 200.0},
-        {"id": 9, "image_id": 13, "category_id": 5, "bbox": [0, 0, 60, 40], "segmentation": rle,
-         "iscrowd": 1, "area": 200.0},
+        {
+            "id": 8,
+            "image_id": 11,
+            "category_id": 5,
+            "bbox": [0, 0, 60, 40],
+            "segmentation": rle,
+            "iscrowd": 1,
+            "area": 200.0,
+        },
+        {
+            "id": 9,
+            "image_id": 13,
+            "category_id": 5,
+            "bbox": [0, 0, 60, 40],
+            "segmentation": rle,
+            "iscrowd": 1,
+            "area": 200.0,
+        },
         {"id": 10, "image_id": 12, "category_id": 5, "bbox": [10, 5, 20, 10], "segmentation": rle, **ok},
         {"id": 11, "image_id": 999, "category_id": 5, "bbox": [10, 5, 20, 10], "segmentation": rle, **ok},
-        {"id": 12, "image_id": 11, "category_id": 5, "bbox": [10, 5, 20, 10],
-         "segmentation": {"size": [h + 1, w], "counts": rle["counts"]}, **ok},
+        {
+            "id": 12,
+            "image_id": 11,
+            "category_id": 5,
+            "bbox": [10, 5, 20, 10],
+            "segmentation": {"size": [h + 1, w], "counts": rle["counts"]},
+            **ok,
+        },
     ]
     images = [
         {"id": 10, "file_name": "a.png", "height": h, "width": w},
@@ -117,8 +152,12 @@ def test_broken_annotations_are_skipped_and_reported_once(messy, caplog):
     assert str(messy) in message and "zero area" in message and "degenerate polygon" in message
     r = ds.report
     assert r.skipped_annotations == {
-        "zero area": 1, "degenerate polygon": 1, "box outside the image": 1, "unknown category_id": 1,
-        "unknown image_id": 1, "RLE size differs from the image size": 1,
+        "zero area": 1,
+        "degenerate polygon": 1,
+        "box outside the image": 1,
+        "unknown category_id": 1,
+        "unknown image_id": 1,
+        "RLE size differs from the image size": 1,
     }
     assert r.skipped_images == {"missing image file": 1, "only crowd annotations": 1}
     assert r.crowd == 2

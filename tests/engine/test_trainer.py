@@ -1,4 +1,4 @@
-"""The training loop: lr schedule, resumable data order, checkpoints, exact resume, fine-tuning, DDP on gloo."""
+"""The training loop: lr schedule, resumable data order, checkpoints, exact resume, fine-tuning, DDP."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shapes_module():
-    spec = importlib.util.spec_from_file_location("shapes_generate", ROOT / "examples" / "shapes" / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "shapes_generate", ROOT / "examples" / "shapes" / "generate.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,9 +45,25 @@ def shapes(tmp_path_factory) -> Path:
 
 def tiny_config(shapes: Path, out: Path, **kw) -> TrainConfig:
     """r18-fpn from scratch on 64 px images, few RoIs: a few seconds per iteration on 2 CPU cores."""
-    base = dict(coco=str(shapes / "train.json"), images=str(shapes / "train"), arch="r18-fpn", weights="none",
-                iters=4, batch=2, lr=0.01, min_size=(64,), max_size=64, workers=0, out=str(out),
-                roi_batch=16, rpn_train_proposals=50, log_every=1, warmup_iters=2, device="cpu", quiet=True)
+    base = dict(
+        coco=str(shapes / "train.json"),
+        images=str(shapes / "train"),
+        arch="r18-fpn",
+        weights="none",
+        iters=4,
+        batch=2,
+        lr=0.01,
+        min_size=(64,),
+        max_size=64,
+        workers=0,
+        out=str(out),
+        roi_batch=16,
+        rpn_train_proposals=50,
+        log_every=1,
+        warmup_iters=2,
+        device="cpu",
+        quiet=True,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -112,7 +130,9 @@ def test_resume_gives_the_same_weights(shapes, tmp_path):
     assert a["iteration"] == b["iteration"] == 4
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
-    moved = [k for k, v in a["model"].items() if v.is_floating_point() and not torch.equal(v, half["model"][k])]
+    moved = [
+        k for k, v in a["model"].items() if v.is_floating_point() and not torch.equal(v, half["model"][k])
+    ]
     assert moved  # the last two iterations did change the weights
     # metrics.jsonl reads as one run: iterations 1..4, once each
     lines = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
@@ -122,8 +142,14 @@ def test_resume_gives_the_same_weights(shapes, tmp_path):
 
 
 def test_checkpoint_loads_for_predict_and_validation_writes_best(shapes, tmp_path):
-    cfg = tiny_config(shapes, tmp_path / "run", iters=2, val_coco=str(shapes / "val.json"),
-                      val_images=str(shapes / "val"), eval_every=2)
+    cfg = tiny_config(
+        shapes,
+        tmp_path / "run",
+        iters=2,
+        val_coco=str(shapes / "val.json"),
+        val_images=str(shapes / "val"),
+        eval_every=2,
+    )
     result = train(cfg)
     for name in ("last.pt", "best.pt", "metrics.jsonl", "config.json"):
         assert (tmp_path / "run" / name).is_file(), name
@@ -149,15 +175,24 @@ def test_finetune_from_checkpoint_with_other_classes(shapes, tmp_path):
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] <= 2]
     (shapes / "two.json").write_text(json.dumps(data))
     # lr 0 (and no weight decay): the weights stay as loaded, so we can see what was kept
-    cfg = tiny_config(shapes, tmp_path / "ft", iters=1, coco=str(shapes / "two.json"), lr=0.0,
-                      weights=str(tmp_path / "src" / "last.pt"), weight_decay=0.0)
+    cfg = tiny_config(
+        shapes,
+        tmp_path / "ft",
+        iters=1,
+        coco=str(shapes / "two.json"),
+        lr=0.0,
+        weights=str(tmp_path / "src" / "last.pt"),
+        weight_decay=0.0,
+    )
     train(cfg)
     ft = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
     assert ft["model"]["roi_heads.box_predictor.cls_score.weight"].shape[0] == 3
     for key in ("backbone.bottom_up.stem.conv1.weight", "backbone.bottom_up.stem.bn1.running_var"):
         assert torch.equal(ft["model"][key], src[key]), key
-    assert not torch.equal(ft["model"]["roi_heads.mask_head.predictor.weight"][:3],
-                           src["roi_heads.mask_head.predictor.weight"][:3])
+    assert not torch.equal(
+        ft["model"]["roi_heads.mask_head.predictor.weight"][:3],
+        src["roi_heads.mask_head.predictor.weight"][:3],
+    )
 
 
 def test_bad_config_and_resume_errors(shapes, tmp_path):
@@ -174,11 +209,48 @@ def test_bad_config_and_resume_errors(shapes, tmp_path):
 
 def test_torchrun_two_cpu_processes(shapes, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
-           "-m", "mrseg", "train", "--coco", str(shapes / "train.json"), "--images", str(shapes / "train"),
-           "--arch", "r18-fpn", "--weights", "none", "--iters", "2", "--batch", "2", "--lr", "0.01",
-           "--min-size", "64", "--max-size", "64", "--workers", "0", "--roi-batch", "16", "--rpn-proposals", "50",
-           "--log-every", "1", "--device", "cpu", "--out", str(tmp_path / "ddp"), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mrseg",
+        "train",
+        "--coco",
+        str(shapes / "train.json"),
+        "--images",
+        str(shapes / "train"),
+        "--arch",
+        "r18-fpn",
+        "--weights",
+        "none",
+        "--iters",
+        "2",
+        "--batch",
+        "2",
+        "--lr",
+        "0.01",
+        "--min-size",
+        "64",
+        "--max-size",
+        "64",
+        "--workers",
+        "0",
+        "--roi-batch",
+        "16",
+        "--rpn-proposals",
+        "50",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "ddp"),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
