@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml setup.py $(KERNEL_SOURCES)
 demo: install
 	$(PY) -m mrseg --version
 	$(PY) -m mrseg_kernels.selfcheck
+	$(PY) examples/demo.py --min-ap 0.5
 
 test: install
 	$(PY) -m pytest -q tests
