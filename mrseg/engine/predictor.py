@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -110,6 +111,9 @@ class Predictor:
         score: keep instances scoring at least this. classes: keep only these class names / ids.
         tile, tile_overlap: predict images larger than `tile` pixels in overlapping tiles.
         batch: images per model call in `predict_batch` (and tiles per call).
+        fuse: run an inference copy of an mrseg Mask R-CNN with its BatchNorms folded into the convs and
+            channels_last weights (`mrseg.model.fuse.fuse_for_inference`): faster, same detections up to
+            float rounding. `self.model` stays the model as given; the copy is made once, here.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class Predictor:
         max_pixels: int | None = None,
         model: torch.nn.Module | None = None,
         model_classes: Sequence[dict] | None = None,
+        fuse: bool = True,
     ):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         if model is None:
@@ -140,6 +145,18 @@ class Predictor:
         if tile is not None:
             tile_windows(tile, tile, tile, tile_overlap)  # validates both
         self.model = model.eval().to(self.device) if isinstance(model, torch.nn.Module) else model
+        self.net = self.model  # what runs: the model, or its fused inference copy
+        if fuse:
+            from mrseg.model.fuse import fuse_for_inference
+            from mrseg.model.maskrcnn import MaskRCNN
+
+            if isinstance(self.model, MaskRCNN):
+                self.net = fuse_for_inference(self.model)
+                # The copy is ours to tune: drop detections scoring under `score` before the mask head and
+                # the paste rather than after. NMS only lets a box suppress lower-scoring ones, so the kept
+                # set is the same; nextafter keeps a score equal to `score` (the head keeps scores > thresh).
+                heads = self.net.roi_heads
+                heads.score_thresh = max(heads.score_thresh, math.nextafter(float(score), -math.inf))
         self.classes = list(model_classes)
         self.score = float(score)
         self.keep_labels = resolve_class_filter(classes, self.classes)
@@ -195,7 +212,7 @@ class Predictor:
 
     def _run_model(self, images: list[torch.Tensor]) -> list[dict[str, np.ndarray]]:
         inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]
-        return [self._filter(o) for o in self.model(inputs)]
+        return [self._filter(o) for o in self.net(inputs)]
 
     def _filter(self, o: dict) -> dict[str, np.ndarray]:
         keep = o["scores"] >= self.score
@@ -210,7 +227,8 @@ class Predictor:
         }
         masks = o.get("masks")
         if masks is not None:
-            masks = masks[keep]
+            if not bool(keep.all()):  # the model already dropped what scores under `score`: usually no copy
+                masks = masks[keep]
             if masks.dim() == 4:
                 masks = masks[:, 0]
             if masks.dtype != torch.bool:

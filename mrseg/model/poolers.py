@@ -92,19 +92,21 @@ class MultiScaleRoIAlign(nn.Module):
         features = features[: len(self.strides)]
         rois = boxes_to_rois(boxes)
         levels = assign_fpn_levels(torch.cat(boxes, dim=0), self.min_level, self.max_level)
-        num_channels = features[0].shape[1]
-        result = features[0].new_zeros((rois.shape[0], num_channels, self.output_size, self.output_size))
+        pooled, order = [], []
         for level, (feature, stride) in enumerate(zip(features, self.strides, strict=True)):
             idx = torch.where(levels == level)[0]
-            pooled = roi_align(
-                feature,
-                rois[idx],
-                (self.output_size, self.output_size),
-                spatial_scale=1.0 / stride,
-                sampling_ratio=self.sampling_ratio,
-                aligned=self.aligned,
+            pooled.append(
+                roi_align(
+                    feature,
+                    rois[idx],
+                    (self.output_size, self.output_size),
+                    spatial_scale=1.0 / stride,
+                    sampling_ratio=self.sampling_ratio,
+                    aligned=self.aligned,
+                )
             )
-            # scatter (not index assignment) so that tracing for ONNX keeps the merge in the graph
-            index = idx.view(-1, 1, 1, 1).expand_as(pooled)
-            result = result.scatter(0, index, pooled.to(result.dtype))
-        return result
+            order.append(idx)
+        # level-sorted rows back to RoI order in one gather (tensor ops only, so tracing for export keeps
+        # the merge in the graph); rows of the concatenation are RoIs `cat(order)`, argsort inverts that
+        merged = torch.cat([p.to(features[0].dtype) for p in pooled], dim=0)
+        return merged.index_select(0, torch.argsort(torch.cat(order)))

@@ -254,8 +254,10 @@ class RoIHeads(nn.Module):
         boxes = [d[0] for d in detections]
         mask_logits = self.mask_head(self.mask_pooler(features, boxes))
         labels = torch.cat([d[2] for d in detections])
-        probs = mask_logits.sigmoid()[torch.arange(labels.shape[0], device=labels.device), labels][:, None]
+        # the predicted class's logits first, then the sigmoid: K times less work, the same values
+        probs = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels][:, None].sigmoid()
         results = []
-        for (b, s, lab), p in zip(detections, probs.split([len(b) for b in boxes]), strict=True):
+        # b.shape[0], not len(b): tracing (export) keeps shapes dynamic but freezes Python ints
+        for (b, s, lab), p in zip(detections, probs.split([b.shape[0] for b in boxes]), strict=True):
             results.append({"boxes": b, "scores": s, "labels": lab, "mask_probs": p})
         return results

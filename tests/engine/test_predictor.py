@@ -34,7 +34,11 @@ def test_predictor_returns_the_wrapped_models_detections_filtered_by_score(
     with torch.inference_mode():
         ref = tiny_model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0]
     assert len(ref["scores"]) >= 2
-    score = float(ref["scores"].sort().values[len(ref["scores"]) // 2])  # keeps some, drops some
+    # halfway between two scores (keeps some, drops some); the Predictor runs a BN-folded copy whose scores
+    # differ from the model's by float rounding, so the threshold must not sit on a score
+    ranked = ref["scores"].sort().values
+    half = len(ranked) // 2
+    score = float(ranked[half - 1] + ranked[half]) / 2
     det = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=score)(image)
     keep = ref["scores"] >= score
     assert 0 < int(keep.sum()) < len(ref["scores"])
@@ -44,6 +48,27 @@ def test_predictor_returns_the_wrapped_models_detections_filtered_by_score(
     assert det.masks.dtype == bool and det.masks.shape == (len(det), *image.shape[:2])
     np.testing.assert_array_equal(det.masks, ref["masks"][keep][:, 0].numpy())
     assert (det.width, det.height) == (image.shape[1], image.shape[0])
+
+
+def test_predictor_runs_a_fused_copy_and_leaves_the_given_model_alone(tiny_model, tiny_classes, nuts_images):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    image = read_image(str(nuts_images[1]))
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    thresh = tiny_model.roi_heads.score_thresh
+    fused = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=0.3)
+    plain = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=0.3, fuse=False)
+    assert fused.model is tiny_model and plain.net is tiny_model and fused.net is not tiny_model
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fused.net.modules())
+    assert fused.net.roi_heads.score_thresh > 0.29 and tiny_model.roi_heads.score_thresh == thresh
+    a, b = fused(image), plain(image)
+    assert len(b) >= 1
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    assert (a.masks != b.masks).sum() <= 1e-3 * max(1, b.masks.sum())
+    after = tiny_model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def test_predictor_takes_paths_batches_and_a_class_filter(tiny_model, tiny_classes, nuts_images):

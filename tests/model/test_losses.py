@@ -125,5 +125,5 @@ def test_image_without_objects_trains():
     }
     losses = model([torch.rand(3, 64, 80)], [empty])
     assert all(torch.isfinite(v) for v in losses.values())
-    assert float(losses["loss_mask"]) == 0.0 and float(losses["loss_box_reg"]) == 0.0
+    assert losses["loss_mask"].item() == 0.0 and losses["loss_box_reg"].item() == 0.0
     sum(losses.values()).backward()
