@@ -26,6 +26,18 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
     return sizes
 
 
+def _anchor_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 5 or min(sizes) < 1:
+        raise click.BadParameter(f"{value!r}: give 5 anchor sizes in pixels (P2..P6), e.g. 16,32,64,128,256")
+    return sizes
+
+
 @click.command("train")
 @click.option("--coco", type=click.Path(dir_okay=False), help="Training annotations (COCO json).")
 @click.option(
@@ -75,6 +87,23 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
     default=2000,
     show_default=True,
     help="RPN proposals kept per image in training.",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["frozen-bn", "bn", "gn"]),
+    help="Backbone + FPN normalisation [default: bn with --weights none, else the arch's own (frozen BN)].",
+)
+@click.option(
+    "--anchor-sizes",
+    callback=_anchor_sizes,
+    help="5 anchor sizes in pixels for P2..P6, comma-separated [default: 32,64,128,256,512].",
+)
+@click.option(
+    "--channels",
+    type=int,
+    default=256,
+    show_default=True,
+    help="FPN and mask-head width (128: about twice as fast, for small models trained from scratch).",
 )
 @click.option("--eval-every", type=int, help="Evaluate every N iterations [default: once per epoch].")
 @click.option("--checkpoint-every", type=int, help="Write last.pt every N iterations [default: as eval].")

@@ -41,7 +41,8 @@ from mrseg.engine.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.metrics import MetricsLog, memory_mb
 from mrseg.engine.scratch_init import calibrate_frozen_bn, init_predictors
 from mrseg.engine.validation import validate
-from mrseg.model.zoo import ARCHS, build_model, load_pretrained
+from mrseg.model.backbone import NORMS
+from mrseg.model.zoo import ARCHS, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained
 
 logger = logging.getLogger("mrseg.train")
 
@@ -64,6 +65,11 @@ class TrainConfig:
     smaller is faster on small images. eval_every / checkpoint_every: in iterations (default once per epoch).
     weights: "imagenet", a zoo name, a checkpoint/state-dict path, or "none" (from scratch: every stage trains
     and the frozen BN statistics are set from the data, see mrseg.engine.scratch_init).
+    norm: the backbone + FPN normalisation (frozen-bn, bn, gn; see mrseg.model.zoo.build_model); None = "bn"
+    with weights "none" (frozen BN would leave a from-scratch network un-normalised), else the arch's own
+    (frozen BN; what pretrained weights were made for). anchor_sizes: 5 anchor sizes for P2..P6 (None:
+    32..512; smaller for small images). channels: FPN and mask-head width (256; 128 is ~2x faster for small
+    models from scratch). All three are recorded in the checkpoints, so load_model rebuilds the same model.
     """
 
     coco: str
@@ -101,6 +107,9 @@ class TrainConfig:
     checkpoint_every: int | None = None
     seed: int = 0
     quiet: bool = False
+    norm: str | None = None
+    anchor_sizes: tuple[int, ...] | None = None
+    channels: int = 256
 
     def to_json(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -178,6 +187,27 @@ def resume_config(path: str | os.PathLike, **overrides) -> TrainConfig:
     return cfg
 
 
+def resolved_norm(cfg: TrainConfig) -> str | None:
+    """The norm the model is built with: cfg.norm, else bn from scratch, else None (the arch's own)."""
+    if cfg.norm is not None:
+        return cfg.norm
+    return "bn" if cfg.weights == "none" else None
+
+
+def _source_shape(weights: str) -> dict:
+    """norm / anchor_sizes / channels recorded in an mrseg checkpoint file given as weights ({} otherwise)."""
+    path = Path(weights)
+    if not path.is_file():
+        return {}
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}  # load_pretrained reports unreadable files
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        return {}
+    return {k: obj[k] for k in ("norm", "anchor_sizes", "channels") if k in obj}
+
+
 def apply_train_overrides(model: nn.Module, roi_batch: int, rpn_train_proposals: int) -> None:
     """Training-only sampling sizes (they do not change the weights' shapes, so checkpoints stay loadable)."""
     model.roi_heads.sampler.batch_size = roi_batch
@@ -207,6 +237,15 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TrainError("--batch and the log interval must be >= 1")
     if cfg.schedule not in ("step", "cosine"):
         raise TrainError(f"--schedule {cfg.schedule!r}: choose step or cosine")
+    if cfg.norm is not None and cfg.norm not in NORMS:
+        raise TrainError(f"--norm {cfg.norm!r}: choose one of {', '.join(NORMS)}")
+    if cfg.anchor_sizes is not None and (len(cfg.anchor_sizes) != 5 or min(cfg.anchor_sizes) < 1):
+        raise TrainError(
+            f"--anchor-sizes {','.join(map(str, cfg.anchor_sizes))}: give 5 sizes in pixels (P2..P6), "
+            "e.g. 16,32,64,128,256"
+        )
+    if cfg.channels < 32 or cfg.channels % 32:
+        raise TrainError(f"--channels {cfg.channels}: give a multiple of 32 (e.g. 128 or 256)")
 
 
 class _StopSignal:
@@ -333,8 +372,21 @@ def _train(
 
     from_scratch = cfg.weights == "none" and ckpt is None
     freeze_at = cfg.freeze_at if cfg.freeze_at is not None else (0 if cfg.weights == "none" else 2)
+    # Fine-tuning an mrseg checkpoint: its norm / anchors / width unless this run says otherwise.
+    src = _source_shape(cfg.weights) if ckpt is None else {}
+    norm = cfg.norm if cfg.norm is not None else src.get("norm", resolved_norm(cfg))
+    anchor_sizes = tuple(cfg.anchor_sizes or src.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES)
+    if cfg.channels == 256 and src.get("channels"):
+        cfg.channels = int(src["channels"])
     model = build_model(
-        cfg.arch, len(classes), min_size=tuple(cfg.min_size), max_size=cfg.max_size, freeze_at=freeze_at
+        cfg.arch,
+        len(classes),
+        min_size=tuple(cfg.min_size),
+        max_size=cfg.max_size,
+        freeze_at=freeze_at,
+        norm=norm,
+        anchor_sizes=anchor_sizes,
+        channels=cfg.channels,
     )
     reporter = _Reporter(dist.is_main and not cfg.quiet, total_iters, int(ckpt["iteration"]) if ckpt else 0)
     if ckpt is None:
@@ -352,9 +404,10 @@ def _train(
         if from_scratch:
             images = [train_set[i][0] for i in range(min(8, len(train_set)))]
             n = calibrate_frozen_bn(model, images)
-            reporter.say(
-                f"weights none: set the statistics of {n} frozen BN layers from {len(images)} images"
-            )
+            if n:
+                reporter.say(
+                    f"weights none: set the statistics of {n} frozen BN layers from {len(images)} images"
+                )
     apply_train_overrides(model, cfg.roi_batch, cfg.rpn_train_proposals)
     model.to(device)
 
@@ -415,6 +468,7 @@ def _train(
         reporter.say(
             f"training {cfg.arch} on {len(train_set)} images ({len(classes)} classes) for {total_iters} "
             f"iterations of {cfg.batch} images on {device}"
+            f"{f' ({norm} norm)' if norm else ''}"
             f"{f' x {dist.world_size} processes' if dist.enabled else ''}; lr {base_lr:.5g}; "
             f"AMP {'on' if amp else 'off'}; writing to {out_dir}"
         )
@@ -452,6 +506,9 @@ def _train(
             "classes": classes,
             "transform": {"min_size": int(cfg.min_size[-1]), "max_size": int(cfg.max_size)},
             "frozen_bn_eps": frozen_bn_eps(model),
+            "norm": norm,
+            "anchor_sizes": list(anchor_sizes),
+            "channels": cfg.channels,
             "model": model.state_dict(),
             "iteration": iteration,
             "total_iters": total_iters,

@@ -24,6 +24,22 @@ def frozen_bn(eps: float = 1e-5) -> NormFactory:
     return partial(FrozenBatchNorm2d, eps=eps)
 
 
+NORMS = ("frozen-bn", "bn", "gn")
+
+
+def norm_factory(name: str, eps: float = 1e-5) -> NormFactory:
+    """The norm layer factory for a NORMS name: frozen-bn (FrozenBatchNorm2d: pretrained fine-tuning), bn
+    (BatchNorm2d: batch statistics in training, running ones in eval) or gn (GroupNorm with 32 groups:
+    independent of the batch size)."""
+    if name == "frozen-bn":
+        return frozen_bn(eps)
+    if name == "bn":
+        return partial(nn.BatchNorm2d, eps=eps)
+    if name == "gn":
+        return lambda channels: nn.GroupNorm(32, channels, eps=eps)
+    raise ValueError(f"unknown norm {name!r}; choose one of {', '.join(NORMS)}")
+
+
 class Stem(nn.Module):
     """7x7/2 conv, norm, ReLU, 3x3/2 max-pool: [N, 3, H, W] -> [N, 64, H/4, W/4]."""
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.hub import download_url_to_file
 
 from mrseg.model.anchors import AnchorGenerator
-from mrseg.model.backbone import build_resnet_fpn, frozen_bn
+from mrseg.model.backbone import NORMS, build_resnet_fpn, frozen_bn, norm_factory
 from mrseg.model.box_coder import BoxCoder
 from mrseg.model.coco_classes import coco_label_classes
 from mrseg.model.convert import is_torchvision_state_dict, resnet_to_mrseg, torchvision_to_mrseg
@@ -29,6 +29,7 @@ from mrseg.model.sampler import BalancedSampler
 from mrseg.model.transform import ImageTransform
 
 CHECKPOINT_FORMAT = "mrseg-checkpoint"
+DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)
 
 
 class WeightsError(ValueError):
@@ -38,7 +39,9 @@ class WeightsError(ValueError):
 @dataclass(frozen=True)
 class ArchSpec:
     """depth: ResNet depth; v2: torchvision's maskrcnn_resnet50_fpn_v2 layout (BN in FPN and heads, 2-conv RPN
-    head, 4conv+1fc box head); aligned: the RoIAlign flavour of the poolers (see mrseg.model.poolers)."""
+    head, 4conv+1fc box head; like torchvision, its ResNet uses plain BatchNorm2d, which updates its
+    statistics in train mode, where v1 uses FrozenBatchNorm2d); aligned: the RoIAlign flavour of the poolers
+    (see mrseg.model.poolers)."""
 
     depth: int
     v2: bool = False
@@ -101,6 +104,9 @@ def build_model(
     frozen_bn_eps: float = 1e-5,
     freeze_at: int = 2,
     aligned: bool | None = None,
+    norm: str | None = None,
+    anchor_sizes: tuple[int, ...] = DEFAULT_ANCHOR_SIZES,
+    channels: int = 256,
 ) -> MaskRCNN:
     """A Mask R-CNN of a named architecture with random heads.
 
@@ -108,22 +114,39 @@ def build_model(
     COCO
     models have K = 90, labels 1..90 = COCO category ids). min_size / max_size: resize limits of the input
     transform. aligned: override the arch's RoIAlign flavour.
+    norm: the backbone's normalisation (see mrseg.model.backbone.NORMS): None = the arch's own (frozen BN for
+    v1, BN for v2; what pretrained weights need); "bn" (BatchNorm2d with batch statistics) or "gn"
+    (GroupNorm(32)) put that norm in the ResNet and the FPN, for training from scratch, where frozen BN leaves
+    the network un-normalised. anchor_sizes: one anchor size in pixels per FPN level P2..P6 (smaller for small
+    images). channels: the width of the FPN outputs and of the mask head's convs (256 in the paper; narrower
+    is much cheaper for a small model trained from scratch).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (object classes, without background), got {num_classes}")
+    if norm is not None and norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    if len(anchor_sizes) != 5 or min(anchor_sizes) <= 0:
+        raise ValueError(f"anchor_sizes needs 5 positive sizes (P2..P6), got {tuple(anchor_sizes)}")
     spec = ARCHS[arch]
     aligned = spec.aligned if aligned is None else aligned
     bn = nn.BatchNorm2d if spec.v2 else None
+    if norm is None:
+        backbone_norm, fpn_norm = (nn.BatchNorm2d if spec.v2 else frozen_bn(frozen_bn_eps)), bn
+    elif norm == "frozen-bn":
+        backbone_norm, fpn_norm = frozen_bn(frozen_bn_eps), bn
+    else:
+        backbone_norm = fpn_norm = norm_factory(norm)
     backbone = build_resnet_fpn(
         spec.depth,
-        backbone_norm=nn.BatchNorm2d if spec.v2 else frozen_bn(frozen_bn_eps),
-        fpn_norm=bn,
+        backbone_norm=backbone_norm,
+        fpn_norm=fpn_norm,
         freeze_at=freeze_at,
+        out_channels=channels,
     )
     channels = backbone.out_channels
-    anchors = AnchorGenerator(sizes=(32, 64, 128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0))
+    anchors = AnchorGenerator(sizes=tuple(anchor_sizes), aspect_ratios=(0.5, 1.0, 2.0))
     rpn = RPN(
         anchor_generator=anchors,
         head=RPNHead(
@@ -148,7 +171,9 @@ def build_model(
         box_head=box_head,
         box_predictor=BoxPredictor(in_features=box_head.out_features, num_classes=num_classes),
         mask_pooler=MultiScaleRoIAlign(output_size=14, sampling_ratio=2, aligned=aligned),
-        mask_head=MaskHead(in_channels=channels, num_classes=num_classes, norm=bn),
+        mask_head=MaskHead(
+            in_channels=channels, num_classes=num_classes, conv_dims=(channels,) * 4, norm=bn
+        ),
         matcher=Matcher(0.5, 0.5, allow_low_quality_matches=False),
         sampler=BalancedSampler(512, 0.25),
         box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)),
@@ -240,9 +265,9 @@ def load_state_dict(model: nn.Module, state_dict: dict, source: str = "weights")
 
 
 def _num_classes_of(state_dict: dict) -> int:
-    for key in ("roi_heads.box_predictor.cls_score.weight",):
-        if key in state_dict:
-            return int(state_dict[key].shape[0]) - 1
+    key = "roi_heads.box_predictor.cls_score.weight"  # the same name in torchvision's keys and ours
+    if key in state_dict:
+        return int(state_dict[key].shape[0]) - 1
     raise WeightsError("the state dict has no roi_heads.box_predictor.cls_score.weight; is it a Mask R-CNN?")
 
 
@@ -282,6 +307,9 @@ def load_model(
                 min_size=transform.get("min_size", 800),
                 max_size=transform.get("max_size", 1333),
                 frozen_bn_eps=obj.get("frozen_bn_eps", 1e-5),
+                norm=obj.get("norm"),
+                anchor_sizes=tuple(obj.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES),
+                channels=int(obj.get("channels", 256)),
             )
             load_state_dict(model, obj["model"], name)
             info = ModelInfo(arch=ckpt_arch, classes=classes, source=name)

@@ -68,6 +68,9 @@ def test_help_lists_the_contract_options():
         "--max-size",
         "--clip-grad",
         "--schedule",
+        "--norm",
+        "--anchor-sizes",
+        "--channels",
     ):
         assert option in result.output, option
 
@@ -82,6 +85,10 @@ def test_usage_errors(tmp_path):
     assert result.exit_code == 1 and "nope.json: annotation file not found" in result.output
     result = runner.invoke(main, ["train", "--coco", "a.json", "--images", ".", "--min-size", "big"])
     assert result.exit_code == 2 and "--min-size" in result.output
+    result = runner.invoke(main, ["train", "--coco", "a.json", "--images", ".", "--anchor-sizes", "16,32"])
+    assert result.exit_code == 2 and "5 anchor sizes" in result.output
+    result = runner.invoke(main, ["train", "--coco", "a.json", "--images", ".", "--norm", "layer"])
+    assert result.exit_code == 2 and "--norm" in result.output
     result = runner.invoke(main, ["train", "--resume", str(tmp_path / "missing.pt")])
     assert result.exit_code == 1 and "does not exist" in result.output
 

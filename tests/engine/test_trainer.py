@@ -167,8 +167,32 @@ def test_checkpoint_loads_for_predict_and_validation_writes_best(shapes, tmp_pat
         assert torch.equal(value, ckpt["model"][key]), key
 
 
+def test_from_scratch_trains_batchnorm_and_the_checkpoint_rebuilds_the_model(shapes, tmp_path):
+    from torch import nn
+
+    cfg = tiny_config(shapes, tmp_path / "run", iters=2, anchor_sizes=(8, 16, 32, 64, 128), channels=64)
+    train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["norm"] == "bn"  # the default from scratch
+    assert ckpt["anchor_sizes"] == [8, 16, 32, 64, 128] and ckpt["channels"] == 64
+    assert ckpt["model"]["backbone.bottom_up.stem.bn1.num_batches_tracked"] == 2  # batch statistics were used
+    model, _ = load_model(tmp_path / "run" / "last.pt")
+    assert isinstance(model.backbone.bottom_up.stem.bn1, nn.BatchNorm2d)
+    assert model.rpn.anchor_generator.sizes == (8, 16, 32, 64, 128) and model.backbone.out_channels == 64
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, ckpt["model"][key]), key
+
+    frozen = tiny_config(shapes, tmp_path / "frozen", iters=1, norm="frozen-bn")
+    train(frozen)
+    ckpt = torch.load(tmp_path / "frozen" / "last.pt", weights_only=True)
+    assert ckpt["norm"] == "frozen-bn"
+    assert "backbone.bottom_up.stem.bn1.num_batches_tracked" not in ckpt["model"]
+    assert ckpt["model"]["backbone.bottom_up.stem.bn1.running_var"].ne(1).any()  # calibrated from the data
+
+
 def test_finetune_from_checkpoint_with_other_classes(shapes, tmp_path):
-    train(tiny_config(shapes, tmp_path / "src", iters=1))
+    # frozen BN: with lr 0 nothing changes (BatchNorm would update its running statistics)
+    train(tiny_config(shapes, tmp_path / "src", iters=1, norm="frozen-bn"))
     src = torch.load(tmp_path / "src" / "last.pt", weights_only=True)["model"]
     data = json.loads((shapes / "train.json").read_text())
     data["categories"] = data["categories"][:2]
@@ -186,6 +210,7 @@ def test_finetune_from_checkpoint_with_other_classes(shapes, tmp_path):
     )
     train(cfg)
     ft = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
+    assert ft["norm"] == "frozen-bn"  # inherited from the source checkpoint (weights not "none")
     assert ft["model"]["roi_heads.box_predictor.cls_score.weight"].shape[0] == 3
     for key in ("backbone.bottom_up.stem.conv1.weight", "backbone.bottom_up.stem.bn1.running_var"):
         assert torch.equal(ft["model"][key], src[key]), key
@@ -200,6 +225,12 @@ def test_bad_config_and_resume_errors(shapes, tmp_path):
         train(tiny_config(shapes, tmp_path / "x", iters=2, epochs=1))
     with pytest.raises(TrainError, match="--arch"):
         train(tiny_config(shapes, tmp_path / "x", arch="r7"))
+    with pytest.raises(TrainError, match="--norm"):
+        train(tiny_config(shapes, tmp_path / "x", norm="batch"))
+    with pytest.raises(TrainError, match="5 sizes"):
+        train(tiny_config(shapes, tmp_path / "x", anchor_sizes=(16, 32)))
+    with pytest.raises(TrainError, match="--channels"):
+        train(tiny_config(shapes, tmp_path / "x", channels=100))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
     torch.save({"model": {}}, tmp_path / "bare.pt")

@@ -159,3 +159,67 @@ def test_coco_classes():
         and classes[18 - 1] == {"id": 18, "name": "dog"}
         and classes[12 - 1]["name"] == "N/A"
     )
+
+
+def test_norm_option_puts_trainable_norms_in_backbone_and_fpn():
+    from torch import nn
+    from torchvision.ops import FrozenBatchNorm2d
+
+    default = build_model("r18-fpn", 3)
+    assert isinstance(default.backbone.bottom_up.stem.bn1, FrozenBatchNorm2d)
+    assert default.backbone.fpn.lateral_convs[0].norm is None
+    for norm, kind in (("bn", nn.BatchNorm2d), ("gn", nn.GroupNorm)):
+        model = build_model("r18-fpn", 3, norm=norm)
+        backbone_norms = [m for m in model.backbone.modules() if isinstance(m, (FrozenBatchNorm2d, kind))]
+        assert backbone_norms and all(isinstance(m, kind) for m in backbone_norms), norm
+        assert isinstance(model.backbone.fpn.output_convs[0].norm, kind)
+        assert model.backbone.fpn.output_convs[0].conv.bias is None  # the norm carries the bias
+    frozen_v2 = build_model("r50-fpn-v2", 3, norm="frozen-bn")
+    assert isinstance(frozen_v2.backbone.bottom_up.stem.bn1, FrozenBatchNorm2d)
+    with pytest.raises(ValueError, match="unknown norm"):
+        build_model("r18-fpn", 3, norm="layer")
+    with pytest.raises(ValueError, match="5 positive sizes"):
+        build_model("r18-fpn", 3, anchor_sizes=(16, 32))
+
+
+def test_bn_model_updates_its_statistics_in_training_only():
+    torch.manual_seed(0)
+    model = build_model("r18-fpn", 2, min_size=64, max_size=64, norm="bn", freeze_at=0)
+    bn = model.backbone.bottom_up.stem.bn1
+    before = bn.running_mean.clone()
+    model.eval()
+    with torch.no_grad():
+        model([torch.rand(3, 64, 64)])
+    assert torch.equal(bn.running_mean, before)
+    model.train()
+    target = {
+        "boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]),
+        "labels": torch.tensor([1]),
+        "masks": torch.ones(1, 64, 64, dtype=torch.uint8),
+    }
+    model([torch.rand(3, 64, 64), torch.rand(3, 64, 64)], [target, target])
+    assert not torch.equal(bn.running_mean, before)
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn"])
+def test_checkpoint_records_norm_anchor_sizes_and_channels(tmp_path, norm):
+    torch.manual_seed(0)
+    classes = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    sizes = (8, 16, 32, 64, 128)
+    model = build_model("r18-fpn", 2, norm=norm, anchor_sizes=sizes, channels=64).eval()
+    path = tmp_path / "last.pt"
+    extra = {"norm": norm, "anchor_sizes": list(sizes), "channels": 64}
+    torch.save({**_checkpoint(model, classes), **extra}, path)
+    loaded, _ = load_model(path)
+    assert loaded.rpn.anchor_generator.sizes == sizes
+    assert loaded.backbone.out_channels == 64 and loaded.roi_heads.mask_head.predictor.in_channels == 64
+    assert type(loaded.backbone.bottom_up.stem.bn1) is type(model.backbone.bottom_up.stem.bn1)
+    batch = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model.backbone(batch), loaded.backbone(batch)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+    # without the norm key: a frozen-BN model, which cannot take these weights
+    torch.save({**_checkpoint(model, classes), "channels": 64}, path)
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_model(path)
