@@ -36,9 +36,9 @@ def run(cmd: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--iters", type=int, default=1100, help="training iterations of --batch images")
+    p.add_argument("--iters", type=int, default=1300, help="training iterations of --batch images")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--train-images", type=int, default=400)
     p.add_argument("--val-images", type=int, default=50)
     p.add_argument("--workers", type=int, default=1)
