@@ -6,7 +6,6 @@ import torch
 from torch import Tensor, nn
 
 from mrseg.model.maskrcnn import MaskRCNN
-from mrseg.model.postprocess import box_detections
 
 
 class InferenceGraph(nn.Module):
@@ -16,8 +15,7 @@ class InferenceGraph(nn.Module):
 
     Shares the model's modules (and weights). Written for tracing: N and (H, W) are fixed by the example
     input, the number of detections stays dynamic, and the image sizes stay inputs (they only clip boxes). The
-    RoI-head step mirrors `RoIHeads._forward_test` but splits per image by tensor sizes, which tracing keeps
-    dynamic (a split by Python ints would be frozen into the graph).
+    RoI heads run their own inference step, which splits per image by tensor sizes (kept dynamic by tracing).
     """
 
     def __init__(self, *, model: MaskRCNN):
@@ -31,22 +29,10 @@ class InferenceGraph(nn.Module):
         sizes = [(image_sizes[i, 0], image_sizes[i, 1]) for i in range(images.shape[0])]
         features = self.backbone(images)
         proposals, _ = self.rpn(features, sizes, padded_size)
-        heads = self.roi_heads
-        class_logits, box_deltas = heads.box_predictor(heads.box_head(heads.box_pooler(features, proposals)))
-        detections = box_detections(
-            class_logits,
-            box_deltas,
-            proposals,
-            sizes,
-            box_coder=heads.box_coder,
-            score_thresh=heads.score_thresh,
-            nms_thresh=heads.nms_thresh,
-            detections_per_img=heads.detections_per_img,
-        )
-        boxes = [d[0] for d in detections]
-        labels = torch.cat([d[2] for d in detections])
-        mask_logits = heads.mask_head(heads.mask_pooler(features, boxes))
-        rows = torch.arange(labels.shape[0], device=labels.device)
-        mask_probs = mask_logits.sigmoid()[rows, labels][:, None]
-        image_index = torch.cat([torch.full_like(d[2], i) for i, d in enumerate(detections)])
-        return torch.cat(boxes), torch.cat([d[1] for d in detections]), labels, mask_probs, image_index
+        detections = self.roi_heads._forward_test(features, proposals, sizes)
+        labels = torch.cat([d["labels"] for d in detections])
+        mask_probs = torch.cat([d["mask_probs"] for d in detections])
+        image_index = torch.cat([torch.full_like(d["labels"], i) for i, d in enumerate(detections)])
+        boxes = [d["boxes"] for d in detections]
+        scores = [d["scores"] for d in detections]
+        return torch.cat(boxes), torch.cat(scores), labels, mask_probs, image_index
