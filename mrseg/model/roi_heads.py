@@ -15,6 +15,17 @@ from mrseg.model.postprocess import box_detections
 from mrseg.model.sampler import BalancedSampler
 
 
+def conv_stack(
+    in_channels: int, dims: tuple[int, ...], norm: NormFactory | None
+) -> tuple[nn.ModuleList, int]:
+    """3x3 ConvNorm+ReLU layers of the given widths, and the channel count they end with."""
+    convs = nn.ModuleList()
+    for dim in dims:
+        convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
+        in_channels = dim
+    return convs, in_channels
+
+
 class BoxHead(nn.Module):
     """Optional 3x3 convs (v2: four, with BN) then fully connected layers with ReLU.
 
@@ -31,11 +42,7 @@ class BoxHead(nn.Module):
         norm: NormFactory | None = None,
     ):
         super().__init__()
-        convs = []
-        for dim in conv_dims:
-            convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
-            in_channels = dim
-        self.convs = nn.ModuleList(convs)
+        self.convs, in_channels = conv_stack(in_channels, conv_dims, norm)
         fcs = []
         in_features = in_channels * pooled_size * pooled_size
         for dim in fc_dims:
@@ -85,11 +92,7 @@ class MaskHead(nn.Module):
         norm: NormFactory | None = None,
     ):
         super().__init__()
-        convs = []
-        for dim in conv_dims:
-            convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
-            in_channels = dim
-        self.convs = nn.ModuleList(convs)
+        self.convs, in_channels = conv_stack(in_channels, conv_dims, norm)
         self.deconv = nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2)
         self.predictor = nn.Conv2d(in_channels, num_classes + 1, kernel_size=1)
         for m in self.modules():
