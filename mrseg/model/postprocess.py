@@ -1,14 +1,15 @@
 """Inference post-processing: per-class boxes -> score threshold, class-aware NMS, top-k; and mask paste-back.
 
 `paste_masks` reproduces torchvision's `paste_masks_in_image` (pad the 28x28 mask by one pixel, grow the box
-to
-match, round it to integers, bilinear-resize the mask into that box) but vectorised: masks are processed in
-chunks, and for each chunk only the box regions are computed, never a full-size float image per mask. The
-result
-is thresholded straight into a bool [N, H, W] array, so memory is that of the output plus one bounded chunk.
+to match, round it to integers, bilinear-resize the mask into that box) but vectorised: masks are processed in
+chunks of similar box sizes, and for each chunk only the box windows are computed, never a full-size float
+image per mask. `paste_mask_crops` stops there and returns the thresholded box windows; `paste_masks` scatters
+them into a bool [N, H, W] array, so its memory is that of the output plus one bounded chunk.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,20 @@ def _resize_taps(in_size: int, out_sizes: Tensor, length: int) -> tuple[Tensor, 
     return i0, i1, 1 - l1, l1
 
 
+class MaskCropChunk(NamedTuple):
+    """Pasted masks of a few instances, each in the pixel window of its paste box.
+
+    index int64 [n]: which instances (rows of the `masks` given to `paste_mask_crops`); crops bool [n, h, w]:
+    instance k's mask in rows/columns 0..sizes[k] (beyond that, and outside the image, False); origins int64
+    [n, 2]: (x, y) of each window's top-left pixel in the image (may be < 0); sizes int64 [n, 2]: (w, h).
+    """
+
+    index: Tensor
+    crops: Tensor
+    origins: Tensor
+    sizes: Tensor
+
+
 def paste_masks(
     masks: Tensor,
     boxes: Tensor,
@@ -111,12 +126,37 @@ def paste_masks(
     image_size: (H, W). Returns bool [N, H, W]: True where the resized probability is > threshold.
     `chunk_pixels` bounds the float work area (masks per chunk x largest box area in the chunk).
     """
-    if masks.dim() == 4:
-        masks = masks[:, 0]
     height, width = image_size
     out = torch.zeros((masks.shape[0], height, width), dtype=torch.bool, device=masks.device)
+    for chunk in paste_mask_crops(
+        masks, boxes, image_size, threshold=threshold, padding=padding, chunk_pixels=chunk_pixels
+    ):
+        n_i, y_i, x_i = torch.where(chunk.crops)
+        ys = chunk.origins[n_i, 1] + y_i
+        xs = chunk.origins[n_i, 0] + x_i
+        out[chunk.index[n_i], ys, xs] = True
+    return out
+
+
+def paste_mask_crops(
+    masks: Tensor,
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    *,
+    threshold: float = 0.5,
+    padding: int = 1,
+    chunk_pixels: int = 1 << 24,
+) -> list[MaskCropChunk]:
+    """`paste_masks` without the full-size output: each mask only in the window of its paste box.
+
+    Same arguments and the same pixels as `paste_masks`, returned as chunks of instances with similar box
+    sizes (see `MaskCropChunk`). A caller that encodes masks per instance (RLE, polygons) or copies them off
+    a GPU moves box-sized crops instead of N full-size images.
+    """
+    if masks.dim() == 4:
+        masks = masks[:, 0]
     if masks.shape[0] == 0:
-        return out
+        return []
     mask_size = masks.shape[-1]
     padded = F.pad(masks.to(torch.float32), (padding,) * 4)
     in_size = mask_size + 2 * padding
@@ -127,6 +167,7 @@ def paste_masks(
     # chunks of masks with similar box sizes, so padding every box in a chunk to the largest wastes little
     order = torch.argsort(box_w * box_h)
     widths, heights = box_w[order].tolist(), box_h[order].tolist()
+    chunks = []
     start = 0
     while start < len(widths):
         stop, max_w, max_h = start + 1, widths[start], heights[start]
@@ -136,27 +177,30 @@ def paste_masks(
                 break
             stop, max_w, max_h = stop + 1, w, h
         idx = order[start:stop]
-        _paste_chunk(out, padded[idx], ibox[idx], box_w[idx], box_h[idx], idx, in_size, threshold)
+        crops = _paste_chunk(padded[idx], ibox[idx], max_w, max_h, image_size, in_size, threshold)
+        sizes = torch.stack((box_w[idx], box_h[idx]), dim=1)
+        chunks.append(MaskCropChunk(idx, crops, ibox[idx, :2], sizes))
         start = stop
-    return out
+    return chunks
 
 
 def _paste_chunk(
-    out: Tensor,
     masks: Tensor,
     ibox: Tensor,
-    box_w: Tensor,
-    box_h: Tensor,
-    idx: Tensor,
+    max_w: int,
+    max_h: int,
+    image_size: tuple[int, int],
     in_size: int,
     threshold: float,
-) -> None:
-    height, width = out.shape[-2:]
-    max_w = int(box_w.max())
-    max_h = int(box_h.max())
+) -> Tensor:
+    """masks float [n, in, in] (padded), ibox int64 [n, 4] -> bool [n, max_h, max_w]: each mask resized into
+    its box window, thresholded, False past the box and outside the image."""
+    height, width = image_size
     n = masks.shape[0]
-    y0, y1, ly0, ly1 = _resize_taps(in_size, box_h, max_h)  # [n, max_h]
-    x0, x1, lx0, lx1 = _resize_taps(in_size, box_w, max_w)  # [n, max_w]
+    box_w = ibox[:, 2] - ibox[:, 0] + 1
+    box_h = ibox[:, 3] - ibox[:, 1] + 1
+    y0, y1, ly0, ly1 = _resize_taps(in_size, box_h.clamp(min=1), max_h)  # [n, max_h]
+    x0, x1, lx0, lx1 = _resize_taps(in_size, box_w.clamp(min=1), max_w)  # [n, max_w]
 
     # along x first, then y: the order of operations of PyTorch's bilinear kernel
     cols0 = masks.gather(2, x0[:, None, :].expand(n, in_size, max_w))
@@ -165,11 +209,8 @@ def _paste_chunk(
     rows0 = along_x.gather(1, y0[:, :, None].expand(n, max_h, max_w))
     rows1 = along_x.gather(1, y1[:, :, None].expand(n, max_h, max_w))
     value = ly0[:, :, None] * rows0 + ly1[:, :, None] * rows1  # [n, max_h, max_w]
-    crop = value > threshold  # [n, max_h, max_w]
-    ys = ibox[:, 1:2] + torch.arange(max_h, device=out.device)[None, :]  # [n, max_h]
-    xs = ibox[:, 0:1] + torch.arange(max_w, device=out.device)[None, :]  # [n, max_w]
+    ys = ibox[:, 1:2] + torch.arange(max_h, device=masks.device)[None, :]  # [n, max_h]
+    xs = ibox[:, 0:1] + torch.arange(max_w, device=masks.device)[None, :]  # [n, max_w]
     y_ok = (ys >= 0) & (ys < height) & (ys <= ibox[:, 3:4])
     x_ok = (xs >= 0) & (xs < width) & (xs <= ibox[:, 2:3])
-    keep = crop & y_ok[:, :, None] & x_ok[:, None, :]
-    n_i, y_i, x_i = torch.where(keep)
-    out[idx[n_i], ys[n_i, y_i], xs[n_i, x_i]] = True
+    return (value > threshold) & y_ok[:, :, None] & x_ok[:, None, :]

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 import mrseg.model.postprocess as postprocess
-from mrseg.model.postprocess import paste_masks, scale_boxes
+from mrseg.model.postprocess import paste_mask_crops, paste_masks, scale_boxes
 
 
 def _random_masks(n: int, seed: int) -> torch.Tensor:
@@ -55,9 +55,9 @@ def test_paste_on_a_large_image_keeps_float_work_bounded(monkeypatch):
     largest = []
     original = postprocess._paste_chunk
 
-    def spy(out, masks, ibox, box_w, box_h, idx, in_size, threshold):
-        largest.append((len(idx), len(idx) * int(box_w.max()) * int(box_h.max())))
-        return original(out, masks, ibox, box_w, box_h, idx, in_size, threshold)
+    def spy(masks, ibox, max_w, max_h, image_size, in_size, threshold):
+        largest.append((len(masks), len(masks) * max_w * max_h))
+        return original(masks, ibox, max_w, max_h, image_size, in_size, threshold)
 
     monkeypatch.setattr(postprocess, "_paste_chunk", spy)
     height, width = 4000, 8000
@@ -69,6 +69,36 @@ def test_paste_on_a_large_image_keeps_float_work_bounded(monkeypatch):
     assert all(n == 1 or work <= 1 << 22 for n, work in largest)  # a chunk holds one mask or fits the budget
     ref = paste_masks_in_image(masks[:4], boxes[:4], (height, width))[:, 0] > 0.5
     assert _iou(out[:4], ref).min() >= 0.99
+
+
+def test_paste_mask_crops_hold_the_pasted_pixels_in_box_windows():
+    height, width = 90, 130
+    masks = _random_masks(40, 6)
+    boxes = _random_boxes(40, height, width, 80, 7)
+    boxes[0] = torch.tensor([-20.0, -10.0, 40.0, 30.0])  # window starts outside the image
+    boxes[1] = torch.tensor([100.0, 70.0, 160.0, 120.0])  # and ends outside it
+    boxes[2] = torch.tensor([50.0, 50.0, 49.0, 49.0])  # degenerate
+    full = paste_masks(masks, boxes, (height, width))
+    chunks = paste_mask_crops(masks, boxes, (height, width), chunk_pixels=3000)
+    assert len(chunks) > 1
+    seen = torch.zeros(40, dtype=torch.int64)
+    rebuilt = torch.zeros_like(full)
+    for c in chunks:
+        assert c.crops.dtype == torch.bool and c.crops.shape[0] == len(c.index)
+        seen[c.index] += 1
+        for k, i in enumerate(c.index.tolist()):
+            (x, y), (w, h) = c.origins[k].tolist(), c.sizes[k].tolist()
+            crop = c.crops[k]
+            assert not crop[h:].any() and not crop[:, w:].any()  # nothing past the window
+            ys = torch.arange(crop.shape[0])[:, None] + y
+            xs = torch.arange(crop.shape[1])[None, :] + x
+            inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+            assert not (crop & ~inside).any()  # nothing outside the image
+            yy, xx = torch.where(crop)
+            rebuilt[i, yy + y, xx + x] = True
+    assert torch.equal(seen, torch.ones(40, dtype=torch.int64))  # every instance exactly once
+    assert torch.equal(rebuilt, full) and full.sum() > 1000
+    assert paste_mask_crops(masks[:0], boxes[:0], (height, width)) == []
 
 
 def test_paste_no_masks():
