@@ -28,6 +28,7 @@ from mrseg.engine.tiling import merge_tiles, tile_windows
 from mrseg.engine.tracker import Tracker
 from mrseg.engine.writer import WriterThread
 from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.mask_crop import CroppedMasks
 
 FORMATS = ("coco", "coco-results", "jsonl", "labelme", "yolo", "overlay")
 
@@ -57,6 +58,29 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         return torch.device(name)
     except RuntimeError as e:
         raise PredictError(f"--device {device}: not a device name (use auto, cpu or cuda:N)") from e
+
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The `torch.autocast` dtype for `--precision` on `device`: None for fp32 (no autocast); PredictError for
+    a name or a device that can't run it."""
+    if precision not in PRECISIONS:
+        raise PredictError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return None
+    if device.type == "cpu" and dtype == torch.float16:
+        raise PredictError(
+            "--precision fp16 runs on CUDA devices only (CPU kernels for float16 are slow or missing); "
+            "on the CPU use --precision bf16, or fp32 (the default)"
+        )
+    if not torch.amp.is_autocast_available(device.type):
+        raise PredictError(f"--precision {precision}: torch.autocast doesn't run on {device}; use fp32")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise PredictError(f"--precision bf16: {device} has no bfloat16 support; use --precision fp16")
+    return dtype
 
 
 def load_weights(weights: str | Path, arch: str | None, device: torch.device):
@@ -114,6 +138,12 @@ class Predictor:
         fuse: run an inference copy of an mrseg Mask R-CNN with its BatchNorms folded into the convs and
             channels_last weights (`mrseg.model.fuse.fuse_for_inference`): faster, same detections up to
             float rounding. `self.model` stays the model as given; the copy is made once, here.
+        precision: "fp32" (default), or "fp16" (CUDA) / "bf16" to run an mrseg Mask R-CNN under
+            `torch.autocast`: faster on GPUs, detections may differ slightly. Boxes and scores come back
+            float32 and masks bool whatever the precision.
+        mask_crops: return masks as `mrseg.outputs.mask_crop.CroppedMasks` (each instance's mask as the crop
+            of its box; reads like the bool [N, H, W] array, `np.asarray` gives that array) instead of a
+            bool [N, H, W] array. `predict` uses crops: no full-size mask per instance is ever made.
     """
 
     def __init__(
@@ -131,8 +161,12 @@ class Predictor:
         model: torch.nn.Module | None = None,
         model_classes: Sequence[dict] | None = None,
         fuse: bool = True,
+        precision: str = "fp32",
+        mask_crops: bool = False,
     ):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = precision
+        self.autocast_dtype = autocast_dtype(precision, self.device)  # before the (slow) model load
         if model is None:
             if weights is None:
                 raise PredictError("Predictor needs weights= (a zoo name or a file) or model=")
@@ -157,6 +191,8 @@ class Predictor:
                 # set is the same; nextafter keeps a score equal to `score` (the head keeps scores > thresh).
                 heads = self.net.roi_heads
                 heads.score_thresh = max(heads.score_thresh, math.nextafter(float(score), -math.inf))
+                # Masks are pasted in `_filter`, into box-sized crops: no full-size mask per instance.
+                self.net.paste_masks = False
         self.classes = list(model_classes)
         self.score = float(score)
         self.keep_labels = resolve_class_filter(classes, self.classes)
@@ -164,6 +200,16 @@ class Predictor:
         self.tile_overlap = tile_overlap
         self.batch = batch or (4 if self.device.type == "cuda" else 1)
         self.max_pixels = max_pixels
+        self.mask_crops = mask_crops
+        if self.autocast_dtype is not None:
+            from mrseg.model.maskrcnn import MaskRCNN
+
+            if not isinstance(self.model, MaskRCNN):
+                raise PredictError(
+                    f"--precision {precision} runs mrseg's own Mask R-CNN under torch.autocast; this model "
+                    f"({type(self.model).__name__}, e.g. from an .onnx file) runs at the precision it was "
+                    "built with: use --precision fp32, or the .pt checkpoint it was exported from"
+                )
 
     def __call__(self, image: np.ndarray | str | Path) -> Detections:
         return self.predict_batch([image])[0]
@@ -212,23 +258,34 @@ class Predictor:
 
     def _run_model(self, images: list[torch.Tensor]) -> list[dict[str, np.ndarray]]:
         inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]
-        return [self._filter(o) for o in self.net(inputs)]
+        return [self._filter(o, im.shape[:2]) for o, im in zip(self._forward(inputs), images, strict=True)]
 
-    def _filter(self, o: dict) -> dict[str, np.ndarray]:
+    def _forward(self, inputs: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """The model call, under torch.autocast at `precision` (the model keeps box coordinates float32)."""
+        if self.autocast_dtype is None:
+            return self.net(inputs)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            return self.net(inputs)
+
+    def _filter(self, o: dict, image_size: tuple[int, int]) -> dict[str, np.ndarray]:
         keep = o["scores"] >= self.score
         if self.keep_labels is not None:
             wanted = torch.tensor(sorted(self.keep_labels), device=o["labels"].device)
             keep &= torch.isin(o["labels"], wanted)
+        all_kept = bool(keep.all())  # the model already dropped what scores under `score`: usually no copy
+        boxes = o["boxes"] if all_kept else o["boxes"][keep]
         res = {
-            "boxes": o["boxes"][keep].float().cpu().numpy().reshape(-1, 4),
+            "boxes": boxes.float().cpu().numpy().reshape(-1, 4),
             "scores": o["scores"][keep].float().cpu().numpy(),
             "labels": o["labels"][keep].to(torch.int64).cpu().numpy(),
             "masks": None,
         }
-        masks = o.get("masks")
-        if masks is not None:
-            if not bool(keep.all()):  # the model already dropped what scores under `score`: usually no copy
-                masks = masks[keep]
+        if o.get("mask_probs") is not None:
+            probs = o["mask_probs"] if all_kept else o["mask_probs"][keep]
+            masks = _cropped_masks(probs, boxes, image_size, getattr(self.net, "mask_threshold", 0.5))
+            res["masks"] = masks if self.mask_crops else np.asarray(masks)
+        elif o.get("masks") is not None:
+            masks = o["masks"] if all_kept else o["masks"][keep]
             if masks.dim() == 4:
                 masks = masks[:, 0]
             if masks.dtype != torch.bool:
@@ -245,6 +302,24 @@ class Predictor:
             tiles.extend(self._run_model(crops))
         merged = merge_tiles(tiles, windows, h, w)
         return Detections(width=w, height=h, masks=merged.pop("masks", None), **merged)
+
+
+def _cropped_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size, threshold: float) -> CroppedMasks:
+    """Mask probabilities [N, 1, M, M] in the frame of `boxes` [N, 4] (image pixels) -> the pasted,
+    thresholded masks as box-sized crops on the CPU (one copy per chunk of similar box sizes, not one per
+    instance)."""
+    from mrseg.model.postprocess import paste_mask_crops
+
+    height, width = int(image_size[0]), int(image_size[1])
+    crops: list = [None] * probs.shape[0]
+    origins = np.zeros((probs.shape[0], 2), np.int64)
+    for chunk in paste_mask_crops(probs, boxes, (height, width), threshold=threshold):
+        index, windows = chunk.index.cpu().numpy(), chunk.crops.cpu().numpy()
+        corners, sizes = chunk.origins.cpu().numpy(), chunk.sizes.cpu().numpy()
+        for k, i in enumerate(index):
+            crops[i] = windows[k, : sizes[k, 1], : sizes[k, 0]]
+            origins[i] = corners[k]
+    return CroppedMasks.from_crops(crops, origins, height, width)
 
 
 @dataclass
@@ -433,13 +508,14 @@ def predict(
     tile: int | None = None,
     tile_overlap: float = 0.2,
     max_pixels: int | None = None,
+    precision: str = "fp32",
     predictor: Predictor | None = None,
     stdin=None,
 ) -> PredictSummary:
     """Predict every input of `sources` and write the outputs to `out` (`-`: jsonl lines on stdout).
 
     The options are the CLI's (see `mrseg predict --help`); `predictor` replaces weights/arch/device/score/
-    classes/tile/batch/max_pixels with an existing `Predictor`, `stdin` is read for a `-` source.
+    classes/tile/batch/max_pixels/precision with an existing `Predictor`, `stdin` is read for a `-` source.
     Under torchrun each rank takes every world-th input (a video as one input) and rank 0 writes the final
     files once all are done. Returns the summary; raises `PredictInterrupted` on Ctrl-C after flushing and
     journaling what was done, `PredictError` / `ValueError` for bad options, sources or weights.
@@ -471,11 +547,13 @@ def predict(
             predictor = Predictor(
                 weights, arch=arch, device=resolve_device(device, shard.local_rank), score=score,
                 classes=classes, tile=tile, tile_overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
+                precision=precision, mask_crops=True,
             )  # fmt: skip
         state = journal.ResumeState()
         if not stream:
             meta = {"sources": [str(s) for s in sources], "vid_stride": vid_stride, "formats": formats,
-                    "world_size": shard.world, "weights": str(weights), "num_items": len(items)}  # fmt: skip
+                    "world_size": shard.world, "weights": str(weights), "num_items": len(items),
+                    "precision": predictor.precision}  # fmt: skip
             if shard.is_main:
                 _open_run_folder(out_dir, meta, resume)
             out_dir = Path(shard.broadcast(str(out_dir) if out_dir else None))

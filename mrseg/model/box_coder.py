@@ -40,8 +40,13 @@ class BoxCoder:
 
     def decode(self, deltas: Tensor, references: Tensor) -> Tensor:
         """deltas [N, 4*C] (C boxes per reference, e.g. one per class), references [N, 4] -> boxes [N, C,
-        4]."""
-        references = references.to(deltas.dtype)
+        4], in the wider of the two dtypes.
+
+        Under autocast the deltas come from a bf16 / fp16 layer; decoding in that dtype would put every
+        coordinate on a grid of 2 px at 256..512 px in bf16 (1 px above 1024 in fp16), so the references'
+        float32 wins."""
+        dtype = torch.promote_types(deltas.dtype, references.dtype)
+        deltas, references = deltas.to(dtype), references.to(dtype)
         wx, wy, ww, wh = self.weights
         widths = references[:, 2] - references[:, 0]
         heights = references[:, 3] - references[:, 1]

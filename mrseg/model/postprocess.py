@@ -36,7 +36,7 @@ def box_detections(
     """
     num_classes = class_logits.shape[-1]
     pred_boxes = box_coder.decode(box_deltas, torch.cat(proposals, dim=0))
-    pred_scores = F.softmax(class_logits, -1)
+    pred_scores = F.softmax(class_logits.float(), -1)  # float32 under autocast too: scores meet thresholds
     counts = [p.shape[0] for p in proposals]
     results = []
     for boxes, scores, image_size in zip(

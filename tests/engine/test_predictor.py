@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 from mrseg.data.images import read_image
 from mrseg.engine import journal
 from mrseg.engine.predictor import PredictError, Predictor, predict
+from mrseg.outputs.mask_crop import CroppedMasks
 
 
 @pytest.fixture()
@@ -56,7 +57,7 @@ def test_predictor_runs_a_fused_copy_and_leaves_the_given_model_alone(tiny_model
     image = read_image(str(nuts_images[1]))
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     thresh = tiny_model.roi_heads.score_thresh
-    fused = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=0.3)
+    fused = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=0.3, mask_crops=True)
     plain = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=0.3, fuse=False)
     assert fused.model is tiny_model and plain.net is tiny_model and fused.net is not tiny_model
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in fused.net.modules())
@@ -66,7 +67,17 @@ def test_predictor_runs_a_fused_copy_and_leaves_the_given_model_alone(tiny_model
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-    assert (a.masks != b.masks).sum() <= 1e-3 * max(1, b.masks.sum())
+    assert (np.asarray(a.masks) != b.masks).sum() <= 1e-3 * max(1, b.masks.sum())
+    # the fused copy pastes masks into box crops; the same net pasting full-size masks gives the same pixels
+    assert isinstance(a.masks, CroppedMasks) and isinstance(b.masks, np.ndarray)
+    fused.net.paste_masks = True
+    full = fused(image)
+    assert isinstance(full.masks, np.ndarray) and full.masks.sum() > 0
+    np.testing.assert_array_equal(np.asarray(a.masks), full.masks)
+    fused.net.paste_masks, fused.mask_crops = False, False  # the default for Python callers: a bool array
+    as_array = fused(image)
+    assert isinstance(as_array.masks, np.ndarray) and as_array.masks.dtype == bool
+    np.testing.assert_array_equal(as_array.masks, full.masks)
     after = tiny_model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
 

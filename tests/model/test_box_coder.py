@@ -42,3 +42,16 @@ def test_clip_boxes():
     boxes = torch.tensor([[-5.0, -1.0, 30.0, 8.0], [3.0, 4.0, 5.0, 6.0]])
     expected = torch.tensor([[0.0, 0.0, 20.0, 8.0], [3.0, 4.0, 5.0, 6.0]])
     assert torch.equal(clip_boxes(boxes, (10, 20)), expected)
+
+
+def test_decode_of_low_precision_deltas_keeps_float32_coordinates():
+    # under autocast the deltas come from a bf16 layer; the boxes must still be float32 at 1000+ px
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    g = torch.Generator().manual_seed(0)
+    xy = 1000 + torch.rand(50, 2, generator=g) * 900
+    refs = torch.cat([xy, xy + 20 + torch.rand(50, 2, generator=g) * 80], 1)
+    deltas = (torch.randn(50, 8, generator=g) * 0.5).to(torch.bfloat16)
+    boxes = coder.decode(deltas, refs)
+    assert boxes.dtype == torch.float32 and boxes.shape == (50, 2, 4)
+    torch.testing.assert_close(boxes, coder.decode(deltas.float(), refs), rtol=0, atol=1e-4)
+    assert (boxes != boxes.to(torch.bfloat16).float()).any()  # not rounded to bf16's 8 px grid
