@@ -2,6 +2,15 @@
 
 The op schemas and the CPU / CUDA kernels are registered by the compiled extension (``mrseg_kernels/csrc``);
 importing this module adds what ``torch.autograd``, ``torch.compile`` and ``torch.export`` need.
+
+Autocast: the op has no Autocast kernel, on purpose, so under ``torch.autocast`` the dispatcher falls through
+and the kernels get the tensors as they are. The features keep the dtype the autocast convs gave them (fp16 /
+bf16, or float32 after a layer autocast runs in float32) and the result has that dtype; the kernels accumulate
+half types in float32, so this equals torchvision's rule (compute in float32, return the input's dtype) up to
+the final rounding, and the next conv / linear would cast to the autocast dtype anyway. The RoIs are never
+cast: the kernels compute coordinates in float32 for half features, and fp16 / bf16 RoIs would sit on a 1 px /
+8 px grid above 1024 px. ``torch.library.register_autocast`` is therefore the wrong tool: it casts every
+floating input, RoIs included. tests/mrseg_kernels/test_autocast.py pins this behaviour.
 """
 
 from __future__ import annotations
