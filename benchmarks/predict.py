@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import os
 import resource
@@ -224,37 +223,12 @@ def our_model(tv_state: dict | None, arch: str = "r50-fpn", calibrate_on=None, s
     return model.eval()
 
 
-# --------------------------------------------------------------------------------------------- precision
-
-
-def predictor_takes_precision() -> bool:
-    from mrseg.engine.predictor import Predictor
-
-    return "precision" in inspect.signature(Predictor.__init__).parameters
-
-
-def cli_takes_precision() -> bool:
-    from mrseg.engine.predictor import predict
-
-    return "precision" in inspect.signature(predict).parameters
-
-
 def our_predictor(model: nn.Module, classes, device: torch.device, precision: str, fuse: bool):
-    """(Predictor running `model` at `precision`, the precision to wrap its calls in with torch.autocast).
-    `precision=` goes to the Predictor only when it is not fp32 (so this runs before that option exists); a
-    Predictor without it gets autocast around its `infer` calls instead, said so on stdout."""
+    """A Predictor running `model` as `mrseg predict` does (masks as box crops) at `precision`."""
     from mrseg.engine.predictor import Predictor
 
-    kwargs = {}
-    outer = "fp32"
-    if precision != "fp32":
-        if predictor_takes_precision():
-            kwargs["precision"] = precision
-        else:
-            outer = precision
-            print(f"note: Predictor has no precision= here: ours runs under torch.autocast({precision})")
-    predictor = Predictor(model=model, model_classes=classes, device=device, score=0.0, fuse=fuse, **kwargs)
-    return predictor, outer
+    return Predictor(model=model, model_classes=classes, device=device, score=0.0, fuse=fuse,
+                     precision=precision, mask_crops=True)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ stage timer
@@ -378,13 +352,12 @@ def torchvision_records(host: dict, image_id: int) -> list[dict]:
 # ------------------------------------------------------------------------------------------ model mode
 
 
-def run_ours(predictor, timer: StageTimer, batch: list[tuple[str, torch.Tensor]], classes, outer: str):
+def run_ours(predictor, timer: StageTimer, batch: list[tuple[str, torch.Tensor]], classes):
     """One batch through ours, timed by stage: (Detections per image, stage times)."""
     from mrseg.outputs.records import instance_records
 
     timer.start()
-    with autocast(predictor.device, outer):
-        dets = predictor.infer([t for _, t in batch])
+    dets = predictor.infer([t for _, t in batch])
     end = timer.now()
     start = time.perf_counter()
     for det in dets:
@@ -489,14 +462,14 @@ def model_mode(args) -> dict[str, dict[str, dict]]:
             ours = our_model(tv.state_dict(), arch)
         else:
             ours = our_model(None, arch, calibrate_on=calib)
-        predictor, outer = our_predictor(ours, classes, device, args.precision, fuse=not args.no_fuse)
+        predictor = our_predictor(ours, classes, device, args.precision, fuse=not args.no_fuse)
         our_timer = StageTimer(predictor.net, our_paste_owners(predictor), cuda)
         runs: dict[str, list[dict]] = {"mrseg": []}
         if with_tv:
             tv_timer = StageTimer(tv, [(tv.transform, "postprocess")], cuda)
             runs["torchvision"] = []
         for b in batches[: 2 if cuda else 1]:  # warm-up (on a GPU: both image sizes, allocator, kernels)
-            run_ours(predictor, our_timer, b, classes, outer)
+            run_ours(predictor, our_timer, b, classes)
             if with_tv:
                 run_torchvision(tv, tv_timer, b, device, args.tv_precision)
         parity, autoparity, tv_autoparity = Parity(), AutocastParity(), AutocastParity()
@@ -507,7 +480,7 @@ def model_mode(args) -> dict[str, dict[str, dict]]:
                 order = ("mrseg", "torchvision") if k % 2 == 0 else ("torchvision", "mrseg")
                 for who in order:
                     if who == "mrseg":
-                        dets, t = run_ours(predictor, our_timer, b, classes, outer)
+                        dets, t = run_ours(predictor, our_timer, b, classes)
                         runs["mrseg"].append(t)
                         detections.extend(len(d) for d in dets)
                     elif with_tv:
@@ -545,7 +518,7 @@ def model_mode(args) -> dict[str, dict[str, dict]]:
         through = {}
         if throughput:
             our_timer.enabled = False
-            jobs = {"mrseg": functools.partial(_ours_batch, predictor, outer=outer)}
+            jobs = {"mrseg": functools.partial(_ours_batch, predictor)}
             if with_tv:
                 tv_timer.enabled = False
                 jobs["torchvision"] = functools.partial(
@@ -624,9 +597,8 @@ def profile_batch(label: str, run_batch: Callable, batch, device: torch.device, 
     print(f"host syncs in that batch, {label}: {found}")
 
 
-def _ours_batch(predictor, batch, outer: str):
-    with autocast(predictor.device, outer):
-        return predictor.infer([t for _, t in batch])
+def _ours_batch(predictor, batch):
+    return predictor.infer([t for _, t in batch])
 
 
 def _torchvision_batch(model, batch, device: torch.device, precision: str):
@@ -666,7 +638,7 @@ def rss_child(which: str, weights: str, arch: str, device: str) -> None:
                 (out,) = model([as_float(rgb, dev)])
             json.dumps(torchvision_records(torchvision_host(out), 0))
     else:
-        predictor = Predictor(weights=weights, arch=arch, device=dev, score=0.0)
+        predictor = Predictor(weights=weights, arch=arch, device=dev, score=0.0, mask_crops=True)
         for _, rgb in images:
             (det,) = predictor.infer([torch.from_numpy(rgb)])
             json.dumps(instance_records(det, predictor.classes, mask_format="rle"))
@@ -867,10 +839,6 @@ def main(argv=None) -> None:
     if args.mode == "cli":
         if args.tv_precision != "fp32":
             parser.error("--tv-precision: the cli baseline is the plain torchvision loop, fp32")
-        if args.precision != "fp32" and not cli_takes_precision():
-            parser.error(
-                f"--precision {args.precision}: this checkout's `mrseg predict` has no --precision option yet"
-            )
         return cli_mode(args)
     states = model_mode(args)
     if not args.no_rss:
