@@ -48,7 +48,9 @@ def _results(det, img_id: int, mapping: dict[int, int], classes) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--weights", required=True, help="zoo name or checkpoint (a trained model)")
     parser.add_argument("--arch", default=None, help="architecture of a bare state dict")
     parser.add_argument("--coco", required=True, help="COCO ground truth JSON")
@@ -100,7 +102,8 @@ def main(argv=None) -> None:
         box, mask = (ap.get(t, {}).get("AP", float("nan")) for t in ("bbox", "segm"))
         print(f"{name:<6} {box:8.4f} {mask:8.4f} {len(images) / seconds[name]:9.3f}")
     print(parity.line().replace("vs torchvision fp32", f"{args.precision} vs our fp32"))
-    print(f"RESULT autocast {args.precision}: {seconds['fp32'] / seconds[args.precision]:.2f}x fp32's images/s")
+    ratio = seconds["fp32"] / seconds[args.precision]
+    print(f"RESULT autocast {args.precision}: {ratio:.2f}x fp32's images/s")
 
 
 def _mask_iou(a, i: int, b, j: int) -> float:
