@@ -1,19 +1,39 @@
-"""The `mrseg` command: a thin click group; each subcommand lives in its own module here."""
+"""The `mrseg` command: a thin click group; each subcommand lives in its own module here.
+
+Subcommand modules are imported when their command runs (or `--help` lists them), so `mrseg --version` and
+a `mrseg predict` don't pay for importing what training or export need.
+"""
+
+import importlib
 
 import click
 
 from mrseg import __version__
 
+# name -> (module, attribute) of each subcommand
+SUBCOMMANDS = {
+    "predict": ("mrseg.cli.predict", "predict_cmd"),
+    "train": ("mrseg.cli.train", "train_cmd"),
+    "eval": ("mrseg.cli.eval", "eval_cmd"),
+    "export": ("mrseg.cli.export", "export_cmd"),
+    "plot": ("mrseg.cli.plot", "plot_cmd"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands (`SUBCOMMANDS`) are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in SUBCOMMANDS:
+            module, attribute = SUBCOMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mrseg")
 def main() -> None:
     """Annotate, train on and evaluate images and videos with Mask R-CNN instance masks."""
-
-
-# Subcommands register below, one line each, as they land.
-from mrseg.cli.eval import eval_cmd; main.add_command(eval_cmd)  # noqa: E402, E702, I001
-from mrseg.cli.predict import predict_cmd; main.add_command(predict_cmd)  # noqa: E402, E702, I001
-from mrseg.cli.export import export_cmd; main.add_command(export_cmd)  # noqa: E402, E702, I001
-from mrseg.cli.train import train_cmd; main.add_command(train_cmd)  # noqa: E402, E702, I001
-from mrseg.cli.plot import plot_cmd; main.add_command(plot_cmd)  # noqa: E402, E702, I001
