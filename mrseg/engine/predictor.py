@@ -244,7 +244,7 @@ class Predictor:
         out: list[Detections | None] = [None] * len(images)
         whole = [i for i, im in enumerate(images) if not self._needs_tiles(im)]
         if whole:
-            results = self._run_model([images[i] for i in whole])
+            results = self._run_model([images[i] for i in whole], self.mask_crops)
             for i, res in zip(whole, results, strict=True):
                 h, w = images[i].shape[:2]
                 out[i] = Detections(width=w, height=h, **res)
@@ -256,9 +256,10 @@ class Predictor:
     def _needs_tiles(self, image: torch.Tensor) -> bool:
         return self.tile is not None and max(image.shape[0], image.shape[1]) > self.tile
 
-    def _run_model(self, images: list[torch.Tensor]) -> list[dict[str, np.ndarray]]:
+    def _run_model(self, images: list[torch.Tensor], crops: bool) -> list[dict[str, np.ndarray]]:
         inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]
-        return [self._filter(o, im.shape[:2]) for o, im in zip(self._forward(inputs), images, strict=True)]
+        outputs = self._forward(inputs)
+        return [self._filter(o, im.shape[:2], crops) for o, im in zip(outputs, images, strict=True)]
 
     def _forward(self, inputs: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """The model call, under torch.autocast at `precision` (the model keeps box coordinates float32)."""
@@ -267,7 +268,7 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
             return self.net(inputs)
 
-    def _filter(self, o: dict, image_size: tuple[int, int]) -> dict[str, np.ndarray]:
+    def _filter(self, o: dict, image_size: tuple[int, int], crops: bool) -> dict[str, np.ndarray]:
         keep = o["scores"] >= self.score
         if self.keep_labels is not None:
             wanted = torch.tensor(sorted(self.keep_labels), device=o["labels"].device)
@@ -283,7 +284,7 @@ class Predictor:
         if o.get("mask_probs") is not None:
             probs = o["mask_probs"] if all_kept else o["mask_probs"][keep]
             masks = _cropped_masks(probs, boxes, image_size, getattr(self.net, "mask_threshold", 0.5))
-            res["masks"] = masks if self.mask_crops else np.asarray(masks)
+            res["masks"] = masks if crops else np.asarray(masks)
         elif o.get("masks") is not None:
             masks = o["masks"] if all_kept else o["masks"][keep]
             if masks.dim() == 4:
@@ -299,9 +300,12 @@ class Predictor:
         tiles = []
         for start in range(0, len(windows), self.batch):
             crops = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in windows[start : start + self.batch]]
-            tiles.extend(self._run_model(crops))
+            tiles.extend(self._run_model(crops, crops=True))
         merged = merge_tiles(tiles, windows, h, w)
-        return Detections(width=w, height=h, masks=merged.pop("masks", None), **merged)
+        masks = merged.pop("masks", None)
+        if masks is not None and not self.mask_crops:
+            masks = np.asarray(masks)
+        return Detections(width=w, height=h, masks=masks, **merged)
 
 
 def _cropped_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size, threshold: float) -> CroppedMasks:

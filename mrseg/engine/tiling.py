@@ -4,7 +4,8 @@ Each tile is predicted at its own resolution and its boxes shifted into the full
 object by several tiles (whole in an overlap, or cut by tile edges) are merged class-aware, greedily by score:
 a detection joins a group when it agrees with a member from another tile where both tiles see
 (see `_same_object`). A group's box is the union of its members', its score the best one's, and its mask the
-OR of its members' masks, written as bool straight into the full-size mask (no full-size float mask exists).
+OR of its members' masks. Masks are held as crops of their boxes (`CroppedMasks`) throughout: a tiled
+8000x4000 photo with 100 objects never allocates 100 full-size masks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mrseg.engine.tracker import box_iou
+from mrseg.outputs.mask_crop import CroppedMasks, MaskCrop, instance_crop
 
 
 def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tuple[int, int, int, int]]:
@@ -35,6 +37,31 @@ def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tup
     ]
 
 
+def _region(mask: MaskCrop, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """The part (x0, y0)-(x1, y1) of the image mask `mask` as a bool array [y1 - y0, x1 - x0]."""
+    out = np.zeros((y1 - y0, x1 - x0), bool)
+    cx0, cy0, cx1, cy1 = mask.bounds
+    ix0, iy0, ix1, iy1 = max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)
+    if ix0 < ix1 and iy0 < iy1:
+        part = mask.crop[iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0]
+        out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = part
+    return out
+
+
+def _union(masks: list[MaskCrop], height: int, width: int) -> MaskCrop:
+    """The OR of image masks, as one crop of their common bounds."""
+    parts = [m for m in masks if m.crop.size]
+    if not parts:
+        return MaskCrop(np.zeros((0, 0), bool), 0, 0, height, width, tight=True)
+    x0, y0 = min(m.x0 for m in parts), min(m.y0 for m in parts)
+    x1, y1 = max(m.bounds[2] for m in parts), max(m.bounds[3] for m in parts)
+    out = np.zeros((y1 - y0, x1 - x0), bool)
+    for m in parts:
+        mx0, my0, mx1, my1 = m.bounds
+        out[my0 - y0 : my1 - y0, mx0 - x0 : mx1 - x0] |= m.crop
+    return MaskCrop(out, x0, y0, height, width)
+
+
 def _same_object(a: dict, b: dict, iou_threshold: float) -> bool:
     """Whether two detections from different tiles are one object: they agree where both tiles see.
 
@@ -47,8 +74,7 @@ def _same_object(a: dict, b: dict, iou_threshold: float) -> bool:
     if rx0 >= rx1 or ry0 >= ry1:
         return False
     if a["mask"] is not None and b["mask"] is not None:
-        ma = a["mask"][ry0 - ay0 : ry1 - ay0, rx0 - ax0 : rx1 - ax0]
-        mb = b["mask"][ry0 - by0 : ry1 - by0, rx0 - bx0 : rx1 - bx0]
+        ma, mb = _region(a["mask"], rx0, ry0, rx1, ry1), _region(b["mask"], rx0, ry0, rx1, ry1)
         union = np.count_nonzero(ma | mb)
         return union > 0 and np.count_nonzero(ma & mb) / union >= iou_threshold
     region = np.array([rx0, ry0, rx1, ry1], np.float32)
@@ -69,23 +95,28 @@ def merge_tiles(
 
     Args:
         tiles: per window, numpy `boxes` float32 [n, 4] (tile pixels), `scores` [n], `labels` int64 [n] and
-            optionally `masks` bool [n, th, tw] (tile size).
+            optionally `masks` bool [n, th, tw] (tile size) or `CroppedMasks` of the tile.
         windows: (x0, y0, x1, y1) of each tile in the full image.
 
     Returns:
         `boxes` float32 [N, 4] in image pixels, `scores` [N], `labels` [N], and, when the tiles had masks,
-        `masks` bool [N, height, width].
+        `masks` as `CroppedMasks` [N, height, width] (`np.asarray` gives the bool array).
     """
     dets = []
     for t, (tile, window) in enumerate(zip(tiles, windows, strict=True)):
         x0, y0 = window[:2]
         masks = tile.get("masks")
         for k in range(len(tile["scores"])):
+            box = np.asarray(tile["boxes"][k], np.float32)
+            mask = None
+            if masks is not None:  # this instance's crop in the tile, moved into the image
+                c = instance_crop(masks, k, box)
+                mask = MaskCrop(c.crop, c.x0 + x0, c.y0 + y0, height, width, tight=True)
             dets.append({
                 "tile": t, "window": window,
                 "score": float(tile["scores"][k]), "label": int(tile["labels"][k]),
-                "box": np.asarray(tile["boxes"][k], np.float32) + np.array([x0, y0, x0, y0], np.float32),
-                "mask": None if masks is None else masks[k],
+                "box": box + np.array([x0, y0, x0, y0], np.float32),
+                "mask": mask,
             })  # fmt: skip
     dets.sort(key=lambda d: -d["score"])
 
@@ -119,10 +150,6 @@ def merge_tiles(
         "labels": np.array([g[0]["label"] for g in groups], np.int64),
     }  # fmt: skip
     if any(t.get("masks") is not None for t in tiles):
-        full = np.zeros((len(groups), height, width), bool)
-        for g, members in enumerate(groups):
-            for m in members:
-                x0, y0, x1, y1 = m["window"]
-                full[g, y0:y1, x0:x1] |= m["mask"][: y1 - y0, : x1 - x0]
-        out["masks"] = full
+        unions = [_union([m["mask"] for m in g if m["mask"] is not None], height, width) for g in groups]
+        out["masks"] = CroppedMasks(unions, height, width)
     return out

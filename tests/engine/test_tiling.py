@@ -7,6 +7,7 @@ import torch
 
 from mrseg.engine.predictor import Predictor
 from mrseg.engine.tiling import merge_tiles, tile_windows
+from mrseg.outputs.mask_crop import CroppedMasks, MaskCrop
 
 
 @pytest.mark.parametrize(
@@ -57,11 +58,23 @@ def test_object_cut_by_a_tile_edge_is_merged_into_one_full_mask():
     ]
     out = merge_tiles(tiles, windows, h, w)
     assert len(out["scores"]) == 2
-    big = int(np.argmax(out["masks"].sum((1, 2))))
-    np.testing.assert_array_equal(out["masks"][big], obj)
+    assert isinstance(out["masks"], CroppedMasks)  # per-object crops, never N full-size masks
+    assert out["masks"].crop(0).crop.size < h * w
+    masks = np.asarray(out["masks"])
+    big = int(np.argmax(masks.sum((1, 2))))
+    np.testing.assert_array_equal(masks[big], obj)
     np.testing.assert_allclose(out["boxes"][big], [60, 30, 120, 60])
     assert out["scores"][big] == pytest.approx(0.9)
-    assert out["masks"].dtype == bool and out["masks"].shape == (2, h, w)
+    assert masks.dtype == bool and masks.shape == (2, h, w)
+
+    # tiles handing over their masks as crops merge to the same masks
+    as_crops = []
+    for t in tiles:
+        th, tw = t["masks"].shape[1:]
+        crops = [MaskCrop.from_mask(m) for m in t["masks"]]
+        as_crops.append({**t, "masks": CroppedMasks(crops, th, tw)})
+    again = merge_tiles(as_crops, windows, h, w)
+    np.testing.assert_array_equal(np.asarray(again["masks"]), masks)
 
 
 def test_merge_is_class_aware_and_leaves_one_tiles_own_detections_alone():
@@ -127,3 +140,8 @@ def test_tiled_prediction_equals_whole_image_prediction_for_a_tile_independent_d
     order_t = np.lexsort(det.boxes.T[::-1])
     np.testing.assert_allclose(det.boxes[order_t], whole.boxes[order_w])
     np.testing.assert_array_equal(det.masks[order_t], whole.masks[order_w])
+    assert isinstance(det.masks, np.ndarray)  # Python callers get arrays unless they ask for crops
+    tiled.mask_crops = True
+    cropped = tiled(image)
+    assert isinstance(cropped.masks, CroppedMasks)
+    np.testing.assert_array_equal(np.asarray(cropped.masks), det.masks)
