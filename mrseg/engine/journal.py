@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,11 +90,14 @@ class ResumeState:
     max_track_ids: dict[str, int] = field(default_factory=dict)  # video -> the highest track id it used
 
 
-def read_state(out_dir: Path) -> ResumeState:
+def read_state(out_dir: Path, exclude: Collection[int] = ()) -> ResumeState:
+    """What the journals of `out_dir` say is done; the image ids in `exclude` count as not done (to redo)."""
     state = ResumeState()
     for path in all_records_paths(out_dir):
         for rec in iter_lines(path):
             image = rec.get("image", {})
+            if int(image["id"]) in exclude:
+                continue
             state.done_ids.add(int(image["id"]))
             video, frame = image.get("video"), image.get("frame")
             if video is not None and frame is not None:

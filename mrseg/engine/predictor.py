@@ -564,6 +564,10 @@ def predict(
             shard.barrier()
             if resume:
                 state = journal.read_state(out_dir)
+                if "overlay" in formats:  # frames whose overlay video segment a crash lost are done again
+                    lost = _lost_overlay_frames(items, state, out_dir)
+                    if lost:
+                        state = journal.read_state(out_dir, exclude=lost)
         skip = state.done_ids | state.failed_ids
         summary = PredictSummary(out_dir=out_dir, total=len(items), rank=shard.rank,
                                  skipped=len(skip & {it.id for it in items}))  # fmt: skip
@@ -613,6 +617,26 @@ def predict(
         return summary
     finally:
         shard.close()
+
+
+def _lost_overlay_frames(items: list[InputItem], state: journal.ResumeState, out_dir: Path) -> set[int]:
+    """Ids of journaled video frames that no complete overlay segment holds (the run writing them was killed
+    before its segment was finished). A video whose segment folder is gone was assembled by a finished run."""
+    from mrseg.outputs.overlay import OverlayWriter
+    from mrseg.outputs.video_segments import committed_segments, parts_dir
+
+    done_frames: dict[str, list[InputItem]] = {}
+    for it in items:
+        if it.frame is not None and it.id in state.done_ids:
+            done_frames.setdefault(it.path, []).append(it)
+    lost: set[int] = set()
+    for frames in done_frames.values():
+        parts = parts_dir(out_dir, OverlayWriter.video_stem(frames[0]))
+        if not parts.is_dir():
+            continue
+        held = {int(i) for _, meta in committed_segments(parts) for i in meta.get("ids", [])}
+        lost.update(it.id for it in frames if it.id not in held)
+    return lost
 
 
 def _open_run_folder(out_dir: Path, meta: dict, resume: bool) -> None:

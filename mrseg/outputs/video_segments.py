@@ -5,8 +5,9 @@ Layout, inside the run's state folder (cleared by a fresh run, kept by `--resume
 `OUT/.mrseg/overlay/<video stem>.parts/part-0001.mp4` and its manifest `part-0001.json`
 (`{"fps", "size": [w, h], "frames": [frame index...], "ids": [image id...]}`). A segment is written under a
 temporary name and counts only once its manifest exists (written after the video is complete), so a run killed
-mid-segment leaves nothing half-written behind: that segment's frames are simply absent, and `finalize` warns
-about journaled frames that no segment holds.
+mid-segment leaves nothing half-written behind: that segment's frames are simply absent. `predict --resume`
+predicts such frames again (they are journaled, but no committed segment holds them), and `finalize` warns
+about any journaled frame that still no segment holds.
 
 Joining: frames are taken in frame order; a frame present in several segments (redone after a crash) comes
 from the latest. A single segment is linked into place as is; several are decoded and re-encoded (mp4v)

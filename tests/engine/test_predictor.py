@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import cv2
 import numpy as np
@@ -273,3 +274,53 @@ def test_resuming_a_video_continues_its_track_ids(tiny_weights, tmp_path):
     for by_frame in tracks.values():
         assert set(by_frame) == {0, 1, 2, 3, 4}
         assert len(set(by_frame.values())) == 1 and next(iter(by_frame.values())) > 40
+
+
+def test_resume_redoes_video_frames_whose_overlay_segment_a_crash_lost(tiny_weights, tmp_path, monkeypatch):
+    from mrseg.engine import tracker as tracker_module
+    from mrseg.engine.predictor import PredictInterrupted
+    from mrseg.outputs import video_segments
+
+    video = _make_video(tmp_path / "clip.mp4", frames=6)
+    opts = {"weights": tiny_weights, "score": 0.2, "workers": 0, "quiet": True, "formats": "coco,overlay"}
+    predict([str(video)], out=tmp_path / "clean", **opts)
+    out = tmp_path / "out"
+
+    # run 1: Ctrl-C at frame 3 -> frames 0-2 journaled and their overlay segment committed
+    update = tracker_module.Tracker.update
+    calls = []
+
+    def interrupt_at_frame_3(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(tracker_module.Tracker, "update", interrupt_at_frame_3)
+    with pytest.raises(PredictInterrupted):
+        predict([str(video)], out=out, **opts)
+    monkeypatch.setattr(tracker_module.Tracker, "update", update)
+
+    # run 2: frames 3-5 journaled, then the process dies before its segment is finished (as with kill -9)
+    def die(self):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(video_segments.SegmentWriter, "commit", die)
+    with pytest.raises(SystemExit):
+        predict([str(video)], out=out, resume=True, **opts)
+    monkeypatch.undo()
+    assert len(journal.records_path(out, 0).read_text().splitlines()) == 6
+
+    # run 3: frames 3-5 are done again, for the overlay; nothing is reported missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = predict([str(video)], out=out, resume=True, **opts)
+    assert (summary.processed, summary.skipped) == (3, 3)
+    cap = cv2.VideoCapture(str(out / "overlay" / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    cap.release()
+    got, clean = (json.loads((d / "annotations.json").read_text()) for d in (out, tmp_path / "clean"))
+    assert [im["frame"] for im in got["images"]] == list(range(6))
+    assert [(a["image_id"], a["bbox"]) for a in got["annotations"]] == [
+        (a["image_id"], a["bbox"]) for a in clean["annotations"]
+    ]
