@@ -157,9 +157,24 @@ def _journal_lines(out: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+# `mrseg predict` with each model call slowed down, so that a run is still busy when the test signals it,
+# however fast the model and however loaded the machine (the signal never races the end of the run)
+_SLOW_PREDICT = """
+import sys, time
+from mrseg.engine.predictor import Predictor
+infer = Predictor.infer
+def slow_infer(self, images):
+    time.sleep(0.25)
+    return infer(self, images)
+Predictor.infer = slow_infer
+from mrseg.cli import main
+main(sys.argv[1:], prog_name="mrseg")
+"""
+
+
 def _start(args, tmp_path):
     return subprocess.Popen(
-        [sys.executable, "-m", "mrseg", "predict", *map(str, args)],
+        [sys.executable, "-c", _SLOW_PREDICT, "predict", *map(str, args)],
         cwd=tmp_path,
         env=_env(),
         stdout=subprocess.PIPE,
