@@ -121,7 +121,7 @@ def run_model(gt, images_dir: str, weights: str, arch, device: str, score: float
 
     from mrseg.engine.predictor import Predictor
 
-    predictor = Predictor(weights=weights, arch=arch, device=device, score=score)
+    predictor = Predictor(weights=weights, arch=arch, device=device, score=score, mask_crops=True)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("predicting", total=len(gt.getImgIds()))
         return predict_results(gt, images_dir, predictor, on_image=lambda: progress.advance(task))

@@ -153,11 +153,17 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def merge_failures(out_dir: Path) -> int:
-    """Write OUT/failures.jsonl from every rank's failure log, sorted by id, atomically; returns the count."""
+    """Write OUT/failures.jsonl from every rank's failure log, sorted by id, atomically; returns the count.
+
+    An input that failed in one run and was predicted by a later one (`--resume` tries failures again) is
+    no failure; of several failures of one input, the latest reason is kept."""
     rows = {}
     for path in all_failures_paths(out_dir):
         for rec in iter_lines(path):
             rows[int(rec["id"])] = rec
+    if rows:
+        for done in read_state(out_dir).done_ids & rows.keys():
+            del rows[done]
     target = Path(out_dir) / "failures.jsonl"
     if not rows:
         if target.exists():

@@ -568,7 +568,7 @@ def predict(
                     lost = _lost_overlay_frames(items, state, out_dir)
                     if lost:
                         state = journal.read_state(out_dir, exclude=lost)
-        skip = state.done_ids | state.failed_ids
+        skip = state.done_ids  # inputs that failed are tried again: the cause may have been fixed since
         summary = PredictSummary(out_dir=out_dir, total=len(items), rank=shard.rank,
                                  skipped=len(skip & {it.id for it in items}))  # fmt: skip
 

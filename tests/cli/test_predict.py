@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,18 @@ def test_every_format_is_written_and_reads_back_and_bad_files_exit_3(tiny_weight
         overlay = cv2.imread(str(out / "overlay" / f"{stem}.jpg"))
         assert overlay.shape == (150, 200, 3)
     assert "names" in (out / "yolo" / "data.yaml").read_text()
+
+    # the truncated file is replaced by a good one: --resume tries the failed inputs again
+    shutil.copy(good[0], photos / "truncated.jpg")
+    again = _run(photos, "--weights", tiny_weights, "--out", out, "--score", "0.2", "--workers", "1",
+                 "--format", "coco,coco-results,jsonl,labelme,yolo,overlay", "--resume")  # fmt: skip
+    assert again.exit_code == 3, again.output
+    assert "2 input(s) could not be read" in again.stderr
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert sorted(Path(f["path"]).name for f in failures) == ["empty.jpg", "notes.jpg"]
+    coco = COCO(str(out / "annotations.json"))
+    assert sorted(im["file_name"] for im in coco.dataset["images"]) == ["0.jpg", "1.jpg", "truncated.jpg"]
+    assert (out / "labelme" / "truncated.json").exists() and (out / "overlay" / "truncated.jpg").exists()
 
 
 def test_usage_errors_exit_2_and_fatal_errors_exit_1_without_traceback(tiny_weights, nuts_images, tmp_path):
