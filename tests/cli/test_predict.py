@@ -171,9 +171,9 @@ def _journal_lines(out: Path) -> int:
 
 
 # `mrseg predict` with each model call slowed down, so that a run is still busy when the test signals it,
-# however fast the model and however loaded the machine (the signal never races the end of the run). Ctrl-C gets
-# Python's usual handler back: a shell that starts the tests in the background (`.ci/run &`) leaves SIGINT
-# ignored, and children inherit that.
+# however fast the model and however loaded the machine (the signal never races the end of the run).
+# Ctrl-C gets Python's usual handler back: a shell that starts the tests in the background (`.ci/run &`)
+# leaves SIGINT ignored, and children inherit that.
 _SLOW_PREDICT = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
