@@ -24,11 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_parity import AutocastParity  # noqa: E402
+from predict_parity import AutocastParity, mask_iou  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -107,16 +106,11 @@ def main(argv=None) -> None:
 
 
 def _mask_iou(a, i: int, b, j: int) -> float:
-    ma, mb = a.crop(i).tightened(), b.crop(j).tightened()
+    """IoU of mask i of `a` and mask j of `b` (CroppedMasks), compared over their crops' common bounds."""
+    ma, mb = a.crop(i), b.crop(j)
     x0, y0 = min(ma.x0, mb.x0), min(ma.y0, mb.y0)
-    x1 = max(ma.bounds[2], mb.bounds[2])
-    y1 = max(ma.bounds[3], mb.bounds[3])
-    canvas = np.zeros((2, max(y1 - y0, 1), max(x1 - x0, 1)), bool)
-    for k, m in enumerate((ma, mb)):
-        mx0, my0, mx1, my1 = m.bounds
-        canvas[k, my0 - y0 : my1 - y0, mx0 - x0 : mx1 - x0] = m.crop
-    union = np.logical_or(canvas[0], canvas[1]).sum()
-    return 1.0 if union == 0 else float(np.logical_and(canvas[0], canvas[1]).sum() / union)
+    x1, y1 = max(ma.bounds[2], mb.bounds[2]), max(ma.bounds[3], mb.bounds[3])
+    return mask_iou(ma.window(x0, y0, x1, y1), mb.window(x0, y0, x1, y1))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mrseg.engine.tracker import box_iou
+
 BOX_TOL, SCORE_TOL, IOU_MIN = 1e-2, 1e-4, 0.99
 MATCH_BOX_IOU, AUTOCAST_MASK_IOU, AUTOCAST_AP_MIN = 0.9, 0.98, 0.99
 
@@ -116,18 +118,6 @@ class Parity:
         )
 
 
-def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of xyxy boxes a [N, 4] and b [M, 4] -> [N, M] (float64)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clip(0).prod(axis=2)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def match_detections(ref_boxes, ref_scores, ref_labels, boxes, labels, min_iou: float = MATCH_BOX_IOU):
     """Greedy one-to-one matching, reference detections in descending score order, each to the unmatched one
     of ours with the same label and the highest box IoU, if that IoU is >= `min_iou`.
@@ -135,7 +125,7 @@ def match_detections(ref_boxes, ref_scores, ref_labels, boxes, labels, min_iou: 
     ref_labels, labels = np.asarray(ref_labels), np.asarray(labels)
     if len(ref_labels) == 0 or len(labels) == 0:
         return []
-    iou = box_iou_np(ref_boxes, boxes)
+    iou = box_iou(ref_boxes, boxes)
     iou[ref_labels[:, None] != labels[None, :]] = -1.0
     used = np.zeros(len(labels), dtype=bool)
     pairs = []

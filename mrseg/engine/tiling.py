@@ -37,17 +37,6 @@ def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tup
     ]
 
 
-def _region(mask: MaskCrop, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-    """The part (x0, y0)-(x1, y1) of the image mask `mask` as a bool array [y1 - y0, x1 - x0]."""
-    out = np.zeros((y1 - y0, x1 - x0), bool)
-    cx0, cy0, cx1, cy1 = mask.bounds
-    ix0, iy0, ix1, iy1 = max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)
-    if ix0 < ix1 and iy0 < iy1:
-        part = mask.crop[iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0]
-        out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = part
-    return out
-
-
 def _union(masks: list[MaskCrop], height: int, width: int) -> MaskCrop:
     """The OR of image masks, as one crop of their common bounds."""
     parts = [m for m in masks if m.crop.size]
@@ -74,7 +63,7 @@ def _same_object(a: dict, b: dict, iou_threshold: float) -> bool:
     if rx0 >= rx1 or ry0 >= ry1:
         return False
     if a["mask"] is not None and b["mask"] is not None:
-        ma, mb = _region(a["mask"], rx0, ry0, rx1, ry1), _region(b["mask"], rx0, ry0, rx1, ry1)
+        ma, mb = a["mask"].window(rx0, ry0, rx1, ry1), b["mask"].window(rx0, ry0, rx1, ry1)
         union = np.count_nonzero(ma | mb)
         return union > 0 and np.count_nonzero(ma & mb) / union >= iou_threshold
     region = np.array([rx0, ry0, rx1, ry1], np.float32)

@@ -95,9 +95,17 @@ class MaskCrop:
 
     def full(self) -> np.ndarray:
         """The full-size mask, bool `[height, width]`."""
-        out = np.zeros((self.height, self.width), bool)
-        x0, y0, x1, y1 = self.bounds
-        out[y0:y1, x0:x1] = self.crop
+        return self.window(0, 0, self.width, self.height)
+
+    def window(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """The part (x0, y0)-(x1, y1) (exclusive ends, image pixels) of the mask, bool `[y1 - y0, x1 - x0]`;
+        the window may reach past the crop and the image (False there)."""
+        out = np.zeros((y1 - y0, x1 - x0), bool)
+        cx0, cy0, cx1, cy1 = self.bounds
+        ix0, iy0, ix1, iy1 = max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)
+        if ix0 < ix1 and iy0 < iy1:
+            part = self.crop[iy0 - cy0 : iy1 - cy0, ix0 - cx0 : ix1 - cx0]
+            out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = part
         return out
 
 

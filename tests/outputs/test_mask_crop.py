@@ -154,3 +154,15 @@ def test_detections_with_cropped_masks_give_the_same_outputs(make_dets, classes)
     recs = instance_records(det, classes)
     np.testing.assert_array_equal(draw_detections(image, cropped, recs), draw_detections(image, det, recs))
     assert rle_encode(cropped.masks.crop(2)) == rle_encode(det.masks[2])
+
+
+def test_window_reads_any_part_of_the_image_mask():
+    mask = np.zeros((6, 9), bool)
+    mask[1:4, 2:6] = True
+    mask[2, 3] = False
+    mc = MaskCrop.from_mask(mask)
+    for x0, y0, x1, y1 in [(0, 0, 9, 6), (3, 2, 5, 3), (-2, -1, 4, 3), (5, 3, 12, 8), (7, 4, 9, 6)]:
+        padded = np.zeros((20, 20), bool)
+        padded[5:11, 5:14] = mask  # the image at offset (5, 5), False around it
+        expected = padded[y0 + 5 : y1 + 5, x0 + 5 : x1 + 5]
+        np.testing.assert_array_equal(mc.window(x0, y0, x1, y1), expected)
