@@ -274,19 +274,23 @@ class Predictor:
             wanted = torch.tensor(sorted(self.keep_labels), device=o["labels"].device)
             keep &= torch.isin(o["labels"], wanted)
         all_kept = bool(keep.all())  # the model already dropped what scores under `score`: usually no copy
-        boxes = o["boxes"] if all_kept else o["boxes"][keep]
+
+        def kept(t: torch.Tensor) -> torch.Tensor:
+            return t if all_kept else t[keep]
+
+        boxes = kept(o["boxes"])
         res = {
             "boxes": boxes.float().cpu().numpy().reshape(-1, 4),
-            "scores": o["scores"][keep].float().cpu().numpy(),
-            "labels": o["labels"][keep].to(torch.int64).cpu().numpy(),
+            "scores": kept(o["scores"]).float().cpu().numpy(),
+            "labels": kept(o["labels"]).to(torch.int64).cpu().numpy(),
             "masks": None,
         }
         if o.get("mask_probs") is not None:
-            probs = o["mask_probs"] if all_kept else o["mask_probs"][keep]
-            masks = _cropped_masks(probs, boxes, image_size, getattr(self.net, "mask_threshold", 0.5))
+            threshold = getattr(self.net, "mask_threshold", 0.5)
+            masks = _cropped_masks(kept(o["mask_probs"]), boxes, image_size, threshold)
             res["masks"] = masks if crops else np.asarray(masks)
         elif o.get("masks") is not None:
-            masks = o["masks"] if all_kept else o["masks"][keep]
+            masks = kept(o["masks"])
             if masks.dim() == 4:
                 masks = masks[:, 0]
             if masks.dtype != torch.bool:
