@@ -817,6 +817,12 @@ def main(argv=None) -> None:
         metavar="ROWS",
         help="model mode, after the throughput pass: torch.profiler's top ROWS ops of one batch per model",
     )
+    parser.add_argument(
+        "--tf32",
+        choices=("default", "off"),
+        default="default",
+        help="CUDA: off disables TF32 in convs and matmuls (by default torch lets cuDNN use it in convs)",
+    )
     parser.add_argument("--no-fuse", action="store_true", help="ours without BN folding / channels_last")
     parser.add_argument("--raw-norms", action="store_true", help="tests/model's random BN statistics")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
@@ -832,6 +838,9 @@ def main(argv=None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available here")
+    if args.tf32 == "off":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if args.child_rss:
         return rss_child(*args.child_rss, args.arch[0], args.device)
     if args.child_tv_loop:

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mrseg.engine.tracker import box_iou
+from mrseg.model.postprocess import _paste_boxes
 
 BOX_TOL, SCORE_TOL, IOU_MIN = 1e-2, 1e-4, 0.99
 MATCH_BOX_IOU, AUTOCAST_MASK_IOU, AUTOCAST_AP_MIN = 0.9, 0.98, 0.99
@@ -68,6 +70,10 @@ class Parity:
         self.iou = self.iou_no_ties = 1.0
         self.detections = self.swaps = 0
         self.failures: list[str] = []
+        self.window_shifts = 0  # pairs whose integer paste windows differ by a pixel
+        self.iou_same_window = 1.0  # min mask IoU over the pairs pasted into the same window
+        self.flip_margin = 0.0  # the largest |p - 0.5| of torchvision's at a pixel where the two masks differ
+        self.worst = ""
 
     def add(self, name: str, tv_out: dict, tv_probs: np.ndarray, det) -> None:
         """tv_probs: torchvision's pasted mask probabilities [N, H, W] (its masks are those > 0.5)."""
@@ -86,7 +92,24 @@ class Parity:
             self.box = max(self.box, float(np.abs(det.boxes[pairing] - tv_boxes).max()))
             self.score = max(self.score, float(np.abs(det.scores[pairing] - tv_scores).max()))
             for i, j in enumerate(pairing):
-                self.iou = min(self.iou, mask_iou(det.masks[j], tv_masks[i]))
+                iou = mask_iou(det.masks[j], tv_masks[i])
+                grown = _paste_boxes(torch.from_numpy(np.stack((tv_boxes[i], det.boxes[j]))).float(), 28, 1)
+                if not torch.equal(grown[0], grown[1]):
+                    # boxes within BOX_TOL whose paste windows round to different pixels: the whole mask moves
+                    self.window_shifts += 1
+                    self.iou_same_window = min(self.iou_same_window, 1.0)
+                else:
+                    self.iou_same_window = min(self.iou_same_window, iou)
+                if iou < self.iou:
+                    x1, y1, x2, y2 = tv_boxes[i]
+                    self.worst = (
+                        f"{name} #{i}: box {x2 - x1:.1f}x{y2 - y1:.1f} px, mask area torchvision "
+                        f"{int(tv_masks[i].sum())} ours {int(det.masks[j].sum())}"
+                    )
+                self.iou = min(self.iou, iou)
+                flips = det.masks[j] != tv_masks[i]
+                if flips.any():
+                    self.flip_margin = max(self.flip_margin, float(np.abs(tv_probs[i][flips] - 0.5).max()))
                 # pixels whose probability is a float tie with the threshold round either way
                 ties = np.abs(tv_probs[i] - 0.5) <= 1e-6
                 self.iou_no_ties = min(self.iou_no_ties, mask_iou(det.masks[j], tv_masks[i], ties))
@@ -114,7 +137,10 @@ class Parity:
             f"(<= {BOX_TOL}), max |score diff| {self.score:.2e} (<= {SCORE_TOL}), "
             f"min mask IoU {self.iou:.4f} (>= {IOU_MIN}; {self.iou_no_ties:.4f} without pixels at "
             "p = 0.5 +- 1e-6), "
-            f"{self.swaps} near-tie swaps{extra})"
+            f"{self.swaps} near-tie swaps{extra}); differing mask pixels lie within "
+            f"{self.flip_margin:.1e} of p = 0.5; lowest-IoU pair: {self.worst or '-'}; "
+            f"{self.window_shifts} pairs pasted one pixel apart (box rounding), min mask IoU of the others "
+            f"{self.iou_same_window:.4f}"
         )
 
 
