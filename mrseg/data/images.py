@@ -3,8 +3,9 @@
 OpenCV decodes (it is a declared dependency; Pillow is not). What this module adds on top of `cv2.imdecode`:
 - EXIF orientation is parsed here and applied explicitly (JPEG APP1, PNG eXIf, TIFF), so the result does not
   depend on the OpenCV version's own EXIF handling;
-- the pixel count is checked from the header before decoding, so a decompression bomb is refused before it
-  allocates (and checked again after decoding for formats whose header is not parsed here);
+- the pixel count is read from the header of every format (`mrseg.data.image_headers`) and checked before
+  decoding, so a decompression bomb is refused before it allocates; a header whose size cannot be read is
+  refused too (and the decoded size is checked again);
 - a truncated JPEG (no EOI marker after the scan data), a zero-byte file, a file that is not an image or a
   format OpenCV cannot read all raise `ImageReadError` naming the file and the reason, instead of a `None`
   or a silently partial image.
@@ -19,6 +20,8 @@ import struct
 
 import cv2
 import numpy as np
+
+from mrseg.data.image_headers import header_size, jpeg_segments
 
 # Pillow's default limit (Image.MAX_IMAGE_PIXELS): 1024 * 1024 * 1024 // 4 // 3.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -63,8 +66,16 @@ def decode_image(
     if kind in ("heif", "gif"):
         raise ImageReadError(path, f"{kind.upper()} is not supported by OpenCV; convert it to JPEG or PNG")
     size = header_size(data, kind)
-    if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
-        raise _too_large(path, size, max_pixels)
+    if max_pixels is not None:
+        # every format is sized from its header before it is decoded (a bomb would allocate first)
+        if size is None:
+            raise ImageReadError(
+                path,
+                f"cannot read the image size from the {kind.upper()} header (corrupt or unusual header); "
+                "convert the file to PNG or JPEG",
+            )
+        if size[0] * size[1] > max_pixels:
+            raise _too_large(path, size, max_pixels)
     if kind == "jpeg" and not _jpeg_is_complete(data):
         raise ImageReadError(path, "truncated JPEG (no end-of-image marker); the file is incomplete")
 
@@ -118,74 +129,14 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def header_size(data: bytes, kind: str) -> tuple[int, int] | None:
-    """(width, height) read from the header for JPEG, PNG, BMP and WebP, else None (also if unparsable)."""
-    try:
-        if kind == "png" and data[12:16] == b"IHDR":
-            return struct.unpack(">II", data[16:24])
-        if kind == "jpeg":
-            return _jpeg_size(data)
-        if kind == "bmp":
-            w, h = struct.unpack("<ii", data[18:26])
-            return abs(w), abs(h)
-        if kind == "webp":
-            return _webp_size(data)
-    except struct.error:
-        return None
-    return None
-
-
-def _jpeg_segments(data: bytes):
-    """Yield (marker, payload_start, payload_end) for the JPEG header segments up to and including SOS."""
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        yield marker, i + 4, i + 2 + length
-        if marker == 0xDA:  # start of scan: entropy-coded data follows
-            return
-        i += 2 + length
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    for marker, start, _ in _jpeg_segments(data):
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            h, w = struct.unpack(">HH", data[start + 1 : start + 5])
-            return w, h
-    return None
-
-
 def _jpeg_is_complete(data: bytes) -> bool:
     # 0xFFD9 cannot occur inside entropy-coded data (0xFF is stuffed), so an EOI after the first scan
     # marks a complete file; trailing bytes after it are allowed (some cameras append data).
     sos = None
-    for marker, start, _ in _jpeg_segments(data):
+    for marker, start, _ in jpeg_segments(data):
         if marker == 0xDA:
             sos = start
     return sos is not None and data.rfind(b"\xff\xd9") > sos
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X":
-        w = int.from_bytes(data[24:27], "little") + 1
-        h = int.from_bytes(data[27:30], "little") + 1
-        return w, h
-    if chunk == b"VP8 ":
-        w, h = struct.unpack("<HH", data[26:30])
-        return w & 0x3FFF, h & 0x3FFF
-    if chunk == b"VP8L":
-        b = int.from_bytes(data[21:25], "little")
-        return (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
-    return None
 
 
 def exif_orientation(data: bytes, kind: str | None = None) -> int:
@@ -194,7 +145,7 @@ def exif_orientation(data: bytes, kind: str | None = None) -> int:
     tiff = None
     try:
         if kind == "jpeg":
-            for marker, start, end in _jpeg_segments(data):
+            for marker, start, end in jpeg_segments(data):
                 if marker == 0xE1 and data[start : start + 6] == b"Exif\x00\x00":
                     tiff = data[start + 6 : end]
                     break
