@@ -64,7 +64,8 @@ def comparison_table(result) -> Table:
     type=click.IntRange(min=32),
     default=None,
     metavar="H W",
-    help="Input canvas of the exported model (default: the model's min x max resize size, padded to /32).",
+    help="Image size to trace at (default: the model's min x max resize size, padded to /32); "
+    "the file takes any size.",
 )
 @click.option(
     "--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per call (fixed)."
@@ -83,8 +84,9 @@ def comparison_table(result) -> Table:
 def export_cmd(weights, arch, fmt, out, imgsz, batch, sample, check, check_score) -> None:
     """Export the inference model to ONNX (standard ops; runs in onnxruntime) or TorchScript.
 
-    The file takes images resized onto a fixed canvas (--imgsz) and returns boxes, scores, labels and 28x28
-    mask probabilities; `mrseg predict --weights FILE.onnx` does the resizing and mask pasting around it.
+    The file takes resized images of any size, padded to /32 (the batch size is fixed), and returns boxes,
+    scores, labels and 28x28 mask probabilities; `mrseg predict --weights FILE.onnx` does the resizing and
+    mask pasting around it, and gives the PyTorch model's detections.
     """
     from mrseg.export import ExportError, export_model
 

@@ -44,8 +44,8 @@ class ExportResult:
 
 
 def graph_spec(model: MaskRCNN, info: ModelInfo, imgsz: tuple[int, int] | None, batch: int) -> GraphSpec:
-    """The canvas (default: the model's min_size x max_size, rounded up to the padding multiple) and the
-    model's resize and normalization constants."""
+    """The size to trace at (default: the model's min_size x max_size, rounded up to the padding multiple;
+    the file takes any size) and the model's resize, padding and normalization constants."""
     transform = model.transform
     stride = transform.size_divisible
     min_size, max_size = int(transform.min_size[-1]), int(transform.max_size)
@@ -63,6 +63,7 @@ def graph_spec(model: MaskRCNN, info: ModelInfo, imgsz: tuple[int, int] | None, 
         mask_threshold=float(model.mask_threshold),
         arch=info.arch,
         classes=list(info.classes),
+        size_divisible=stride,
     )
 
 
@@ -104,7 +105,10 @@ def _write_onnx(graph: InferenceGraph, example: tuple[Tensor, Tensor], spec: Gra
         opset_version=ONNX_OPSET,
         input_names=list(INPUT_NAMES),
         output_names=list(OUTPUT_NAMES),
-        dynamic_axes={name: {0: "detections"} for name in OUTPUT_NAMES},
+        dynamic_axes={
+            "images": {2: "height", 3: "width"},
+            **{name: {0: "detections"} for name in OUTPUT_NAMES},
+        },
     )
     proto = onnx.load(path)
     proto.metadata_props.add(key=METADATA_KEY, value=spec.to_json())
@@ -136,11 +140,11 @@ def export_model(
 ) -> ExportResult:
     """Export the inference model to `out` and (with `check`) compare it with PyTorch on sample images.
 
-    The file holds the network on a fixed canvas `imgsz` (H, W) with a fixed batch; resizing onto the canvas
-    and pasting the masks are small steps outside it (`mrseg.export.steps`, described in
-    `mrseg.export.spec.GraphSpec`, which is also stored in the file). `load_exported` runs it with the model's
-    eval contract. samples: RGB uint8 [H, W, 3] images for tracing and the check (default: a synthetic one
-    per batch slot). Returns what was written and the comparisons (`result.ok`).
+    The file holds the network for any padded image size (traced at `imgsz` (H, W)) with a fixed batch;
+    resizing and padding the images and pasting the masks are small steps outside it (`mrseg.export.steps`,
+    described in `mrseg.export.spec.GraphSpec`, which is also stored in the file). `load_exported` runs it
+    with the model's eval contract. samples: RGB uint8 [H, W, 3] images for tracing and the check (default:
+    a synthetic one per batch slot). Returns what was written and the comparisons (`result.ok`).
     """
     if format not in FORMATS:
         raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
@@ -160,11 +164,6 @@ def export_model(
         notes.append(
             f"--imgsz rounded up to {spec.height} x {spec.width} (a multiple of the model's padding)"
         )
-    if spec.height < spec.width:
-        notes.append(
-            f"canvas {spec.height} x {spec.width}: portrait images are shrunk to fit it; "
-            f"export with --imgsz {spec.width} {spec.width} to keep their full resolution"
-        )
     samples = samples or [synthetic_image(spec.height, spec.width, seed=i) for i in range(batch)]
     images = [_as_tensor(s) for s in samples]
     graph = InferenceGraph(model=model).eval()
@@ -172,7 +171,7 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(out.parent / f".{out.name}.tmp{os.getpid()}")
     start = time.perf_counter()
-    log(f"exporting {format}: canvas {spec.height} x {spec.width}, batch {spec.batch}")
+    log(f"exporting {format}: traced at {spec.height} x {spec.width} (any size runs), batch {spec.batch}")
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

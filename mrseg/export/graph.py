@@ -13,9 +13,9 @@ class InferenceGraph(nn.Module):
     images) -> (boxes [D, 4] xyxy resized-image pixels, scores [D], labels int64 [D], mask_probs [D, 1, M, M],
     image_index int64 [D]), detections of all N images concatenated (see `mrseg.export.spec.GraphSpec`).
 
-    Shares the model's modules (and weights). Written for tracing: N and (H, W) are fixed by the example
-    input, the number of detections stays dynamic, and the image sizes stay inputs (they only clip boxes). The
-    RoI heads run their own inference step, which splits per image by tensor sizes (kept dynamic by tracing).
+    Shares the model's modules (and weights). Written for tracing: N is fixed by the example input; (H, W) and
+    the number of detections stay dynamic (shapes are traced tensors: anchors, per-level top-k and the
+    per-image splits follow them), and the image sizes stay inputs (they clip boxes).
     """
 
     def __init__(self, *, model: MaskRCNN):
@@ -25,7 +25,7 @@ class InferenceGraph(nn.Module):
         self.roi_heads = model.roi_heads
 
     def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        padded_size = (int(images.shape[-2]), int(images.shape[-1]))
+        padded_size = (images.shape[-2], images.shape[-1])  # traced: the graph takes any padded size
         sizes = [(image_sizes[i, 0], image_sizes[i, 1]) for i in range(images.shape[0])]
         features = self.backbone(images)
         proposals, _ = self.rpn(features, sizes, padded_size)

@@ -20,8 +20,9 @@ def round_up(value: int, multiple: int) -> int:
 class GraphSpec:
     """The contract of an exported Mask R-CNN graph.
 
-    Inputs: `images` float32 [batch, 3, height, width]: RGB in 0..1 resized by `resize_scale`, normalized with
-    `mean`/`std` and zero-padded bottom/right (exactly what the model's own transform feeds its backbone);
+    Inputs: `images` float32 [batch, 3, H, W]: RGB in 0..1 resized by `resize_scale`, normalized with
+    `mean`/`std` and zero-padded bottom/right to a multiple of `size_divisible` (exactly what the model's own
+    transform feeds its backbone; H and W are dynamic, `height` x `width` is only the size it was traced at);
     `image_sizes` float32 [batch, 2]: (h, w) of each resized image in the canvas (boxes are clipped to it).
     Outputs, concatenated over the batch: `boxes` float32 [D, 4] xyxy in resized-image pixels, `scores` [D],
     `labels` int64 [D] (1..K, `classes[label - 1]`), `mask_probs` float32 [D, 1, 28, 28] (the predicted
@@ -39,12 +40,20 @@ class GraphSpec:
     mask_threshold: float = 0.5
     arch: str = ""
     classes: list[dict] = field(default_factory=list)
-    format_version: int = 1
+    size_divisible: int = 32
+    # 1: a fixed canvas (batches padded to height x width, larger images shrunk to fit); 2: any size
+    format_version: int = 2
+
+    @property
+    def dynamic(self) -> bool:
+        return self.format_version >= 2
 
     def resize_scale(self, height: int, width: int) -> float:
-        """The model's resize rule (short side to min_size, long side at most max_size), capped so that the
-        resized image fits the canvas."""
+        """The model's resize rule (short side to min_size, long side at most max_size); a format-1 file
+        also caps it so that the resized image fits its fixed canvas."""
         scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
+        if self.dynamic:
+            return scale
         return min(scale, self.height / height, self.width / width)
 
     def to_json(self) -> str:
@@ -54,4 +63,5 @@ class GraphSpec:
     def from_json(cls, text: str) -> GraphSpec:
         data = json.loads(text)
         data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+        data.setdefault("format_version", 1)  # files written before the field existed had a fixed canvas
         return cls(**data)

@@ -7,20 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mrseg.export.spec import GraphSpec
+from mrseg.export.spec import GraphSpec, round_up
 from mrseg.model.postprocess import paste_masks, scale_boxes
 
 
 def preprocess(images: list[Tensor], spec: GraphSpec) -> tuple[Tensor, Tensor]:
-    """images: up to `spec.batch` float [3, h, w] RGB in 0..1 -> (canvas batch float32 [batch, 3, H, W],
-    resized sizes float32 [batch, 2]). Missing batch slots stay empty (size 1 x 1; their output is dropped).
-    """
+    """images: up to `spec.batch` float [3, h, w] RGB in 0..1 -> (batch float32 [batch, 3, H, W], resized
+    sizes float32 [batch, 2]). H x W: the largest resized image rounded up to `spec.size_divisible`, as the
+    model pads a batch (a format-1 file: its fixed canvas). Missing batch slots stay empty (size 1 x 1; their
+    output is dropped)."""
     if not 0 < len(images) <= spec.batch:
         raise ValueError(f"preprocess: got {len(images)} images for a graph that takes {spec.batch}")
-    canvas = torch.zeros((spec.batch, 3, spec.height, spec.width), dtype=torch.float32)
-    sizes = torch.ones((spec.batch, 2), dtype=torch.float32)
     mean = torch.tensor(spec.mean, dtype=torch.float32)[:, None, None]
     std = torch.tensor(spec.std, dtype=torch.float32)[:, None, None]
+    resized = []
     for i, image in enumerate(images):
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(
@@ -30,7 +30,16 @@ def preprocess(images: list[Tensor], spec: GraphSpec) -> tuple[Tensor, Tensor]:
         scale = spec.resize_scale(int(image.shape[-2]), int(image.shape[-1]))
         image = F.interpolate(
             image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
-        )[0]
+        )
+        resized.append(image[0])
+    if spec.dynamic:
+        height = round_up(max(r.shape[-2] for r in resized), spec.size_divisible)
+        width = round_up(max(r.shape[-1] for r in resized), spec.size_divisible)
+    else:
+        height, width = spec.height, spec.width
+    canvas = torch.zeros((spec.batch, 3, height, width), dtype=torch.float32)
+    sizes = torch.ones((spec.batch, 2), dtype=torch.float32)
+    for i, image in enumerate(resized):
         h, w = image.shape[-2:]
         canvas[i, :, :h, :w] = image
         sizes[i, 0], sizes[i, 1] = h, w

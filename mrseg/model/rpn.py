@@ -13,6 +13,13 @@ from mrseg.model.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
 from mrseg.model.sampler import BalancedSampler
 
 
+def _at_most(count: int | Tensor, limit: int) -> int | Tensor:
+    """min(count, limit). While tracing for export `count` (a shape) is a traced tensor: the minimum stays a
+    tensor so that the exported graph follows the input's size instead of the size it was traced with."""
+    if isinstance(count, Tensor):
+        return torch.clamp(count, max=limit)
+    return min(count, limit)
+
 class RPNHead(nn.Module):
     """`num_convs` shared 3x3 convs (+ReLU), then 1x1 convs for objectness and box deltas.
 
@@ -128,10 +135,9 @@ class RPN(nn.Module):
         for lvl, (ob, count) in enumerate(
             zip(objectness.split(num_per_level, 1), num_per_level, strict=True)
         ):
-            k = min(self.pre_nms_top_n[self._mode()], count)
-            _, idx = ob.topk(k, dim=1)
+            _, idx = ob.topk(_at_most(count, self.pre_nms_top_n[self._mode()]), dim=1)
             top_idx.append(idx + offset)
-            levels.append(torch.full((k,), lvl, dtype=torch.int64, device=device))
+            levels.append(torch.full_like(idx[0], lvl))
             offset += count
         top_idx = torch.cat(top_idx, dim=1)
         levels = torch.cat(levels)

@@ -28,9 +28,25 @@ def test_batch_of_two_equals_one_at_a_time(model, eager, picture, canvas):
             torch.testing.assert_close(a[key], b[key])
 
 
-def test_images_that_do_not_fit_are_shrunk_onto_the_canvas(model, eager, picture):
-    portrait = picture(200, 100, seed=4)  # the model would resize it to 160 x 80: taller than 128
+def test_any_size_is_padded_like_the_model_not_onto_the_trace_size(model, eager, picture):
+    portrait = picture(200, 100, seed=4)  # resized to 160 x 80: taller than the 128 x 160 it was traced at
+    with torch.no_grad():
+        (expected,) = model([portrait])
     (got,) = eager(model)([portrait])
-    assert got["masks"].shape[-2:] == (200, 100)
-    assert (got["boxes"][:, 2] <= 100).all() and (got["boxes"][:, 3] <= 200).all()
-    assert len(got["scores"]) > 0
+    for key in ("boxes", "scores", "labels", "masks"):
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+def test_a_fixed_canvas_file_still_runs(model, picture):
+    """Files of format 1 (written before any size ran) pad every batch onto their canvas and shrink what
+    does not fit, as they were traced."""
+    from mrseg.export.spec import GraphSpec
+    from mrseg.export.steps import preprocess
+
+    spec = GraphSpec.from_json(
+        '{"height": 128, "width": 160, "batch": 1, "min_size": 128, "max_size": 160, '
+        '"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}'
+    )
+    assert not spec.dynamic
+    canvas, sizes = preprocess([picture(200, 100, seed=4)], spec)
+    assert canvas.shape == (1, 3, 128, 160) and sizes.tolist() == [[128.0, 64.0]]
