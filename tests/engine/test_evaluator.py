@@ -16,7 +16,7 @@ from mrseg.engine.evaluator import (
     write_json,
 )
 
-COCOAPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "cocoapi-val2014-100"
+COCOAPI = Path(__file__).resolve().parents[1] / "assets" / "cocoapi-val2014-100"
 
 
 def parse_reference(path: Path) -> dict[str, list[float]]:
@@ -32,7 +32,6 @@ def parse_reference(path: Path) -> dict[str, list[float]]:
     return figures
 
 
-@pytest.mark.skipif(not COCOAPI.is_dir(), reason=f"shared test data not found at {COCOAPI}")
 @pytest.mark.parametrize(
     "iou_type,results",
     [
