@@ -3,6 +3,10 @@
 `evaluate(gt, results, iou_types=("bbox", "segm")) -> {"bbox": {"AP": .., ...}, "segm": {...}}` with
 pycocotools' own values (0..1, -1 where a range has no ground truth). Every image of the ground truth is
 scored (an image without results counts as all misses), as in pycocotools' reference run.
+
+The results go through pycocotools' own `COCO.loadRes` (not a re-implementation), so its rules hold: when
+the first detection has a bbox, every detection's area is its box area w*h (also for segm); otherwise area
+and box come from the RLE mask. mrseg checks the input first only to name what is wrong in a clear message.
 """
 
 from __future__ import annotations
