@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -11,6 +13,7 @@ from mrseg.engine.evaluator import (
     METRIC_DESCRIPTIONS,
     METRIC_NAMES,
     EvalInputError,
+    EvalWarning,
     evaluate,
     load_ground_truth,
     load_results,
@@ -80,6 +83,8 @@ def eval_cmd(
     """Score detections against a COCO ground truth: box and mask AP/AR (pycocotools).
 
     Either a results file (--pred), or a model run on the ground truth's images (--images DIR --weights W).
+    The figures are pycocotools' own (COCO.loadRes + COCOeval), also for segm: when the detections carry a
+    bbox, each one's area (small/medium/large) is its box area, as pycocotools computes it.
     """
     iou_types = parse_iou_types(iou_type)
     if (pred_path is None) == (images_dir is None or weights is None):
@@ -104,7 +109,14 @@ def eval_cmd(
                 )
         for skipped, reason in skipped_iou_types(gt, results, iou_types).items():
             err.print(f"[yellow]note:[/] {skipped} not evaluated: {reason}.")
-        metrics = evaluate(gt, results, iou_types=iou_types, verbose=verbose, results_name=name)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EvalWarning)
+            metrics = evaluate(gt, results, iou_types=iou_types, verbose=verbose, results_name=name)
+        for w in caught:
+            if issubclass(w.category, EvalWarning):
+                err.print(f"[yellow]note:[/] {w.message}", highlight=False)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except (EvalInputError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     if not metrics:

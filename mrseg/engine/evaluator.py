@@ -3,6 +3,10 @@
 `evaluate(gt, results, iou_types=("bbox", "segm")) -> {"bbox": {"AP": .., ...}, "segm": {...}}` with
 pycocotools' own values (0..1, -1 where a range has no ground truth). Every image of the ground truth is
 scored (an image without results counts as all misses), as in pycocotools' reference run.
+
+The results go through pycocotools' own `COCO.loadRes` (not a re-implementation), so its rules hold: when
+the first detection has a bbox, every detection's area is its box area w*h (also for segm); otherwise area
+and box come from the RLE mask. mrseg checks the input first only to name what is wrong in a clear message.
 """
 
 from __future__ import annotations
@@ -12,11 +16,10 @@ import copy
 import io
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -41,6 +44,10 @@ METRIC_DESCRIPTIONS = {
 
 class EvalInputError(ValueError):
     """A ground-truth or result file that cannot be evaluated; the message says what is wrong and the fix."""
+
+
+class EvalWarning(UserWarning):
+    """Results that pycocotools scores, but perhaps not as meant (e.g. categories the ground truth lacks)."""
 
 
 def _read_json(path: str | os.PathLike, what: str) -> Any:
@@ -104,7 +111,7 @@ def load_ground_truth(
                     f"Ground truth{name}: {key}[{i}] lacks {', '.join(repr(f) for f in lacking)}; "
                     "a COCO ground truth needs them (fix or regenerate the file)."
                 )
-    data = dict(data)
+    data = copy.deepcopy(data)  # pycocotools' COCOeval rewrites ground-truth segmentations in place
     data.setdefault("info", {})
     coco = COCO()
     coco.dataset = data
@@ -114,7 +121,14 @@ def load_ground_truth(
 
 
 def load_results(results: str | os.PathLike | list, name: str | None = None) -> list[dict]:
-    """The detections (COCO results format) from a JSON path or an already-parsed list, checked for shape."""
+    """The detections (COCO results format) from a JSON path or an already-parsed list, checked for shape.
+
+    Raises EvalInputError, naming the entry, for what pycocotools' `loadRes` would reject with a bare
+    IndexError/KeyError: an empty list; an entry without image_id, category_id, a numeric score or both of
+    bbox and segmentation; a bbox that is not [x, y, w, h]; an entry without a bbox after a first entry with
+    one (pycocotools reads every entry the way it reads the first), or without a segmentation after a first
+    entry without a bbox; a segmentation that is neither RLE nor a list of polygons.
+    """
     name = _name(results, name)
     data = _read_json(results, "Results") if isinstance(results, (str, os.PathLike)) else results
     if isinstance(data, dict):
@@ -142,7 +156,7 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
                 f"Results{name}: entry {i} lacks {', '.join(lacking)}; each detection needs image_id, "
                 "category_id, score and a bbox [x, y, w, h] and/or a segmentation (COCO results format)."
             )
-        if not isinstance(det["score"], (int, float)):
+        if isinstance(det["score"], bool) or not isinstance(det["score"], (int, float)):
             raise EvalInputError(f"Results{name}: entry {i} has score {det['score']!r}; expected a number.")
         if "bbox" in det and not (
             isinstance(det["bbox"], (list, tuple))
@@ -150,33 +164,91 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
             and all(isinstance(v, (int, float)) for v in det["bbox"])
         ):
             raise EvalInputError(f"Results{name}: entry {i} has bbox {det['bbox']!r}; expected [x,y,w,h].")
+        if "segmentation" in det:
+            problem = _segmentation_problem(det["segmentation"])
+            if problem:
+                raise EvalInputError(
+                    f"Results{name}: entry {i} has a segmentation that {problem}; expected RLE "
+                    "{'size': [h, w], 'counts': ...} or a list of polygons [[x1, y1, x2, y2, x3, y3, ...]]."
+                )
+    key, what = ("bbox", "a bbox") if "bbox" in data[0] else ("segmentation", "a segmentation")
+    fix = "(or none: then areas and boxes come from the masks)." if key == "bbox" else "(or a bbox)."
+    for i, det in enumerate(data):
+        if key not in det:
+            raise EvalInputError(
+                f"Results{name}: entry 0 has {what} but entry {i} has none. pycocotools reads every "
+                f"detection the way it reads the first, so give every detection {what} {fix}"
+            )
     return data
 
 
-def check_results_match(gt: COCO, results: Sequence[dict], name: str | None = None) -> None:
-    """Raise EvalInputError when results name image or category ids that the ground truth does not have."""
+def _segmentation_problem(segm: Any) -> str | None:
+    """Why pycocotools cannot read `segm` as RLE or polygons, or None when it can (its shape only)."""
+    if isinstance(segm, dict):
+        if "counts" not in segm or "size" not in segm:
+            return "lacks 'counts' or 'size'"
+        size = segm["size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            return f"has size {size!r} (expected [height, width])"
+        if not isinstance(segm["counts"], (str, bytes, list)):
+            return "has counts that are neither an RLE string nor a list of run lengths"
+        return None
+    if not isinstance(segm, list) or not segm:
+        return "is empty" if isinstance(segm, list) else f"is a {type(segm).__name__}"
+    for poly in segm:
+        if not isinstance(poly, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly
+        ):
+            return "is not a list of polygons (lists of numbers)"
+    if len(segm[0]) < 4:
+        return f"starts with a polygon of {len(segm[0])} numbers (a polygon needs at least 3 points)"
+    return None
+
+
+def check_results_match(gt: COCO, results: Sequence[dict], name: str | None = None) -> list[str]:
+    """Raise EvalInputError when results name image ids that the ground truth does not have (pycocotools
+    refuses such results), or RLE masks whose size is not their image's. Returns warnings: detections of
+    categories that the ground truth lacks, which pycocotools (and so mrseg) leaves unscored."""
     name = _name(None, name)
-    for key, known, what in (
-        ("image_id", set(gt.getImgIds()), "image"),
-        ("category_id", set(gt.getCatIds()), "category"),
-    ):
-        unknown = sorted({d[key] for d in results if d[key] not in known}, key=str)
-        if unknown:
-            count = sum(1 for d in results if d[key] not in known)
-            shown = ", ".join(str(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+    known = set(gt.getImgIds())
+    unknown = sorted({d["image_id"] for d in results if d["image_id"] not in known}, key=str)
+    if unknown:
+        count = sum(1 for d in results if d["image_id"] not in known)
+        shown = ", ".join(str(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise EvalInputError(
+            f"Results{name}: {count} detection(s) use image ids not in the ground truth "
+            f"({len(unknown)} distinct: {shown}). The results must use the ground truth's image ids; "
+            "were they predicted on another dataset?"
+        )
+    for i, det in enumerate(results):
+        segm = det.get("segmentation")
+        img = gt.imgs[det["image_id"]]
+        if isinstance(segm, dict) and list(segm["size"]) != [img["height"], img["width"]]:
             raise EvalInputError(
-                f"Results{name}: {count} detection(s) use {what} ids not in the ground truth "
-                f"({len(unknown)} distinct: {shown}). The results must use the ground truth's {what} ids; "
-                "were they predicted on another dataset or with another class list?"
+                f"Results{name}: entry {i} has an RLE mask of size {list(segm['size'])} (height, width) but "
+                f"image {det['image_id']} is {img['height']} x {img['width']}; masks must cover their whole "
+                "image (were they predicted on resized images?)."
             )
+    notes = []
+    cats = set(gt.getCatIds())
+    unknown = sorted({d["category_id"] for d in results if d["category_id"] not in cats}, key=str)
+    if unknown:
+        count = sum(1 for d in results if d["category_id"] not in cats)
+        shown = ", ".join(str(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        notes.append(
+            f"{count} detection(s) of results{name} use category ids not in the ground truth ({shown}); like "
+            "pycocotools, they are not scored. Were they predicted with another class list?"
+        )
+    return notes
 
 
 def skipped_iou_types(gt: COCO, results: Iterable[dict], iou_types: Sequence[str]) -> dict[str, str]:
-    """The requested iou types that cannot be scored, with the reason (segm needs masks on both sides)."""
+    """The requested iou types that are not scored, with the reason: segm when no detection has a mask
+    (pycocotools would score each box as a rectangular mask) or when ground-truth annotations have none."""
     results = list(results)
     skipped = {}
     if "segm" in iou_types:
-        if not all("segmentation" in d for d in results):
+        if not any("segmentation" in d for d in results):
             skipped["segm"] = "the results have no segmentation (boxes only)"
         elif any("segmentation" not in a for a in gt.dataset["annotations"]):
             skipped["segm"] = "the ground truth has annotations without segmentation"
@@ -192,36 +264,37 @@ def _quiet(enabled: bool):
         yield
 
 
-def _as_rle(segmentation: Any, height: int, width: int) -> dict:
-    """Compressed RLE for a result's segmentation given as RLE (compressed or not) or polygons."""
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
-        return segmentation
-    if isinstance(segmentation, dict):  # uncompressed RLE, counts as a list
-        return mask_utils.frPyObjects(segmentation, height, width)
-    polygons = [p for p in segmentation if len(p) >= 6]
-    if not polygons:
-        return mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0]
-    return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+def loadable_results(gt: COCO, results: Sequence[dict], name: str | None = None) -> list[dict]:
+    """A deep copy of checked `results` that pycocotools' `COCO.loadRes` takes, unchanged where it takes them.
 
-
-def _results_for(gt: COCO, results: Sequence[dict], iou_type: str) -> list[dict]:
-    """A copy of the results as pycocotools' loadRes needs them for one iou type.
-
-    For segm the boxes are dropped, so that loadRes takes each detection's area from its mask (with a box it
-    would use the box area, putting masks into the wrong small/medium/large range), as detectron2 does.
+    The only change: when the first detection has no bbox, pycocotools reads every segmentation as compressed
+    RLE (area and box from the mask) and fails on polygons or uncompressed RLE; those are converted to
+    compressed RLE of the same pixels with pycocotools' own `annToRLE`. Everything else (in particular the
+    rule that a first detection with a bbox makes every detection's area its box area w*h) stays pycocotools'.
     """
-    out = []
-    for det in results:
-        det = copy.copy(det)
-        if iou_type == "segm" or "bbox" not in det:
-            img = gt.imgs[det["image_id"]]
-            det["segmentation"] = _as_rle(det["segmentation"], img["height"], img["width"])
-        if iou_type == "segm":
-            det.pop("bbox", None)
-        elif "bbox" in det:
-            det.pop("segmentation", None)
-        out.append(det)
+    out = copy.deepcopy(list(results))
+    if "bbox" in out[0]:
+        return out
+    for i, det in enumerate(out):
+        segm = det["segmentation"]
+        if isinstance(segm, dict) and not isinstance(segm["counts"], list):
+            continue
+        try:
+            det["segmentation"] = gt.annToRLE(det)
+        except Exception as e:  # pycocotools raises bare Exception/IndexError/TypeError for bad masks
+            raise EvalInputError(
+                f"Results{_name(None, name)}: entry {i}'s segmentation cannot be read by pycocotools ({e})."
+            ) from None
     return out
+
+
+def _load_res(gt: COCO, results: list[dict], name: str | None) -> COCO:
+    try:
+        return gt.loadRes(copy.deepcopy(results))
+    except (KeyError, IndexError, TypeError, ValueError, AssertionError) as e:
+        raise EvalInputError(
+            f"pycocotools cannot read results{_name(None, name)}: {type(e).__name__} {e}."
+        ) from None
 
 
 def evaluate(
@@ -232,14 +305,20 @@ def evaluate(
     verbose: bool = False,
     results_name: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """COCO AP/AR for `results` against the ground truth `gt`.
+    """COCO AP/AR for `results` against the ground truth `gt`: pycocotools' `COCO.loadRes` and `COCOeval`.
+
+    The figures are exactly those of `COCOeval(gt, gt.loadRes(results), iou_type)` for every results file
+    that pycocotools accepts (so, as there, when the first detection has a bbox, every detection's area, which
+    sorts it into small/medium/large, is its box area w*h, also for segm). mrseg only adds checks that turn
+    pycocotools' bare errors into messages, and reads polygon or uncompressed-RLE masks of results without
+    boxes, which pycocotools refuses (see `loadable_results`).
 
     Args:
         gt: COCO dataset JSON path, parsed dict or pycocotools `COCO`.
         results: COCO results JSON path or parsed list (image_id, category_id, score, bbox xywh and/or
             segmentation as RLE or polygons).
         iou_types: subset of ("bbox", "segm"). A type the results cannot be scored on (segm without
-            segmentations) is left out of the answer; see `available_iou_types`.
+            segmentations) is left out of the answer; see `skipped_iou_types`.
         img_ids: images to score; default every image of the ground truth.
         verbose: let pycocotools print its progress and summary.
         results_name: the results' file name for error messages when `results` is a list.
@@ -248,6 +327,9 @@ def evaluate(
         them (0..1; -1 where no ground truth falls in the range).
     Raises:
         EvalInputError for missing/malformed files or results that do not match the ground truth.
+    Warns:
+        EvalWarning for detections of categories that the ground truth lacks (not scored, as in pycocotools)
+        and for a segm score where some detections have no mask (pycocotools scores their box as the mask).
     """
     unknown_types = [t for t in iou_types if t not in IOU_TYPES]
     if unknown_types:
@@ -256,18 +338,33 @@ def evaluate(
     if results_name is None and isinstance(results, (str, os.PathLike)):
         results_name = os.fspath(results)
     dets = load_results(results, results_name)
-    check_results_match(coco_gt, dets, results_name)
+    notes = check_results_match(coco_gt, dets, results_name)
     skipped = skipped_iou_types(coco_gt, dets, iou_types)
+    if "segm" in iou_types and "segm" not in skipped and not all("segmentation" in d for d in dets):
+        count = sum("segmentation" not in d for d in dets)
+        notes.append(
+            f"{count} detection(s) of results{_name(None, results_name)} have a bbox but no segmentation; "
+            "like pycocotools, segm scores their box as their mask."
+        )
+    for note in notes:
+        warnings.warn(note, EvalWarning, stacklevel=2)
+    dets = loadable_results(coco_gt, dets, results_name)
     ids = sorted(coco_gt.getImgIds()) if img_ids is None else list(img_ids)
     metrics: dict[str, dict[str, float]] = {}
     for iou_type in iou_types:
         if iou_type in skipped:
             continue
         with _quiet(not verbose):
-            coco_dt = coco_gt.loadRes(_results_for(coco_gt, dets, iou_type))
+            coco_dt = _load_res(coco_gt, dets, results_name)
             coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
             coco_eval.params.imgIds = ids
-            coco_eval.evaluate()
+            try:
+                coco_eval.evaluate()
+            except Exception as e:  # e.g. a polygon pycocotools cannot rasterise; no figures either way
+                raise EvalInputError(
+                    f"pycocotools cannot score results{_name(None, results_name)} ({iou_type}): "
+                    f"{type(e).__name__} {e}."
+                ) from None
             coco_eval.accumulate()
             coco_eval.summarize()
         metrics[iou_type] = {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats, strict=True)}

@@ -1,17 +1,24 @@
 """`mrseg eval`: table, --json, --iou-type, and fatal errors as messages with exit status 1."""
 
+import contextlib
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from mrseg.cli import main
-from mrseg.engine.evaluator import evaluate
+from mrseg.engine.evaluator import METRIC_NAMES, evaluate
 
-COCOAPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "cocoapi-val2014-100"
+COCOAPI = Path(__file__).resolve().parents[1] / "assets" / "cocoapi-val2014-100"
 
 
 def rle_of(box, size=(64, 64)):
@@ -110,16 +117,63 @@ def test_fatal_errors_exit_1_without_traceback(files, tmp_path):
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-@pytest.mark.skipif(not COCOAPI.is_dir(), reason=f"shared test data not found at {COCOAPI}")
-def test_reference_run_through_the_cli(tmp_path):
+def printed_figures(path: Path) -> dict[str, list[float]]:
+    """The 12 figures per iou type that pycocotools printed (val2014_fake_eval_res.txt)."""
+    figures: dict[str, list[float]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if line.startswith("type="):
+            current = line.split("=", 1)[1].strip()
+            figures[current] = []
+        elif current and "] = " in line:
+            figures[current].append(float(line.rsplit("=", 1)[1]))
+    return figures
+
+
+def pycocotools_stats(gt_path: Path, results_path: Path, iou_type: str) -> list[float]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        ev = COCOeval(gt, gt.loadRes(str(results_path)), iou_type)
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    return [float(v) for v in ev.stats]
+
+
+@pytest.mark.parametrize(
+    "iou_type,results",
+    [
+        ("segm", "instances_val2014_fakesegm100_results.json"),
+        ("bbox", "instances_val2014_fakebbox100_results.json"),
+    ],
+)
+def test_reference_run_through_the_cli(tmp_path, iou_type, results):
+    """`python -m mrseg eval` on the COCO API's fake results prints and writes pycocotools' own figures."""
     out = tmp_path / "m.json"
-    args = ["--coco", COCOAPI / "instances_val2014_100.json", "--json", out]
-    result = run(
-        *args, "--pred", COCOAPI / "instances_val2014_fakesegm100_results.json", "--iou-type", "segm"
-    )
+    gt = COCOAPI / "instances_val2014_100.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrseg", "eval", "--coco", str(gt), "--pred", str(COCOAPI / results),
+         "--iou-type", iou_type, "--json", str(out)],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(out.read_text())[iou_type][name] for name in METRIC_NAMES]
+    printed = printed_figures(COCOAPI / "val2014_fake_eval_res.txt")[iou_type]
+    assert [f"{v:.3f}" for v in got] == [f"{v:.3f}" for v in printed]
+    np.testing.assert_allclose(got, pycocotools_stats(gt, COCOAPI / results, iou_type), rtol=0, atol=1e-12)
+    assert f"{100 * got[0]:.1f}" in proc.stdout
+
+
+def test_unknown_category_is_a_note_and_mixed_boxes_an_error(files, tmp_path):
+    gt, res = files
+    dets = json.loads(res.read_text())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([dets[0], dict(dets[1], category_id=99)]))
+    result = run("--coco", gt, "--pred", other)
     assert result.exit_code == 0, result.output
-    assert round(json.loads(out.read_text())["segm"]["AP"], 3) == 0.320
-    assert "32.0" in result.output
+    assert "note:" in result.output and "category ids not in the ground truth (99)" in result.output
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([dets[0], {k: v for k, v in dets[1].items() if k != "bbox"}]))
+    result = run("--coco", gt, "--pred", mixed)
+    assert result.exit_code == 1 and "entry 0 has a bbox but entry 1 has none" in result.output
 
 
 def test_images_and_weights_mode(tiny_weights, tmp_path):

@@ -16,10 +16,10 @@ from pycocotools.coco import COCO
 from mrseg.data.augment import train_transforms
 from mrseg.data.coco import CocoDataset, DatasetError, collate
 
-NUTS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "nuts"
+NUTS = Path(__file__).resolve().parents[1] / "assets" / "nuts"
 needs_nuts = pytest.mark.skipif(
     not (NUTS / "trainval.json").is_file(),
-    reason=f"real test photos not found at {NUTS} (see testdata README)",
+    reason=f"real test photos not found at {NUTS} (see tests/assets/PROVENANCE.md)",
 )
 
 

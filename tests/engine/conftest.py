@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-NUTS = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "nuts"
+NUTS = Path(__file__).resolve().parents[1] / "assets" / "nuts"
 CLASSES = [{"id": 1, "name": "date"}, {"id": 2, "name": "fig"}, {"id": 3, "name": "hazelnut"}]
 
 
@@ -64,7 +64,5 @@ def tiny_classes() -> list[dict]:
 def nuts_images() -> list[Path]:
     images = sorted((NUTS / "images").glob("*.jpg"))
     if not images:
-        pytest.skip(
-            f"the real test photos are not at {NUTS}/images (shared test data, see testdata/README.md)"
-        )
+        pytest.fail(f"the real test photos are not at {NUTS}/images (see tests/assets/PROVENANCE.md)")
     return images

@@ -1,22 +1,28 @@
 """mrseg.engine.evaluator: pycocotools' reference figures, hand-computable cases, and clear errors."""
 
+import contextlib
+import copy
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from mrseg.engine.evaluator import (
     METRIC_NAMES,
     EvalInputError,
+    EvalWarning,
     evaluate,
     load_ground_truth,
     skipped_iou_types,
     write_json,
 )
 
-COCOAPI = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "cocoapi-val2014-100"
+COCOAPI = Path(__file__).resolve().parents[1] / "assets" / "cocoapi-val2014-100"
 
 
 def parse_reference(path: Path) -> dict[str, list[float]]:
@@ -32,7 +38,6 @@ def parse_reference(path: Path) -> dict[str, list[float]]:
     return figures
 
 
-@pytest.mark.skipif(not COCOAPI.is_dir(), reason=f"shared test data not found at {COCOAPI}")
 @pytest.mark.parametrize(
     "iou_type,results",
     [
@@ -135,27 +140,47 @@ def test_shifted_boxes_hit_at_iou_50_but_miss_at_75():
         assert metrics[iou_type]["AP75"] == 0.0
 
 
-def test_segm_uses_mask_area_not_box_area():
-    # A small object found, plus a higher-scored false positive whose mask is small (10x10) but whose box is
-    # medium (50x50). The false positive must count against small-object mask AP.
-    gt = make_gt([[(10, 10, 20, 20)]])
-    tp = {
-        "image_id": 1,
-        "category_id": 1,
-        "score": 0.5,
-        "bbox": [10, 10, 20, 20],
-        "segmentation": rle_of((10, 10, 20, 20)),
-    }
-    fp = {
-        "image_id": 1,
-        "category_id": 1,
-        "score": 0.9,
-        "bbox": [40, 40, 50, 50],
-        "segmentation": rle_of((60, 60, 10, 10)),
-    }
-    metrics = evaluate(gt, [tp, fp], iou_types=("segm",))
-    assert metrics["segm"]["APs"] < 0.6
-    assert metrics["segm"]["AP"] == metrics["segm"]["APs"]
+def pycocotools_stats(gt: dict, results: list, iou_type: str) -> list[float]:
+    """The oracle: pycocotools' own loadRes + COCOeval on fresh copies, as its README runs it."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(gt)
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), iou_type)
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    return [float(v) for v in ev.stats]
+
+
+def test_segm_area_ranges_are_pycocotools_box_areas_when_results_have_boxes():
+    """The issue's case: jittered polygons with boxes. pycocotools sorts a detection into small/medium/large
+    by its box area when it has a box; mrseg used the mask area and differed in APs/APm/APl."""
+    gt = make_gt([[(10, 10, 30, 30), (45, 45, 40, 40)], [(5, 5, 60, 60)]])  # sizes around 32^2 and 96^2 px
+    results = []
+    for k, a in enumerate(gt["annotations"]):
+        x, y, w, h = a["bbox"]
+        poly = [[x + 2, y, x + w, y + 1, x + w - 1, y + h, x, y + h - 2]]  # a jittered outline
+        box = [x - 1, y - 1, w * 1.6, h * 1.6]  # a loose box: w*h crosses a size range
+        results.append({"image_id": a["image_id"], "category_id": 1, "score": 0.9 - 0.1 * k, "bbox": box,
+                        "segmentation": poly})  # fmt: skip
+    # A false positive with a small mask but a medium box:
+    results.append({"image_id": 1, "category_id": 1, "score": 0.95, "bbox": [60, 0, 35, 35],
+                    "segmentation": [[60, 0, 70, 0, 70, 10, 60, 10]]})  # fmt: skip
+    for iou_type in ("segm", "bbox"):
+        expected = pycocotools_stats(gt, results, iou_type)
+        got = evaluate(gt, results, iou_types=(iou_type,))[iou_type]
+        np.testing.assert_allclose([got[n] for n in METRIC_NAMES], expected, rtol=0, atol=1e-12)
+    # The figures depend on the rule: without boxes (areas from the masks) they differ.
+    no_boxes = [{k: v for k, v in d.items() if k != "bbox"} for d in results]
+    mask_areas = evaluate(gt, no_boxes, iou_types=("segm",))["segm"]
+    assert [mask_areas[n] for n in METRIC_NAMES] != pycocotools_stats(gt, results, "segm")
+
+
+def test_ground_truth_and_results_given_as_objects_are_left_unchanged():
+    gt = make_gt(BOXES)
+    results = perfect_results(gt)
+    before = copy.deepcopy((gt, results))
+    evaluate(gt, results)
+    assert (gt, results) == before
 
 
 def test_polygon_and_uncompressed_rle_results_equal_compressed_rle():
@@ -171,6 +196,10 @@ def test_polygon_and_uncompressed_rle_results_equal_compressed_rle():
     poly[0]["segmentation"] = square_polygon(15, 10, 40, 40)
     rle[0]["segmentation"] = rle_of((15, 10, 40, 40))
     assert evaluate(gt, poly)["segm"] == evaluate(gt, rle)["segm"]
+    # pycocotools refuses polygons without boxes; on the same masks as RLE it gives mrseg's figures.
+    got = evaluate(gt, poly)
+    for iou_type in ("bbox", "segm"):
+        assert [got[iou_type][n] for n in METRIC_NAMES] == pycocotools_stats(gt, rle, iou_type)
     assert evaluate(gt, rle)["segm"]["AP"] < 1.0
 
 
@@ -204,7 +233,16 @@ def write(tmp_path, name, data):
     "mutate,pattern",
     [
         (lambda r: r.__setitem__(0, dict(r[0], image_id=999)), r"image ids not in the ground truth.*999"),
-        (lambda r: r.__setitem__(1, dict(r[1], category_id=7)), r"category ids not in the ground truth.*7"),
+        (lambda r: r[1].pop("bbox"), r"entry 0 has a bbox but entry 1 has none"),
+        (lambda r: r[0].pop("bbox") and r[1].pop("segmentation"), r"entry 0 has a segmentation but entry 1"),
+        (lambda r: r[2].__setitem__("segmentation", []), r"entry 2 has a segmentation that is empty"),
+        (lambda r: r[2].__setitem__("segmentation", [[1, 2]]), r"entry 2 .* polygon of 2 numbers"),
+        (lambda r: r[0].__setitem__("segmentation", {"counts": "x"}), r"entry 0 .* lacks 'counts' or 'size'"),
+        (
+            lambda r: r[1].__setitem__("segmentation", rle_of((1, 1, 2, 2), (50, 100))),
+            r"entry 1 has an RLE mask of size \[50, 100\]",
+        ),
+        (lambda r: r[0].__setitem__("score", "high"), r"entry 0 has score 'high'"),
         (lambda r: r.clear(), r"is empty"),
         (lambda r: r[0].pop("score"), r"entry 0 lacks score"),
         (lambda r: r[2].pop("bbox") and r[2].pop("segmentation"), r"entry 2 lacks 'bbox' or 'segmentation'"),
@@ -252,6 +290,29 @@ def test_bad_files_give_clear_errors(tmp_path):
             evaluate(gt_arg, res_arg)
     with pytest.raises(EvalInputError, match="Unknown iou type"):
         evaluate(gt_path, good, iou_types=("keypoints",))
+
+
+def test_unknown_categories_are_a_warning_and_left_unscored_as_in_pycocotools():
+    gt = make_gt(BOXES)
+    results = perfect_results(gt)
+    results[1]["category_id"] = 7
+    with pytest.warns(
+        EvalWarning, match=r"1 detection\(s\) of results use category ids not in the ground truth \(7\)"
+    ):
+        got = evaluate(gt, results)
+    for iou_type in ("bbox", "segm"):
+        assert [got[iou_type][n] for n in METRIC_NAMES] == pycocotools_stats(gt, results, iou_type)
+    assert got["bbox"]["AR100"] == pytest.approx(2 / 3)
+
+
+def test_some_results_without_mask_score_their_box_as_in_pycocotools():
+    gt = make_gt(BOXES)
+    results = perfect_results(gt)
+    results[2].pop("segmentation")
+    results[2]["bbox"] = [5, 60, 30, 35]  # slightly off, so that the box-as-mask matters
+    with pytest.warns(EvalWarning, match=r"1 detection\(s\) .* have a bbox but no segmentation"):
+        got = evaluate(gt, results, iou_types=("segm",))
+    assert [got["segm"][n] for n in METRIC_NAMES] == pycocotools_stats(gt, results, "segm")
 
 
 def own_predictions_as_ground_truth(tmp_path, predictor, names, annotate=True):

@@ -11,7 +11,7 @@ import pytest
 from mrseg.outputs.detections import Detections
 
 CLASSES = [{"id": 1, "name": "date"}, {"id": 3, "name": "fig"}, {"id": 7, "name": "hazel nut"}]
-NUTS = Path("/work/shared/testdata/nuts")
+NUTS = Path(__file__).resolve().parents[1] / "assets" / "nuts"
 
 
 def make_detections(h: int = 60, w: int = 80, track: bool = False) -> Detections:
@@ -65,10 +65,8 @@ def iou_fixture():
 
 @pytest.fixture
 def nuts():
-    """The nuts COCO json (real polygons), or a skip when the shared test data is absent."""
+    """The nuts COCO json (real polygons) from tests/assets (see tests/assets/PROVENANCE.md)."""
     import json
 
     ann = NUTS / "trainval.json"
-    if not ann.exists():
-        pytest.skip(f"shared test data not present: {ann}")
     return json.loads(ann.read_text())

@@ -133,7 +133,7 @@ def test_real_nuts_instances_evaluate_near_perfect(tmp_path, nuts):
             item = InputItem(id=im["id"], path=im["file_name"], rel_path=im["file_name"])
             f.write(record_line(item, det, instance_records(det, classes)))
     finalize(tmp_path, ["coco-results"], [journal], classes)
-    gt_path = str(Path("/work/shared/testdata/nuts/trainval.json"))
+    gt_path = str(Path(__file__).resolve().parents[1] / "assets" / "nuts" / "trainval.json")
     with _quiet():
         gt = COCO(gt_path)
         dt = gt.loadRes(str(tmp_path / "results.json"))
