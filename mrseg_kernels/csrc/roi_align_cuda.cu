@@ -3,13 +3,14 @@
 // One thread per output element. Threads are numbered in the output's memory order, so with NHWC consecutive
 // threads read consecutive channels of the same pixels (coalesced). Backward scatters with atomicAdd into a
 // float (or double) buffer; half types are converted at the end. Batch indices are checked before the launch
-// (check_batch_indices: one device synchronisation), since a kernel cannot raise; the kernels still skip a RoI
-// whose index is outside [0, N) rather than read out of bounds.
+// (check_batch_indices: one device synchronisation; skipped while a CUDA graph is captured), since a kernel
+// cannot raise; the kernels still skip a RoI whose index is outside [0, N) rather than read out of bounds.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -122,6 +123,14 @@ __global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restr
   }
 }
 
+// check_batch_indices reads a bool back from the device, which a stream being captured into a CUDA graph does
+// not allow: under capture the kernels' own guard (a RoI with a bad index gives zeros) is all there is.
+void check_batch_indices_unless_capturing(const at::Tensor& rois, int64_t batch_size, const char* op) {
+  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None) {
+    check_batch_indices(rois, batch_size, op);
+  }
+}
+
 // Grid-stride loops over at most 32 blocks per SM. (ATen/cuda/CUDAContext.h is avoided: it needs the cuSPARSE and
 // cuBLAS headers, which a minimal toolkit lacks.)
 int blocks_for(int64_t total) {
@@ -142,7 +151,7 @@ at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, doubl
   const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor x = input.contiguous(fmt);
   const at::Tensor r = rois_for_compute(rois, input.scalar_type());
-  check_batch_indices(r, x.size(0), "mrseg::roi_align");
+  check_batch_indices_unless_capturing(r, x.size(0), "mrseg::roi_align");
   const Dims d{x.size(0), x.size(1), x.size(2), x.size(3), pooled_height, pooled_width};
   at::Tensor out = at::empty({rois.size(0), d.c, d.ph, d.pw}, x.options().memory_format(fmt));
   const int64_t total = out.numel();
@@ -175,7 +184,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor g = grad.contiguous(fmt);
   const at::Tensor r = rois_for_compute(rois, grad.scalar_type());
-  check_batch_indices(r, batch_size, "mrseg::_roi_align_backward");
+  check_batch_indices_unless_capturing(r, batch_size, "mrseg::_roi_align_backward");
   const Dims d{batch_size, channels, height, width, pooled_height, pooled_width};
   const auto acc_type = at::toOpMathType(grad.scalar_type());
   // at::zeros ignores the memory format of its options; empty() honours it.
