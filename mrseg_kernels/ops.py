@@ -71,6 +71,13 @@ def roi_align(
 
     Returns:
         ``[K, C, PH, PW]``, channels_last when ``input`` is.
+
+    Bad RoIs:
+        A RoI with a NaN or infinite coordinate (or one whose scaled size overflows to inf) samples no point:
+        its ``[C, PH, PW]`` output is zeros and it adds nothing to the input's gradient. (torchvision's op
+        reads out of bounds on such RoIs.) A batch index outside ``[0, N)``, NaN and inf included, raises a
+        RuntimeError naming the row, in the forward and the backward, on CPU and CUDA; on CUDA that check
+        reads one bool back from the device (a synchronisation) before the kernel is launched.
     """
     if not isinstance(input, Tensor) or input.dim() != 4:
         shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__

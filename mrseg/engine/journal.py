@@ -143,10 +143,15 @@ class AppendLog:
 
 
 def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes `text` (utf-8) to `path` through a fsync'ed temporary file and a rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

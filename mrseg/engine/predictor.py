@@ -563,7 +563,7 @@ def predict(
                     "world_size": shard.world, "weights": str(weights), "num_items": len(items),
                     "precision": predictor.precision}  # fmt: skip
             if shard.is_main:
-                _open_run_folder(out_dir, meta, resume)
+                _open_run_folder(out_dir, meta, resume, items)
             out_dir = Path(shard.broadcast(str(out_dir) if out_dir else None))
             shard.barrier()
             if resume:
@@ -643,8 +643,8 @@ def _lost_overlay_frames(items: list[InputItem], state: journal.ResumeState, out
     return lost
 
 
-def _open_run_folder(out_dir: Path, meta: dict, resume: bool) -> None:
-    start_state(out_dir, meta, resume=resume)
+def _open_run_folder(out_dir: Path, meta: dict, resume: bool, items: list[InputItem]) -> None:
+    start_state(out_dir, meta, resume=resume, items=items)
     if resume:
         for path in journal.all_records_paths(out_dir) + journal.all_failures_paths(out_dir):
             journal.repair(path)

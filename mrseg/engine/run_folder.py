@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mrseg.engine.journal import STATE_DIR, write_json_atomic
+from mrseg.engine.journal import STATE_DIR, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from mrseg.outputs.detections import InputItem
 
 DEFAULT_OUT = Path("runs") / "predict"
 FINAL_FILES = ("annotations.json", "results.json", "predictions.jsonl", "failures.jsonl")
@@ -62,13 +68,72 @@ def resolve_out_dir(out: str | Path | None, *, exist_ok: bool, resume: bool) -> 
     return out
 
 
-def start_state(out_dir: Path, meta: dict, *, resume: bool) -> None:
+# In OUT/.mrseg: one [id, path, frame] line per input, the listing that run.json's "inputs" fingerprints.
+INPUTS_FILE = "inputs.jsonl"
+
+
+def input_listing(items: Sequence[InputItem]) -> list[list]:
+    """`[id, path, frame]` of every input, in order: what the ids of a run stand for."""
+    return [[it.id, str(it.path), it.frame] for it in items]
+
+
+def inputs_fingerprint(listing: Sequence[Sequence]) -> dict:
+    """`{"count", "sha256"}` of an input listing (`input_listing`), for run.json."""
+    h = hashlib.sha256()
+    for row in listing:
+        h.update(json.dumps(list(row), ensure_ascii=False).encode("utf-8") + b"\n")
+    return {"count": len(listing), "sha256": h.hexdigest()}
+
+
+def _read_listing(path: Path) -> list[list] | None:
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _describe(row: Sequence) -> str:
+    _, path, frame = row
+    return f"{path!r}" if frame is None else f"{path!r} frame {frame}"
+
+
+def _inputs_changed(out_dir: Path, old: list[list] | None, new: list[list]) -> str:
+    """What differs between the listing a run started with and the current one, in a few lines."""
+    lines = []
+    if old is None:
+        lines.append(f"{out_dir / STATE_DIR / INPUTS_FILE} is missing or unreadable: what changed is unknown")
+    else:
+        lines.append(f"the run had {len(old)} input(s), the SOURCE arguments now list {len(new)}")
+        old_keys = {(r[1], r[2]) for r in old}
+        new_keys = {(r[1], r[2]) for r in new}
+        added = [r for r in new if (r[1], r[2]) not in old_keys]
+        removed = [r for r in old if (r[1], r[2]) not in new_keys]
+        for what, rows in (("new", added), ("gone", removed)):
+            if rows:
+                shown = ", ".join(_describe(r) for r in rows[:3])
+                more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+                lines.append(f"{len(rows)} {what}: {shown}{more}")
+        for a, b in zip(old, new, strict=False):
+            if (a[1], a[2]) != (b[1], b[2]):
+                lines.append(f"first changed id: {a[0]} was {_describe(a)}, now {_describe(b)}")
+                break
+    return "; ".join(lines)
+
+
+def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[InputItem] | None = None) -> None:
     """Create OUT/.mrseg; on a fresh start clear an earlier run's journal, on resume check it is the same run.
 
-    `meta` holds what the ids and outputs depend on (sources, vid_stride, formats).
+    `meta` holds what the ids and outputs depend on (sources, vid_stride, formats). `items`, the run's inputs
+    in id order, are listed in OUT/.mrseg/inputs.jsonl and fingerprinted in run.json (`inputs`): ids are
+    positions in the sorted listing, so a resume whose inputs differ (a file added, removed or renamed,
+    another stdin or .txt list) would predict some inputs twice and others never; it is refused, saying what
+    changed.
     """
     state = out_dir / STATE_DIR
     run_json = state / "run.json"
+    listing = input_listing(items) if items is not None else None
+    if listing is not None:
+        meta = {**meta, "inputs": inputs_fingerprint(listing)}
     if resume:
         try:
             old = json.loads(run_json.read_text(encoding="utf-8"))
@@ -87,10 +152,31 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool) -> None:
                     f"(was {old.get(key)!r}, now {meta.get(key)!r}); "
                     "resume with the same ones or start a new run"
                 )
+        if listing is not None:
+            _check_same_inputs(out_dir, old, meta["inputs"], listing)
         return
     if state.exists():
         shutil.rmtree(state)
     for name in FINAL_FILES:  # an earlier run's; left there, an interrupted new run would look finished
         (out_dir / name).unlink(missing_ok=True)
     state.mkdir(parents=True)
+    if listing is not None:
+        write_text_atomic(
+            state / INPUTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in listing)
+        )
     write_json_atomic(run_json, meta)
+
+
+def _check_same_inputs(out_dir: Path, old_meta: dict, fingerprint: dict, listing: list[list]) -> None:
+    old = old_meta.get("inputs")
+    if old is None:  # a run started before inputs were fingerprinted: only the count can be checked
+        if old_meta.get("num_items", len(listing)) == len(listing):
+            return
+    elif old == fingerprint:
+        return
+    changed = _inputs_changed(out_dir, _read_listing(out_dir / STATE_DIR / INPUTS_FILE), listing)
+    raise RunFolderError(
+        f"--resume: the inputs differ from the run in {out_dir} ({changed}). Inputs are numbered by their "
+        "position in the sorted listing, so resuming would predict some of them twice and others never. "
+        "Restore the inputs as they were to resume, or start a new run (--exist-ok, or another --out)."
+    )

@@ -6,14 +6,23 @@ Weights come from torchvision's URLs (its weight enums) and are downloaded once 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import sys
 import urllib.error
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.hub import download_url_to_file
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from mrseg.model.anchors import AnchorGenerator
 from mrseg.model.backbone import NORMS, build_resnet_fpn, frozen_bn, norm_factory
@@ -185,25 +194,86 @@ def build_model(
     return MaskRCNN(transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads)
 
 
+# torchvision's weight files are named NAME-HASH.EXT, HASH being the first hex digits of the file's SHA-256
+# (the rule torch.hub.load_state_dict_from_url(check_hash=True) applies).
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,64})\.[^.]+$")
+
+
+def expected_hash_prefix(url: str) -> str | None:
+    """The SHA-256 prefix in the file name of `url` (`...-bf2d0c1e.pth` -> `bf2d0c1e`), or None."""
+    m = _HASH_IN_NAME.search(os.path.basename(url))
+    return m.group(1) if m else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def _download_lock(path: Path):
+    """An exclusive lock on `path`.lock, held while one process downloads `path`: every rank of a torchrun
+    job (and every other run sharing the cache) waits for the download in progress instead of writing the
+    same file. A file lock needs no process group. Without fcntl (Windows) there is no lock.
+
+    The lock file is removed on the way out, so the cache keeps only weights. A process that then locks the
+    removed file and one that creates a new one could both download, but only after a failed download: each
+    writes its own `.partial` file and renames it into place atomically, so that costs time, never a file."""
+    if fcntl is None:
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process to finish downloading {path.name} ...", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch(url: str) -> Path:
     """The cached file for `url` (downloaded with a progress bar on first use) or a WeightsError saying what
-    to
-    fetch and where to put it."""
+    to fetch and where to put it.
+
+    One process downloads at a time (a file lock next to the file); the others wait and then use its file. A
+    download whose SHA-256 does not start with the prefix in its file name is deleted and raises."""
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     path = cache / os.path.basename(url)
     if path.is_file():
         return path
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        download_url_to_file(url, str(tmp), progress=True)
-    except (urllib.error.URLError, OSError) as e:
-        tmp.unlink(missing_ok=True)
-        raise WeightsError(
-            f"could not download {url} ({e}). Fetch that file on a machine with internet access and put "
-            f"it at {path}, or pass a local file with --weights PATH (and --arch for a bare state dict)."
-        ) from e
-    tmp.replace(path)
+    with _download_lock(path):
+        if path.is_file():  # another process downloaded it while this one waited
+            return path
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        try:
+            download_url_to_file(url, str(tmp), progress=True)
+        except (urllib.error.URLError, OSError) as e:
+            tmp.unlink(missing_ok=True)
+            raise WeightsError(
+                f"could not download {url} ({e}). Fetch that file on a machine with internet access and put "
+                f"it at {path}, or pass a local file with --weights PATH (and --arch for a bare state dict)."
+            ) from e
+        expected = expected_hash_prefix(url)
+        if expected is not None:
+            got = _sha256(tmp)
+            if not got.startswith(expected):
+                size = tmp.stat().st_size
+                tmp.unlink(missing_ok=True)
+                raise WeightsError(
+                    f"the download of {url} is corrupt: its SHA-256 is {got} ({size} bytes) but its name "
+                    f"says it starts with {expected}. The file was deleted; run again to retry the download, "
+                    f"or fetch it by hand, check `sha256sum` starts with {expected}, and put it at {path}."
+                )
+        tmp.replace(path)
     return path
 
 

@@ -56,6 +56,18 @@ void check_backward_args(const at::Tensor& grad, const at::Tensor& rois, int64_t
               rois.size(0), " RoIs were given");
 }
 
+void check_batch_indices(const at::Tensor& rois, int64_t batch_size, const char* op) {
+  if (rois.size(0) == 0) return;
+  const at::Tensor idx = rois.select(1, 0);
+  // NaN fails both comparisons, so it is reported too.
+  const at::Tensor ok = idx.ge(0).logical_and(idx.lt(static_cast<double>(batch_size)));
+  if (ok.all().item<bool>()) return;
+  const int64_t k = ok.logical_not().nonzero().select(1, 0)[0].item<int64_t>();
+  TORCH_CHECK(false, op, ": rois[", k, ", 0] = ", idx[k].item<double>(),
+              " is not a batch index of the input, which holds ", batch_size,
+              " image(s); rois are [K, 5] rows of (batch_index, x1, y1, x2, y2) with 0 <= batch_index < N");
+}
+
 bool use_channels_last(const at::Tensor& input) {
   return input.is_contiguous(at::MemoryFormat::ChannelsLast) && !input.is_contiguous();
 }

@@ -34,6 +34,10 @@ void check_backward_args(const at::Tensor& grad, const at::Tensor& rois, int64_t
                          int64_t pooled_width, int64_t batch_size, int64_t channels, int64_t height,
                          int64_t width);
 
+// Raises unless every rois[:, 0] is in [0, batch_size) (NaN and inf included). On a GPU this costs one device
+// synchronisation (reading back one bool); the CPU kernels check while planning instead.
+void check_batch_indices(const at::Tensor& rois, int64_t batch_size, const char* op);
+
 // The kernels read/write NHWC memory when the input is channels_last and not also plain contiguous
 // (a tensor with C == 1 or H == W == 1 is both; it is then treated as NCHW). The fake implementation in
 // mrseg_kernels/ops.py applies the same rule.

@@ -65,10 +65,11 @@ struct Plan {
       : batch(K), y_begin(K + 1), x_begin(K + 1), by_image(K), image_begin(s.n + 1), geom(K) {
     for (int64_t k = 0; k < K; ++k) {
       const acc_t* roi = rois + k * 5;
-      batch[k] = static_cast<int64_t>(roi[0]);
-      TORCH_CHECK(roi[0] >= acc_t(0) && batch[k] < s.n, "mrseg::roi_align: rois[", k, ", 0] = ", roi[0],
-                  " is not a batch index of the input, which holds ", s.n,
+      // Compared as a float before the cast: NaN fails both tests, and inf or 1e19 would not fit int64_t.
+      TORCH_CHECK(roi[0] >= acc_t(0) && roi[0] < static_cast<acc_t>(s.n), "mrseg::roi_align: rois[", k,
+                  ", 0] = ", roi[0], " is not a batch index of the input, which holds ", s.n,
                   " image(s); rois are [K, 5] rows of (batch_index, x1, y1, x2, y2) with 0 <= batch_index < N");
+      batch[k] = static_cast<int64_t>(roi[0]);
       geom[k] = roi_geometry<acc_t>(roi + 1, scale, s.ph, s.pw, sampling_ratio, aligned);
       y_begin[k + 1] = y_begin[k] + s.ph * geom[k].grid_h;
       x_begin[k + 1] = x_begin[k] + s.pw * geom[k].grid_w;

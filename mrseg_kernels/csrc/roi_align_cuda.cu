@@ -2,13 +2,15 @@
 //
 // One thread per output element. Threads are numbered in the output's memory order, so with NHWC consecutive
 // threads read consecutive channels of the same pixels (coalesced). Backward scatters with atomicAdd into a
-// float (or double) buffer; half types are converted at the end. A RoI whose batch index is outside [0, N)
-// gives zeros (checking it on the host would need a device synchronisation).
+// float (or double) buffer; half types are converted at the end. Batch indices are checked before the launch
+// (check_batch_indices: one device synchronisation; skipped while a CUDA graph is captured), since a kernel
+// cannot raise; the kernels still skip a RoI whose index is outside [0, N) rather than read out of bounds.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -65,10 +67,11 @@ __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restri
     int ph, pw;
     unravel<NHWC>(idx, d, k, c, ph, pw);
     const acc_t* roi = rois + k * 5;
-    const int64_t b = static_cast<int64_t>(roi[0]);
     acc_t sum = 0;
     const RoiGeometry<acc_t> g = roi_geometry<acc_t>(roi + 1, scale, d.ph, d.pw, sampling_ratio, aligned);
-    if (roi[0] >= acc_t(0) && b < d.n) {
+    // Compared as a float before the cast (inf or 1e19 would not fit int64_t).
+    if (roi[0] >= acc_t(0) && roi[0] < static_cast<acc_t>(d.n)) {
+      const int64_t b = static_cast<int64_t>(roi[0]);
       for (int iy = 0; iy < g.grid_h; ++iy) {
         const Interp1D<acc_t> y = interp_1d<acc_t>(sample_coord<acc_t>(g.start_h, g.bin_h, ph, iy, g.grid_h), d.h);
         for (int ix = 0; ix < g.grid_w; ++ix) {
@@ -103,8 +106,8 @@ __global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restr
     int ph, pw;
     unravel<NHWC>(idx, d, k, c, ph, pw);
     const acc_t* roi = rois + k * 5;
+    if (!(roi[0] >= acc_t(0) && roi[0] < static_cast<acc_t>(d.n))) continue;
     const int64_t b = static_cast<int64_t>(roi[0]);
-    if (!(roi[0] >= acc_t(0) && b < d.n)) continue;
     const RoiGeometry<acc_t> g = roi_geometry<acc_t>(roi + 1, scale, d.ph, d.pw, sampling_ratio, aligned);
     const acc_t gb = static_cast<acc_t>(grad[idx]) / g.count;
     for (int iy = 0; iy < g.grid_h; ++iy) {
@@ -117,6 +120,14 @@ __global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restr
         add_if_nonzero(grad_input + pixel<NHWC>(d, b, c, y.hi, x.hi), y.w_hi * x.w_hi * gb);
       }
     }
+  }
+}
+
+// check_batch_indices reads a bool back from the device, which a stream being captured into a CUDA graph does
+// not allow: under capture the kernels' own guard (a RoI with a bad index gives zeros) is all there is.
+void check_batch_indices_unless_capturing(const at::Tensor& rois, int64_t batch_size, const char* op) {
+  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None) {
+    check_batch_indices(rois, batch_size, op);
   }
 }
 
@@ -140,6 +151,7 @@ at::Tensor roi_align_cuda(const at::Tensor& input, const at::Tensor& rois, doubl
   const auto fmt = nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor x = input.contiguous(fmt);
   const at::Tensor r = rois_for_compute(rois, input.scalar_type());
+  check_batch_indices_unless_capturing(r, x.size(0), "mrseg::roi_align");
   const Dims d{x.size(0), x.size(1), x.size(2), x.size(3), pooled_height, pooled_width};
   at::Tensor out = at::empty({rois.size(0), d.c, d.ph, d.pw}, x.options().memory_format(fmt));
   const int64_t total = out.numel();
@@ -172,6 +184,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor g = grad.contiguous(fmt);
   const at::Tensor r = rois_for_compute(rois, grad.scalar_type());
+  check_batch_indices_unless_capturing(r, batch_size, "mrseg::_roi_align_backward");
   const Dims d{batch_size, channels, height, width, pooled_height, pooled_width};
   const auto acc_type = at::toOpMathType(grad.scalar_type());
   // at::zeros ignores the memory format of its options; empty() honours it.

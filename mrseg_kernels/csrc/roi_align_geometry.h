@@ -24,7 +24,16 @@ struct RoiGeometry {
   acc_t count;             // divisor of the bin sum: max(grid_h * grid_w, 1)
 };
 
+// v is neither NaN nor infinite (written without std::isfinite so that host and device code share it).
+template <typename acc_t>
+MRSEG_HD bool is_finite(acc_t v) {
+  return v - v == acc_t(0);
+}
+
 // roi: 4 coordinates x1, y1, x2, y2 (the batch index is read by the caller).
+// A RoI with a NaN or infinite coordinate (before or after scaling) samples no point: it pools to zeros and
+// receives no gradient. (torchvision casts the NaN-derived grid size to int, which is undefined behaviour,
+// and reads outside the map.)
 template <typename acc_t>
 MRSEG_HD RoiGeometry<acc_t> roi_geometry(const acc_t* box, acc_t spatial_scale, int pooled_h, int pooled_w,
                                          int sampling_ratio, bool aligned) {
@@ -34,6 +43,12 @@ MRSEG_HD RoiGeometry<acc_t> roi_geometry(const acc_t* box, acc_t spatial_scale, 
   g.start_h = box[1] * spatial_scale - offset;
   acc_t roi_w = box[2] * spatial_scale - offset - g.start_w;
   acc_t roi_h = box[3] * spatial_scale - offset - g.start_h;
+  if (!(is_finite(g.start_w) && is_finite(g.start_h) && is_finite(roi_w) && is_finite(roi_h))) {
+    g.start_w = g.start_h = g.bin_h = g.bin_w = acc_t(0);
+    g.grid_h = g.grid_w = 0;
+    g.count = acc_t(1);
+    return g;
+  }
   if (!aligned) {
     // Legacy (Detectron) behaviour: malformed RoIs are forced to be at least 1x1.
     roi_w = roi_w > acc_t(1) ? roi_w : acc_t(1);
@@ -60,7 +75,8 @@ MRSEG_HD acc_t sample_coord(acc_t start, acc_t bin, int p, int i, int grid) {
 
 // One axis of bilinear interpolation: the two neighbouring pixel indices and their weights.
 // A point further than one pixel outside the map contributes nothing (both weights 0); points in [-1, 0] are
-// clamped to 0 and points past the last pixel read the last pixel, as in torchvision.
+// clamped to 0 and points past the last pixel read the last pixel, as in torchvision. A NaN point contributes
+// nothing too (the test is written so that NaN fails it; cast to int, NaN would give an arbitrary index).
 template <typename acc_t>
 struct Interp1D {
   int lo, hi;
@@ -70,7 +86,7 @@ struct Interp1D {
 template <typename acc_t>
 MRSEG_HD Interp1D<acc_t> interp_1d(acc_t v, int size) {
   Interp1D<acc_t> r;
-  if (v < acc_t(-1) || v > static_cast<acc_t>(size)) {
+  if (!(v >= acc_t(-1) && v <= static_cast<acc_t>(size))) {
     r.lo = r.hi = 0;
     r.w_lo = r.w_hi = acc_t(0);
     return r;

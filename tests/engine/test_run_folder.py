@@ -51,3 +51,40 @@ def test_an_explicit_folder_holding_a_run_needs_resume_or_exist_ok(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunFolderError, match="not a folder"):
         resolve_out_dir(tmp_path / "file", exist_ok=True, resume=False)
+
+
+def _items(*paths):
+    from mrseg.outputs.detections import InputItem
+
+    return [InputItem(id=i, path=p, rel_path=p.rsplit("/", 1)[-1]) for i, p in enumerate(paths, start=1)]
+
+
+def test_resume_with_other_inputs_is_refused_and_says_what_changed(tmp_path):
+    out = tmp_path / "out"
+    meta = {"sources": ["imgs"], "vid_stride": 1, "formats": ["coco"]}
+    start_state(out, meta, resume=False, items=_items("imgs/a.jpg", "imgs/c.jpg"))
+    saved = json.loads((out / ".mrseg" / "run.json").read_text())
+    assert saved["inputs"]["count"] == 2 and len(saved["inputs"]["sha256"]) == 64
+    start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/c.jpg"))  # same inputs: accepted
+
+    with pytest.raises(RunFolderError) as err:
+        start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg"))
+    msg = str(err.value)
+    assert "had 2 input(s)" in msg and "now list 3" in msg and "1 new: 'imgs/b.jpg'" in msg
+    assert "first changed id: 2 was 'imgs/c.jpg', now 'imgs/b.jpg'" in msg and "start a new run" in msg
+    # A renamed file: same count, one gone, one new.
+    with pytest.raises(RunFolderError, match=r"1 new: 'imgs/z.jpg'; 1 gone: 'imgs/c.jpg'"):
+        start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/z.jpg"))
+    # The listing file lost: still refused, on the fingerprint alone.
+    (out / ".mrseg" / "inputs.jsonl").unlink()
+    with pytest.raises(RunFolderError, match="what changed is unknown"):
+        start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/b.jpg"))
+
+
+def test_resume_of_a_run_from_before_fingerprints_checks_the_count(tmp_path):
+    out = tmp_path / "out"
+    meta = {"sources": ["imgs"], "vid_stride": 1, "formats": ["coco"], "num_items": 2}
+    start_state(out, meta, resume=False)  # as older versions wrote run.json: no "inputs"
+    start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/c.jpg"))
+    with pytest.raises(RunFolderError, match="inputs differ"):
+        start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg"))

@@ -1,3 +1,6 @@
+import concurrent.futures
+import hashlib
+import time
 import urllib.error
 
 import pytest
@@ -223,3 +226,63 @@ def test_checkpoint_records_norm_anchor_sizes_and_channels(tmp_path, norm):
     torch.save({**_checkpoint(model, classes), "channels": 64}, path)
     with pytest.raises(WeightsError, match="does not fit"):
         load_model(path)
+
+
+def _served(tmp_path, content: bytes, claimed: bytes | None = None):
+    """A file:// URL for `content`, named NAME-PREFIX.pth with PREFIX the SHA-256 of `claimed` (default:
+    of `content`), as torchvision names its files."""
+    prefix = hashlib.sha256(content if claimed is None else claimed).hexdigest()[:8]
+    src = tmp_path / "server" / f"weights-{prefix}.pth"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(content)
+    return src.as_uri(), prefix
+
+
+def _cache(tmp_path):
+    return tmp_path / "torch-home" / "hub" / "checkpoints"
+
+
+def test_download_with_matching_hash_is_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    content = b"good weights " * 1000
+    url, _ = _served(tmp_path, content)
+    path = zoo.fetch(url)
+    assert path.read_bytes() == content
+    assert path.parent == _cache(tmp_path)
+    assert [p.name for p in _cache(tmp_path).iterdir()] == [path.name]
+
+
+def test_corrupt_download_is_rejected_and_deleted(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    url, prefix = _served(tmp_path, b"truncated or tampered", claimed=b"the real weights")
+    with pytest.raises(WeightsError) as err:
+        zoo.fetch(url)
+    msg = str(err.value)
+    got = hashlib.sha256(b"truncated or tampered").hexdigest()
+    assert url in msg and prefix in msg and got in msg
+    assert "deleted" in msg and "run again" in msg
+    assert list(_cache(tmp_path).iterdir()) == []  # no weights, no partial file, no lock file
+    # A second call downloads again (nothing bad was cached) and fails the same way.
+    with pytest.raises(WeightsError, match="corrupt"):
+        zoo.fetch(url)
+
+
+def test_concurrent_fetches_download_once(monkeypatch, tmp_path):
+    # Ranks of a torchrun job without a process group: threads stand in for them (flock locks are per open
+    # file, so they exclude each other within one process too).
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    content = b"weights" * 10000
+    url, _ = _served(tmp_path, content)
+    calls = []
+    real = zoo.download_url_to_file
+
+    def slow_download(u, dst, progress=True):
+        calls.append(dst)
+        time.sleep(0.3)
+        real(u, dst, progress=False)
+
+    monkeypatch.setattr(zoo, "download_url_to_file", slow_download)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: zoo.fetch(url), range(4)))
+    assert len(calls) == 1
+    assert len(set(paths)) == 1 and paths[0].read_bytes() == content
