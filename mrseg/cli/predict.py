@@ -42,7 +42,12 @@ def _resume_command(out_dir) -> str:
     "--format",
     "formats",
     default=None,
-    help="Comma list: coco, coco-results, jsonl, labelme, yolo, overlay. [default: coco; jsonl for --out -]",
+    help="Comma list: coco, coco-results, jsonl, labelme, yolo, overlay. [default: coco; jsonl for --out -] "
+    "Exact masks (RLE of the model's mask, whatever --mask-format): coco-results (results.json) and jsonl. "
+    "Polygon approximations: labelme, yolo, and coco (annotations.json) with --mask-format polygon. "
+    "yolo: yolo/images (links to the inputs), yolo/labels and data.yaml (train/val = images, resolved "
+    "against the yaml's folder); YOLO class i = i-th real category sorted by COCO category id. "
+    "Unused category slots (COCO's 'N/A') are never emitted.",
 )
 @click.option(
     "--out",
@@ -52,8 +57,20 @@ def _resume_command(out_dir) -> str:
 )
 @click.option("--exist-ok", is_flag=True, help="Write into an existing --out folder, starting over.")
 @click.option("--score", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Minimum score.")
-@click.option("--classes", default=None, help="Keep only these classes: comma list of names or category ids.")
-@click.option("--mask-format", default="polygon", show_default=True, type=click.Choice(["polygon", "rle"]))
+@click.option(
+    "--classes",
+    default=None,
+    help="Keep only these classes: comma list of names or category ids (not 'N/A' slots; a wrong name "
+    "lists the valid ones).",
+)
+@click.option(
+    "--mask-format",
+    default="polygon",
+    show_default=True,
+    type=click.Choice(["polygon", "rle"]),
+    help="Segmentation in annotations.json: polygon (simplified, an approximation; masks with holes stay "
+    "RLE) or rle (exact). results.json and predictions.jsonl always hold the exact RLE.",
+)
 @click.option(
     "--simplify",
     default=1.0,

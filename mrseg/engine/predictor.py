@@ -100,12 +100,21 @@ def load_weights(weights: str | Path, arch: str | None, device: torch.device):
 
 
 def resolve_class_filter(wanted: Iterable[str | int] | None, classes: Sequence[dict]) -> set[int] | None:
-    """Model labels (1..K) for `--classes` given as names (case-insensitive) or category ids; None: all."""
+    """Model labels (1..K) to emit: those of `--classes` (names, case-insensitive, or category ids), else
+    every label whose class is a real category; None when that is every label (nothing to drop).
+
+    Placeholder slots ("N/A", e.g. COCO ids 12, 26, 29, ...) are never emitted: their detections are dropped
+    here, before any writer, so no output names a category its category list lacks. Asking for one, or for a
+    name / id the model lacks, raises PredictError listing the valid names.
+    """
+    from mrseg.model.coco_classes import is_placeholder
+
+    real = {i + 1 for i, c in enumerate(classes) if not is_placeholder(c)}
     wanted = [w for w in (wanted or []) if str(w).strip()]
     if not wanted:
-        return None
-    by_name = {str(c["name"]).lower(): i + 1 for i, c in enumerate(classes)}
-    by_id = {int(c["id"]): i + 1 for i, c in enumerate(classes)}
+        return None if len(real) == len(classes) else real
+    by_name = {str(c["name"]).lower(): i + 1 for i, c in enumerate(classes) if i + 1 in real}
+    by_id = {int(c["id"]): i + 1 for i, c in enumerate(classes) if i + 1 in real}
     labels = set()
     for w in wanted:
         key = str(w).strip()
@@ -114,11 +123,15 @@ def resolve_class_filter(wanted: Iterable[str | int] | None, classes: Sequence[d
         elif key.isdigit() and int(key) in by_id:
             labels.add(by_id[int(key)])
         else:
-            names = [c["name"] for c in classes if c["name"] != "N/A"]
-            raise PredictError(
-                f"--classes: the model has no class {key!r}; its classes are: {', '.join(names[:100])}"
-            )
+            raise PredictError(_class_filter_error(key, classes, real))
     return labels
+
+
+def _class_filter_error(key: str, classes: Sequence[dict], real: set[int]) -> str:
+    slots = {str(c["name"]).lower() for c in classes} | {str(c["id"]) for c in classes}
+    what = "an unused slot with no category" if key.lower() in slots else "not a class of this model"
+    names = ", ".join(f"{c['name']} ({c['id']})" for i, c in enumerate(classes) if i + 1 in real)
+    return f"--classes: {key!r} is {what}; give names or category ids (comma-separated) from: {names}"
 
 
 class Predictor:
@@ -133,6 +146,7 @@ class Predictor:
         model, model_classes: an already built model with the forward contract of docs/internals.md and its
             class list, instead of `weights`.
         score: keep instances scoring at least this. classes: keep only these class names / ids.
+            Placeholder classes ("N/A" slots of COCO's 91 labels) are never returned (`resolve_class_filter`).
         tile, tile_overlap: predict images larger than `tile` pixels in overlapping tiles.
         batch: images per model call in `predict_batch` (and tiles per call).
         fuse: run an inference copy of an mrseg Mask R-CNN with its BatchNorms folded into the convs and
@@ -409,7 +423,8 @@ class _Sink:
 
         self._records, self._line = instance_records, record_line
         self.classes = classes
-        self.mask_format = mask_format
+        # Instance records always carry the exact RLE; polygons only when annotations.json is to hold them.
+        self.mask_format = "polygon" if mask_format == "polygon" and "coco" in formats and not stream else "rle"
         self.simplify = simplify
         self.progress = progress
         self.quiet = quiet
@@ -419,7 +434,7 @@ class _Sink:
         else:
             make = {
                 "labelme": lambda: LabelmeWriter(out_dir, simplify=simplify),
-                "yolo": lambda: YoloWriter(out_dir, simplify=simplify),
+                "yolo": lambda: YoloWriter(out_dir, simplify=simplify, classes=classes),
                 "overlay": lambda: OverlayWriter(out_dir, vid_stride=vid_stride),
             }
             self.item_writers += [make[f]() for f in formats if f in make]

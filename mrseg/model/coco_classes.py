@@ -98,8 +98,11 @@ COCO_LABEL_NAMES: tuple[str, ...] = (
     "toothbrush",
 )
 
+PLACEHOLDER_NAMES = frozenset({"N/A", "__background__"})
+"""Class names that mark a label slot with no category (COCO's unused ids, the background)."""
+
 COCO_CATEGORIES: tuple[dict, ...] = tuple(
-    {"id": i, "name": n} for i, n in enumerate(COCO_LABEL_NAMES) if n not in ("__background__", "N/A")
+    {"id": i, "name": n} for i, n in enumerate(COCO_LABEL_NAMES) if n not in PLACEHOLDER_NAMES
 )
 """The 80 real categories as `{"id": coco_category_id, "name": name}`, in id order."""
 
@@ -107,3 +110,19 @@ COCO_CATEGORIES: tuple[dict, ...] = tuple(
 def coco_label_classes() -> list[dict]:
     """The class list of a 91-label COCO model: entry `label - 1` for labels 1..90 (gaps named "N/A")."""
     return [{"id": i, "name": n} for i, n in enumerate(COCO_LABEL_NAMES) if i > 0]
+
+
+def is_placeholder(category: dict) -> bool:
+    """True for a class-list entry that names no category ("N/A", "__background__"): never emitted."""
+    return str(category["name"]) in PLACEHOLDER_NAMES
+
+
+def real_categories(classes: list[dict]) -> list[dict]:
+    """The categories a model can emit: `classes` without placeholders, one entry per category id (the first),
+    sorted by id. This list is the single source of every output's category list (COCO `categories`, YOLO
+    `names`: YOLO class index i is entry i of this list)."""
+    out: dict[int, dict] = {}
+    for c in classes:
+        if not is_placeholder(c) and int(c["id"]) not in out:
+            out[int(c["id"])] = c
+    return [out[k] for k in sorted(out)]

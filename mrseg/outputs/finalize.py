@@ -19,13 +19,15 @@ from pathlib import Path
 from mrseg import __version__
 from mrseg.outputs.atomic import atomic_open
 from mrseg.outputs.jsonl import JSONL_NAME
+from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.masks import segmentation_to_rle
+from mrseg.outputs.records import public_line
 from mrseg.outputs.video_segments import finish_videos
+from mrseg.outputs.yolo import YOLO_DIR, data_yaml
 
 COCO_NAME = "annotations.json"
 RESULTS_NAME = "results.json"
-YOLO_YAML = "yolo/data.yaml"
-_PLACEHOLDER_NAMES = {"N/A", "__background__"}
+YOLO_YAML = f"{YOLO_DIR}/data.yaml"
 
 
 def _index(paths: list[Path]) -> list[tuple[int, int, int]]:
@@ -72,14 +74,13 @@ def read_records(records_paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
 
 
 def coco_categories(categories: list[dict]) -> list[dict]:
-    """COCO `categories` (id, name, supercategory) from the model's classes, without placeholders ("N/A")."""
-    out, seen = [], set()
-    for c in categories:
-        if c["name"] in _PLACEHOLDER_NAMES or int(c["id"]) in seen:
-            continue
-        seen.add(int(c["id"]))
-        out.append({"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")})
-    return out
+    """COCO `categories` (id, name, supercategory): the model's real classes (`real_categories`: no "N/A"
+    placeholders, sorted by id). The predictor never emits a placeholder, so every annotation's
+    `category_id` is declared here."""
+    return [
+        {"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
+        for c in real_categories(categories)
+    ]
 
 
 def _dump(obj) -> str:
@@ -87,7 +88,10 @@ def _dump(obj) -> str:
 
 
 def write_coco(path: str | os.PathLike, records_paths: list, categories: list[dict]) -> None:
-    """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes)."""
+    """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes).
+
+    `segmentation` is the instance's polygons when the run asked for them (`--mask-format polygon`, an
+    approximation of the mask), else (and for masks with holes or too small for a polygon) the exact RLE."""
     info = {
         "description": "mrseg predict",
         "version": __version__,
@@ -108,7 +112,7 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
                 ann = {"id": ann_id, "image_id": image_id, "category_id": inst["category_id"]}
                 ann.update(bbox=inst["bbox"], area=inst["area"])
                 if "segmentation" in inst:
-                    ann["segmentation"] = inst["segmentation"]
+                    ann["segmentation"] = inst.get("polygons", inst["segmentation"])
                 ann.update(iscrowd=0, score=inst["score"])
                 if "track_id" in inst:
                     ann["track_id"] = inst["track_id"]
@@ -117,7 +121,8 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
 
 
 def write_results(path: str | os.PathLike, records_paths: list) -> None:
-    """`results.json`: the list `COCO.loadRes` takes; segmentations always as compressed RLE."""
+    """`results.json`: the list `COCO.loadRes` takes; segmentations always the exact compressed RLE of the
+    model's masks, whatever `--mask-format` (journals of older versions may hold polygons: rasterised)."""
     with atomic_open(path, "w", fsync=True) as f:
         f.write("[")
         first = True
@@ -135,25 +140,19 @@ def write_results(path: str | os.PathLike, records_paths: list) -> None:
 
 
 def write_jsonl(path: str | os.PathLike, records_paths: list) -> None:
-    """`predictions.jsonl` rewritten from the journals: one line per image, sorted by id."""
+    """`predictions.jsonl` rewritten from the journals: one line per image, sorted by id, segmentations as the
+    exact RLE (the journal's polygons are left out)."""
     with atomic_open(path, "wb", fsync=True) as f:
         for line in iter_record_lines(records_paths):
-            f.write(line)
+            f.write(public_line(line))
 
 
 def write_yolo_yaml(path: str | os.PathLike, categories: list[dict]) -> None:
-    """`yolo/data.yaml`: class index i (= model label - 1) -> name, for every label including placeholders."""
-    lines = [
-        "# Written by mrseg predict. Labels (YOLO-seg polygons) are in labels/, one file per image;",
-        "# class index = model label - 1. Add train/val image folders to train on them.",
-        "path: .",
-        f"nc: {len(categories)}",
-        "names:",
-    ]
-    # A JSON string is a valid YAML double-quoted scalar, so any name round-trips.
-    lines += [f"  {i}: {json.dumps(str(c['name']))}" for i, c in enumerate(categories)]
+    """`yolo/data.yaml` (see `yolo.data_yaml`), and the `images/` folder it points at when no image went in."""
+    path = Path(path)
+    (path.parent / "images").mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w", fsync=True) as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(data_yaml(categories))
 
 
 def finalize(

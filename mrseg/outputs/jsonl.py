@@ -8,13 +8,13 @@ from typing import TextIO
 import numpy as np
 
 from mrseg.outputs.detections import Detections, InputItem
-from mrseg.outputs.records import record_line
+from mrseg.outputs.records import public_instances, record_line
 
 JSONL_NAME = "predictions.jsonl"
 
 
 class JsonlWriter:
-    """Writes `{"image": {...}, "instances": [...]}` lines to a file or a text stream (e.g. `sys.stdout`).
+    """Writes `{"image": {...}, "instances": [...]}` lines (segmentation: the exact RLE; no polygons) to a file or a text stream (e.g. `sys.stdout`).
 
     `out`: a path (opened for writing, or appending with `append=True`, e.g. on `--resume`) or an open text
     stream, which is flushed after every line and never closed here. Lines come in the order written;
@@ -31,7 +31,7 @@ class JsonlWriter:
     def write(
         self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
     ) -> None:
-        self._f.write(record_line(item, det, instances))
+        self._f.write(record_line(item, det, public_instances(instances)))
         self._f.flush()
 
     def close(self) -> None:

@@ -2,6 +2,11 @@
 
 A journal line (`OUT/.mrseg/records-<rank>.jsonl`, and each line of predictions.jsonl) is
 `{"image": image_record(item, det), "instances": instance_records(det, classes, ...)}`, made by `record_line`.
+
+Exactness: an instance's `segmentation` is always the compressed RLE of the model's pasted mask (what
+results.json, predictions.jsonl and `mrseg eval --images` carry). Polygons, a simplified approximation, are
+held in the journal only under `polygons` (for annotations.json with `--mask-format polygon`); `public_line`
+drops that key from what predictions.jsonl and `--out -` show.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ import numpy as np
 
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.mask_crop import instance_crop
-from mrseg.outputs.masks import DEFAULT_SIMPLIFY, mask_to_segmentation
+from mrseg.outputs.masks import DEFAULT_SIMPLIFY, mask_to_segmentation, rle_encode
+
+JOURNAL_ONLY_KEYS = ("polygons",)
+"""Instance keys kept in the run journal for annotations.json but left out of predictions.jsonl."""
 
 
 def category_of(label: int, classes: list[dict]) -> dict:
@@ -31,10 +39,15 @@ def instance_records(
     """One COCO-annotation-like dict per instance, in the detections' order.
 
     Keys: `bbox` [x, y, w, h] (rounded to 0.01), `area` (mask pixel count, else box area), `segmentation`
-    (polygons or RLE, see `masks.mask_to_segmentation`; absent without masks), `score` (rounded to 1e-5),
-    `category_id`, `label` (model label), `name`, and `track_id` when `det.track_ids` is set.
+    (compressed RLE of the mask, exact; absent without masks), `score` (rounded to 1e-5), `category_id`,
+    `label` (model label), `name`, and `track_id` when `det.track_ids` is set.
+    With `mask_format="polygon"` also `polygons`: the instance's COCO polygons (`masks.mask_to_segmentation`,
+    simplified by `simplify` px), absent where that falls back to RLE (holes, tiny masks); annotations.json
+    uses them instead of the RLE. `mask_format="rle"`: no polygons.
     `classes`: `{"id", "name"}` per label 1..K (`classes[label - 1]`).
     """
+    if mask_format not in ("polygon", "rle"):
+        raise ValueError(f"mask_format must be 'polygon' or 'rle', got {mask_format!r}")
     records = []
     boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
     for i in range(len(det)):
@@ -51,7 +64,11 @@ def instance_records(
         if det.masks is not None:
             mask = instance_crop(det.masks, i, boxes[i])  # encoders work on the box's crop, not the image
             record["area"] = mask.area
-            record["segmentation"] = mask_to_segmentation(mask, mask_format, simplify)
+            record["segmentation"] = rle_encode(mask)
+            if mask_format == "polygon":
+                polygons = mask_to_segmentation(mask, "polygon", simplify)
+                if isinstance(polygons, list):
+                    record["polygons"] = polygons
         else:
             record["area"] = round(max(x1 - x0, 0.0) * max(y1 - y0, 0.0), 2)
         if det.track_ids is not None:
@@ -71,5 +88,20 @@ def image_record(item: InputItem, det: Detections) -> dict:
 
 
 def record_line(item: InputItem, det: Detections, instances: list[dict]) -> str:
-    """One journal / predictions.jsonl line (newline-terminated JSON, image id first)."""
+    """One journal line (newline-terminated JSON, image id first); `public_line` of it is the jsonl line."""
     return json.dumps({"image": image_record(item, det), "instances": instances}, ensure_ascii=False) + "\n"
+
+
+def public_instances(instances: list[dict]) -> list[dict]:
+    """The instances without the journal-only keys (`JOURNAL_ONLY_KEYS`)."""
+    return [{k: v for k, v in inst.items() if k not in JOURNAL_ONLY_KEYS} for inst in instances]
+
+
+def public_line(line: bytes) -> bytes:
+    """A journal line as predictions.jsonl has it: the same JSON without the journal-only keys (returned as
+    is when it has none)."""
+    if not any(f'"{k}"'.encode() in line for k in JOURNAL_ONLY_KEYS):
+        return line
+    record = json.loads(line)
+    record["instances"] = public_instances(record["instances"])
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -51,6 +52,8 @@ def test_all_formats_read_back(tmp_path, make_dets, classes, iou):
     # predictions.jsonl: merged, sorted, deduped, torn line dropped.
     lines = (tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(x)["image"]["id"] for x in lines] == [1, 2, 3, 4, 5]
+    for inst in json.loads(lines[0])["instances"]:  # the exact RLE, no journal-only polygons
+        assert "polygons" not in inst and isinstance(inst["segmentation"], dict)
 
     with _quiet():
         gt = COCO(str(tmp_path / "annotations.json"))
@@ -71,16 +74,20 @@ def test_all_formats_read_back(tmp_path, make_dets, classes, iou):
     assert len(results) == 12 and all(isinstance(r["segmentation"], dict) for r in results)
     with _quiet():
         dt = gt.loadRes(str(tmp_path / "results.json"))
+    for a in dt.loadAnns(dt.getAnnIds(imgIds=[1])):  # results.json is exact: pycocotools decodes the masks
+        k = [1, 3, 7].index(a["category_id"])
+        np.testing.assert_array_equal(dt.annToMask(a).astype(bool), det.masks[k])
+        assert dt.loadCats(a["category_id"])[0]["name"] == classes[k]["name"]
+    with _quiet():
         for iou_type in ("bbox", "segm"):
             ev = COCOeval(gt, dt, iou_type)
             ev.evaluate(), ev.accumulate(), ev.summarize()
             assert ev.stats[0] == pytest.approx(1.0)  # the same instances as the GT: perfect AP
 
-    yaml_lines = (tmp_path / "yolo" / "data.yaml").read_text().splitlines()
-    pairs = (ln.strip().split(": ", 1) for ln in yaml_lines if ln[:2] == "  ")
-    names = {int(k): json.loads(v) for k, v in pairs}
-    assert names == {0: "date", 1: "fig", 2: "hazel nut"}
-    assert "nc: 3" in yaml_lines
+    data = yaml.safe_load((tmp_path / "yolo" / "data.yaml").read_text())
+    assert data["names"] == {0: "date", 1: "fig", 2: "hazel nut"} and data["nc"] == 3
+    assert data["train"] == data["val"] == "images" and "path" not in data
+    assert (tmp_path / "yolo" / "images").is_dir()
 
     leftovers = [p.name for p in tmp_path.rglob("*.tmp")]
     assert leftovers == []
@@ -106,12 +113,14 @@ def test_empty_run(tmp_path, classes):
     assert (tmp_path / "predictions.jsonl").read_text() == ""
 
 
-def test_placeholder_categories_skipped_in_coco_kept_in_yolo(tmp_path):
-    cats = [{"id": 1, "name": "person"}, {"id": 12, "name": "N/A"}, {"id": 13, "name": "stop sign"}]
+def test_placeholder_categories_never_listed(tmp_path):
+    cats = [{"id": 13, "name": "stop sign"}, {"id": 12, "name": "N/A"}, {"id": 1, "name": "person"}]
     finalize(tmp_path, ["coco", "yolo"], [], cats)
     coco = json.loads((tmp_path / "annotations.json").read_text())
-    assert [c["name"] for c in coco["categories"]] == ["person", "stop sign"]
-    assert '  1: "N/A"' in (tmp_path / "yolo" / "data.yaml").read_text()
+    assert [(c["id"], c["name"]) for c in coco["categories"]] == [(1, "person"), (13, "stop sign")]
+    text = (tmp_path / "yolo" / "data.yaml").read_text()
+    assert yaml.safe_load(text)["names"] == {0: "person", 1: "stop sign"}  # real categories, sorted by id
+    assert '1: "stop sign"  # category_id 13' in text  # the documented index -> category id mapping
 
 
 def test_real_nuts_instances_evaluate_near_perfect(tmp_path, nuts):

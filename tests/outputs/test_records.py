@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_util
 
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.masks import polygons_to_mask, rle_decode
-from mrseg.outputs.records import image_record, instance_records, record_line
+from mrseg.outputs.records import image_record, instance_records, public_line, record_line
 
 
 def test_instance_records_fields(detections, classes, iou):
@@ -23,18 +24,21 @@ def test_instance_records_fields(detections, classes, iou):
     assert recs[2]["score"] == pytest.approx(0.61234, abs=1e-5)
     assert [r["area"] for r in recs] == [int(m.sum()) for m in detections.masks]
     assert "track_id" not in recs[0]
-    # Polygons where they can be exact, RLE for the holed ring.
-    assert isinstance(recs[0]["segmentation"], list) and len(recs[1]["segmentation"]) == 2
-    assert isinstance(recs[2]["segmentation"], dict)
-    np.testing.assert_array_equal(rle_decode(recs[2]["segmentation"]), detections.masks[2])
-    assert iou(polygons_to_mask(recs[1]["segmentation"], 60, 80), detections.masks[1]) >= 0.95
+    # segmentation: always the exact RLE, byte-identical to pycocotools' own encoding of the mask.
+    for r, m in zip(recs, detections.masks, strict=True):
+        expected = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
+        assert r["segmentation"] == {"size": [60, 80], "counts": expected["counts"].decode("ascii")}
+    # polygons (annotations.json's approximation): where a polygon list can express the mask, not the ring.
+    assert isinstance(recs[0]["polygons"], list) and len(recs[1]["polygons"]) == 2
+    assert "polygons" not in recs[2]
+    assert iou(polygons_to_mask(recs[1]["polygons"], 60, 80), detections.masks[1]) >= 0.95
     json.dumps(recs)
 
 
 def test_rle_format_and_track_ids(make_dets, classes):
     det = make_dets(track=True)
     recs = instance_records(det, classes, mask_format="rle")
-    assert all(isinstance(r["segmentation"], dict) for r in recs)
+    assert all(isinstance(r["segmentation"], dict) and "polygons" not in r for r in recs)
     for r, m in zip(recs, det.masks, strict=True):
         np.testing.assert_array_equal(rle_decode(r["segmentation"]), m)
     assert [r["track_id"] for r in recs] == [5, 6, 7]
@@ -68,3 +72,17 @@ def test_image_record_and_line(detections):
     assert line.endswith("\n") and line.count("\n") == 1
     assert line.startswith('{"image": {"id": 8,')
     assert json.loads(line) == {"image": image_record(frame, detections), "instances": [{"score": 1.0}]}
+
+
+def test_public_line_drops_polygons_only(detections, classes):
+    item = InputItem(id=3, path="a.jpg", rel_path="a.jpg")
+    journal = record_line(item, detections, instance_records(detections, classes)).encode()
+    public = json.loads(public_line(journal))
+    full = json.loads(journal)
+    assert all("polygons" not in inst for inst in public["instances"])
+    assert public["instances"] == [{k: v for k, v in i.items() if k != "polygons"} for i in full["instances"]]
+    assert public["image"] == full["image"]
+    rle_only = record_line(item, detections, instance_records(detections, classes, "rle")).encode()
+    assert public_line(rle_only) is rle_only
+    with pytest.raises(ValueError, match="mask_format"):
+        instance_records(detections, classes, "mask")
