@@ -424,7 +424,8 @@ class _Sink:
         self._records, self._line = instance_records, record_line
         self.classes = classes
         # Instance records always carry the exact RLE; polygons only when annotations.json is to hold them.
-        self.mask_format = "polygon" if mask_format == "polygon" and "coco" in formats and not stream else "rle"
+        coco_polygons = mask_format == "polygon" and "coco" in formats and not stream
+        self.mask_format = "polygon" if coco_polygons else "rle"
         self.simplify = simplify
         self.progress = progress
         self.quiet = quiet

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mrseg import __version__
+from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_open
 from mrseg.outputs.jsonl import JSONL_NAME
-from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.masks import segmentation_to_rle
 from mrseg.outputs.records import public_line
 from mrseg.outputs.video_segments import finish_videos
@@ -148,7 +148,7 @@ def write_jsonl(path: str | os.PathLike, records_paths: list) -> None:
 
 
 def write_yolo_yaml(path: str | os.PathLike, categories: list[dict]) -> None:
-    """`yolo/data.yaml` (see `yolo.data_yaml`), and the `images/` folder it points at when no image went in."""
+    """`yolo/data.yaml` (see `yolo.data_yaml`), and the `images/` folder it points at (made if none came)."""
     path = Path(path)
     (path.parent / "images").mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w", fsync=True) as f:

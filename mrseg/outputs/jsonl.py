@@ -14,7 +14,8 @@ JSONL_NAME = "predictions.jsonl"
 
 
 class JsonlWriter:
-    """Writes `{"image": {...}, "instances": [...]}` lines (segmentation: the exact RLE; no polygons) to a file or a text stream (e.g. `sys.stdout`).
+    """Writes `{"image": {...}, "instances": [...]}` lines to a file or a text stream (e.g. `sys.stdout`);
+    segmentations are the exact RLE (the journal-only `polygons` are left out).
 
     `out`: a path (opened for writing, or appending with `append=True`, e.g. on `--resume`) or an open text
     stream, which is flushed after every line and never closed here. Lines come in the order written;

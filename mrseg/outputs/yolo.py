@@ -53,7 +53,7 @@ def data_yaml(classes: list[dict]) -> str:
         "names:",
     ]
     # A JSON string is a valid YAML double-quoted scalar, so any name round-trips.
-    lines += [f"  {i}: {json.dumps(str(c['name']))}  # category_id {int(c['id'])}" for i, c in enumerate(names)]
+    lines += [f"  {i}: {json.dumps(str(c['name']))}  # category_id {c['id']}" for i, c in enumerate(names)]
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +116,10 @@ class YoloWriter:
     (class indices as in data.yaml); None: class = model label - 1."""
 
     def __init__(
-        self, out_dir: str | os.PathLike, simplify: float = DEFAULT_SIMPLIFY, classes: list[dict] | None = None
+        self,
+        out_dir: str | os.PathLike,
+        simplify: float = DEFAULT_SIMPLIFY,
+        classes: list[dict] | None = None,
     ):
         self.out_dir = out_dir
         self.simplify = simplify
