@@ -11,3 +11,5 @@ _spec.loader.exec_module(_engine)
 
 tiny_weights = _engine.tiny_weights
 nuts_images = _engine.nuts_images
+tiny_coco_weights = _engine.tiny_coco_weights
+skimage_photos = _engine.skimage_photos

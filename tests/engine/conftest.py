@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,3 +67,77 @@ def nuts_images() -> list[Path]:
     if not images:
         pytest.fail(f"the real test photos are not at {NUTS}/images (see tests/assets/PROVENANCE.md)")
     return images
+
+
+def load_skimage_photos() -> dict[str, np.ndarray]:
+    """Real RGB uint8 photos shipped with scikit-image (`skimage.data`, BSD-3 / public domain; see its
+    README): nothing is read from outside the installed packages."""
+    data = pytest.importorskip("skimage.data")
+    gray = data.camera()
+    return {
+        "astronaut": data.astronaut(),
+        "coffee": data.coffee(),
+        "chelsea": data.chelsea(),
+        "rocket": data.rocket(),
+        "camera": np.repeat(gray[..., None], 3, axis=2),
+        "motorcycle": data.stereo_motorcycle()[0],
+        "hubble": data.hubble_deep_field(),
+        "ihc": data.immunohistochemistry(),
+    }
+
+
+# COCO labels the seeded 90-class model competes on: real ones and "N/A" slots (12, 26, 69).
+COCO_TEST_LABELS = (1, 12, 18, 26, 64, 69)
+
+
+def build_tiny_coco_model(seed: int = 0):
+    """A tiny seeded r18-fpn with torchvision's 91 COCO labels (90 + background) whose classifier, calibrated
+    on the scikit-image photos, gives each label of `COCO_TEST_LABELS` (real classes AND "N/A" slots) a fair
+    chance of scoring >= 0.5 on a proposal, and every other label none. RPN as in `build_tiny_model`."""
+    from mrseg.model.zoo import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("r18-fpn", 90, min_size=96, max_size=128).eval()
+    with torch.no_grad():
+        deltas = model.rpn.head.anchor_deltas
+        deltas.weight.zero_()
+        deltas.bias.copy_(
+            torch.tensor([0.0, 0.0, math.log(1000.0 / 16), math.log(1000.0 / 16)]).repeat(
+                deltas.bias.numel() // 4
+            )
+        )
+        cls = model.roi_heads.box_predictor.cls_score
+        feats = []
+        hook = cls.register_forward_hook(lambda mod, args, out: feats.append(args[0]))
+        model([torch.from_numpy(im).permute(2, 0, 1).float() / 255 for im in load_skimage_photos().values()])
+        hook.remove()
+        chosen = torch.zeros(91, dtype=torch.bool)
+        chosen[list(COCO_TEST_LABELS)] = True
+        weight = torch.where(chosen[:, None], cls.weight, torch.zeros_like(cls.weight))
+        logits = torch.cat(feats) @ weight.T
+        scale = torch.where(chosen, 12.0 / (logits.std(0) + 1e-6), torch.zeros(91))
+        cls.weight.copy_(weight * scale[:, None])
+        cls.bias.copy_(torch.where(chosen, -logits.mean(0) * scale, torch.full((91,), -30.0)))
+    return model
+
+
+def save_tiny_coco_checkpoint(path: Path, seed: int = 0) -> Path:
+    from mrseg.model.coco_classes import coco_label_classes
+
+    model = build_tiny_coco_model(seed)
+    torch.save(
+        {"format": "mrseg-checkpoint", "version": 1, "arch": "r18-fpn", "classes": coco_label_classes(),
+         "transform": {"min_size": 96, "max_size": 128}, "model": model.state_dict()},
+        path,
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def skimage_photos() -> dict[str, np.ndarray]:
+    return load_skimage_photos()
+
+
+@pytest.fixture(scope="session")
+def tiny_coco_weights(tmp_path_factory) -> Path:
+    return save_tiny_coco_checkpoint(tmp_path_factory.mktemp("weights") / "tiny-coco.pt")
