@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import math
 import sys
@@ -21,6 +23,7 @@ import torch
 
 from mrseg.engine import journal
 from mrseg.engine.batches import Loaded, image_loader, video_loader
+from mrseg.engine.oom import infer_with_fallback
 from mrseg.engine.progress import RunProgress
 from mrseg.engine.run_folder import resolve_out_dir, start_state
 from mrseg.engine.shard import init_shard, units_for_rank
@@ -35,6 +38,15 @@ FORMATS = ("coco", "coco-results", "jsonl", "labelme", "yolo", "overlay")
 
 class PredictError(ValueError):
     """A run can't start or go on as asked; the message says what and what to do."""
+
+
+class InferenceOutOfMemory(MemoryError):
+    """An image ran out of memory in a batch, alone and in tiles; the message says what to try. `results`:
+    every image's Detections, or for each image that failed, why (a `str`)."""
+
+    def __init__(self, message: str, results: list | None = None):
+        super().__init__(message)
+        self.results = results
 
 
 class PredictInterrupted(KeyboardInterrupt):
@@ -254,7 +266,17 @@ class Predictor:
 
     @torch.inference_mode()
     def infer(self, images: list[torch.Tensor]) -> list[Detections]:
-        """Detections for uint8 [H, W, 3] tensors (CPU, pinned when the model is on a GPU)."""
+        """Detections for uint8 [H, W, 3] tensors (CPU, pinned when the model is on a GPU). A batch that runs
+        out of memory is retried image by image, then each such image in tiles, one per call
+        (`mrseg.engine.oom`); `InferenceOutOfMemory` (with the other images' detections in `results`) when an
+        image can't be predicted even so."""
+        out = infer_with_fallback(images, self._infer_whole, self._infer_tiled, self.device, self.tile)
+        failed = [r for r in out if isinstance(r, str)]
+        if failed:
+            raise InferenceOutOfMemory(failed[0], results=out)
+        return out
+
+    def _infer_whole(self, images: list[torch.Tensor]) -> list[Detections]:
         out: list[Detections | None] = [None] * len(images)
         whole = [i for i, im in enumerate(images) if not self._needs_tiles(im)]
         if whole:
@@ -312,12 +334,15 @@ class Predictor:
             res["masks"] = masks.cpu().numpy()
         return res
 
-    def _infer_tiled(self, image: torch.Tensor) -> Detections:
+    def _infer_tiled(self, image: torch.Tensor, tile: int | None = None) -> Detections:
+        """Detections of one image [H, W, 3] predicted in overlapping tiles: of side `tile` one per model call
+        when given (the out-of-memory fallback), else of side `self.tile`, `self.batch` per call."""
         h, w = image.shape[:2]
-        windows = tile_windows(h, w, self.tile, self.tile_overlap)
+        per_call = self.batch if tile is None else 1
+        windows = tile_windows(h, w, tile or self.tile, self.tile_overlap)
         tiles = []
-        for start in range(0, len(windows), self.batch):
-            crops = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in windows[start : start + self.batch]]
+        for start in range(0, len(windows), per_call):
+            crops = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in windows[start : start + per_call]]
             tiles.extend(self._run_model(crops, crops=True))
         merged = merge_tiles(tiles, windows, h, w)
         masks = merged.pop("masks", None)
@@ -413,7 +438,14 @@ def _seed_tracker(tracker: Tracker, state: journal.ResumeState, video: str | Non
 
 
 class _Sink:
-    """Runs in the writer thread: records, per-item files, then the journal line (or a line on stdout)."""
+    """Runs in the writer thread: records, per-item files, then the journal line (or a line on stdout).
+
+    Jobs: ("ok", item, image or None, det), ("fail", item, reason, None), and ("end", last item of a video,
+    None, None) once a video has no more frames in this run (its overlay is committed then). An error writing
+    one input's files makes that input a failure record (its files written so far removed), so the other
+    inputs and a later `--resume` go on; only errors that every input would hit (disk full, read-only, a
+    closed stdout) and journal errors end the run.
+    """
 
     def __init__(
         self, *, out_dir, rank, formats, classes, mask_format, simplify, vid_stride, stream, progress, quiet
@@ -438,7 +470,8 @@ class _Sink:
                 "yolo": lambda: YoloWriter(out_dir, simplify=simplify, classes=classes),
                 "overlay": lambda: OverlayWriter(out_dir, vid_stride=vid_stride),
             }
-            self.item_writers += [make[f]() for f in formats if f in make]
+            # The overlay last: a frame drawn into a video can't be taken back when a later writer fails.
+            self.item_writers += [make[f]() for f in sorted(formats, key="overlay".__eq__) if f in make]
         self.journal = None if stream else journal.AppendLog(journal.records_path(out_dir, rank))
         self.failure_log = None if stream else journal.AppendLog(journal.failures_path(out_dir, rank))
         self.processed = 0
@@ -451,14 +484,48 @@ class _Sink:
         if kind == "fail":
             self._failure(item, payload)
             return
-        instances = self._records(det, self.classes, mask_format=self.mask_format, simplify=self.simplify)
-        for writer in self.item_writers:
-            writer.write(item, payload, det, instances)
+        if kind == "end":
+            self._end_video(item)
+            return
+        try:
+            instances = self._records(det, self.classes, mask_format=self.mask_format, simplify=self.simplify)
+            for writer in self.item_writers:
+                writer.write(item, payload, det, instances)
+        except Exception as e:  # noqa: BLE001 - this input fails, the run goes on (unless every input would)
+            if _is_fatal_write_error(e, self.journal is None):
+                raise
+            self._discard(item)
+            self._failure(item, f"writing its outputs failed: {type(e).__name__}: {e}")
+            return
         if self.journal is not None:  # last: a journal line means every file of this input is in place
             self.journal.append_line(self._line(item, det, instances))
         self.processed += 1
         self.instances += len(instances)
         self.progress.advance()
+
+    def _discard(self, item: InputItem) -> None:
+        """Remove the per-item files a failed input got before the failure (a video's overlay frame stays:
+        its frames are journaled only once committed, and `--resume` redoes the input)."""
+        for writer in self.item_writers:
+            path_for = getattr(writer, "path_for", None)
+            if path_for is None or (item.frame is not None and hasattr(writer, "end_video")):
+                continue
+            with contextlib.suppress(Exception):
+                path_for(item).unlink(missing_ok=True)
+
+    def _end_video(self, item: InputItem) -> None:
+        """`item`'s video has no more frames in this run: commit its overlay (frees its encoder). A failure
+        is reported, not fatal: the video's frames are then in no committed segment, to redo on resume."""
+        for writer in self.item_writers:
+            end = getattr(writer, "end_video", None)
+            if end is None:
+                continue
+            try:
+                end(item)
+            except Exception as e:  # noqa: BLE001 - reported; resume redoes the frames
+                if _is_fatal_write_error(e, self.journal is None):
+                    raise
+                self.progress.print(f"warning: the overlay video of {item.path} could not be written: {e}")
 
     def _failure(self, item: InputItem, reason: str) -> None:
         rec = {"id": item.id, "path": item.path, "file_name": item.rel_path, "reason": reason}
@@ -485,6 +552,17 @@ class _Sink:
                 log.close()
         if errors:
             raise errors[0]
+
+
+_FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EPIPE, errno.EIO}
+
+
+def _is_fatal_write_error(error: BaseException, streaming: bool) -> bool:
+    """Whether a write error would hit every input alike (disk full, read-only, broken pipe), so the run
+    should stop rather than record each input as failed."""
+    if streaming and (isinstance(error, OSError) or "closed file" in str(error)):  # stdout broken or closed
+        return True
+    return isinstance(error, OSError) and error.errno in _FATAL_ERRNOS
 
 
 def describe_failure(failure: dict) -> str:
@@ -695,6 +773,8 @@ def _process(
                     loader = image_loader(seg, batch=batch, workers=workers, pin=pin, max_pixels=max_pixels)
                 for loaded in loader:
                     _dispatch(loaded, predictor, tracker, writer, keep_image)
+                if is_video:  # its overlay is committed now, not at the end of the run
+                    writer.put(("end", seg[-1], None, None))
         except KeyboardInterrupt:
             interrupted = True  # what was predicted is still written and journaled below
         finally:
@@ -713,13 +793,18 @@ def _dispatch(
     keep_image: bool,
 ) -> None:
     good = [x for x in loaded if x.error is None]
-    dets = predictor.infer([x.image for x in good]) if good else []
+    try:
+        dets = predictor.infer([x.image for x in good]) if good else []
+    except InferenceOutOfMemory as e:  # some images ran out of memory every way: they fail, the rest go on
+        if e.results is None:
+            raise
+        dets = e.results  # Detections, or why (str)
     by_id = {id(x): d for x, d in zip(good, dets, strict=True)}
     for x in loaded:  # in input order: the journal stays sorted by id
-        if x.error is not None:
-            writer.put(("fail", x.item, x.error, None))
+        det = by_id.get(id(x), x.error)
+        if isinstance(det, str):
+            writer.put(("fail", x.item, det, None))
             continue
-        det = by_id[id(x)]
         if tracker is not None:
             det.track_ids = tracker.update(det.boxes, det.labels, det.masks)
         writer.put(("ok", x.item, x.image.numpy() if keep_image else None, det))

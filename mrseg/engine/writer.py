@@ -1,7 +1,10 @@
 """A background thread that consumes finished inputs, so the model never waits on encoding or disk.
 
 The queue is bounded: when writing falls behind, `put` blocks, which keeps memory flat.
-An exception in the thread is re-raised in the caller at the next `put` or at `close`.
+An exception in the thread is re-raised in the caller at the next `put` or at `close` (wrapped in a
+RuntimeError; SystemExit and KeyboardInterrupt as they are). The handler decides what is fatal: `predict`'s
+turns an error writing one input into a failure record for that input and raises only what every input would
+hit (disk full), so one bad input never ends the run.
 """
 
 from __future__ import annotations
@@ -49,5 +52,8 @@ class WriterThread:
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise RuntimeError(f"writing the outputs failed: {self._error}") from self._error
+        if self._error is None:
+            return
+        if not isinstance(self._error, Exception):  # SystemExit, KeyboardInterrupt: passed on as they are
+            raise self._error
+        raise RuntimeError(f"writing the outputs failed: {self._error}") from self._error

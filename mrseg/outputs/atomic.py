@@ -9,6 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from mrseg.outputs.paths import NAME_MAX, name_bytes, truncate_bytes
+
+
+def temp_sibling(path: str | os.PathLike, ext: str = ".tmp") -> Path:
+    """A fresh hidden name beside `path` for writing it: `.<name>.<pid>.<8 hex><ext>`, the name cut short
+    (at a character boundary) so that the whole stays within `NAME_MAX` bytes however long `path`'s name."""
+    path = Path(path)
+    tail = f".{os.getpid()}.{secrets.token_hex(4)}{ext}"
+    return path.with_name("." + truncate_bytes(path.name, NAME_MAX - 1 - name_bytes(tail)) + tail)
+
 
 @contextlib.contextmanager
 def atomic_open(
@@ -25,7 +35,7 @@ def atomic_open(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A unique name opened with "x" (not mkstemp) so the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_sibling(path)
     try:
         with open(tmp, mode.replace("w", "x"), encoding=None if "b" in mode else encoding) as f:
             yield f

@@ -15,7 +15,7 @@ import numpy as np
 from mrseg.outputs.atomic import atomic_write_bytes
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.mask_crop import instance_crop
-from mrseg.outputs.paths import output_path, output_stem, safe_relative_path
+from mrseg.outputs.paths import output_path, output_stem, safe_relative_path, shorten_path
 from mrseg.outputs.video_segments import SegmentWriter, assemble, parts_dir
 
 # Distinct, saturated RGB colours (Tableau 20 reordered so neighbours differ).
@@ -76,8 +76,10 @@ class OverlayWriter:
     """Writes `OUT/overlay/<name>.jpg` per image and `OUT/overlay/<video>.mp4` from video frames.
 
     A video's frames (in order, all on this writer) go to this run's numbered segment of it (see
-    `video_segments`); `close()` commits the segment and rebuilds `overlay/<video>.mp4` from all the video's
-    segments, so a run continued with `--resume` extends the video written before instead of replacing it.
+    `video_segments`); `end_video()` (called by the engine once the video's last frame of this run is written)
+    commits the segment, closes its encoder and rebuilds `overlay/<video>.mp4` from all the video's segments,
+    so a run continued with `--resume` extends the video written before instead of replacing it, and a run
+    killed later keeps every video it finished. `close()` does the same for any video still open.
     The frame rate is the source's (`item.fps`) divided by `vid_stride`, so the overlay plays at the original
     speed. `finalize` builds any video still unbuilt and removes the segments at the end of the run.
     """
@@ -100,7 +102,7 @@ class OverlayWriter:
     def video_stem(item: InputItem) -> str:
         """`overlay/<stem>.mp4` of a video frame: the frame's output name less its last part, made safe."""
         stem = str(PurePosixPath(output_stem(item)).parent) if item.name else _video_stem(item)
-        return safe_relative_path(stem)
+        return shorten_path(safe_relative_path(stem))
 
     def write(
         self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
@@ -120,6 +122,22 @@ class OverlayWriter:
             fps = (item.fps or 30.0) / self.vid_stride
             self._videos[path] = SegmentWriter(parts, fps, (drawn.shape[1], drawn.shape[0]))
         self._videos[path].write(drawn, item.frame, item.id)
+
+    def end_video(self, item: InputItem) -> Path | None:
+        """No more frames of `item`'s video come in this run: commit its segment (closing the encoder), then
+        rebuild `overlay/<video>.mp4` from all its segments. Returns that path (None: no frame written)."""
+        path = self.path_for(item)
+        segment = self._videos.pop(path, None)
+        if segment is None:
+            return None
+        segment.commit()
+        assemble(segment.parts, path)
+        return path
+
+    @property
+    def open_videos(self) -> int:
+        """How many videos have an open encoder (frames written, not yet committed)."""
+        return len(self._videos)
 
     def close(self) -> None:
         """Commit every open video segment, then rebuild each of those videos from all its segments."""

@@ -2,10 +2,17 @@
 
 Input names come from places the user may not control (a COCO list, stdin, a list file written elsewhere), so
 `../../etc/x.jpg`, `/abs/x.jpg`, `C:\\x.jpg` or names with control characters must all land inside OUT.
+
+Names are also kept short enough to write: a file name may hold at most `NAME_MAX` (255) bytes, and the
+writers add a suffix (`.json`, `.parts`) and while writing a temporary decoration (`.<name>.<pid>.<hex>.tmp`).
+Every component of an output stem longer than `MAX_COMPONENT_BYTES` (UTF-8 bytes) is cut at a character
+boundary and given `_` + the first 12 hex digits of the SHA-256 of the whole component (`shorten_component`):
+the same input gets the same name on every run, and two long names that share their beginning stay apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -14,6 +21,13 @@ from mrseg.outputs.detections import InputItem
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, apfs, NTFS in UTF-16 units)
+# Room left in every name for what the writers add: the longest suffix (".parts", ".json") and a temporary
+# name's decoration (".", ".<pid>.<8 hex>.tmp": 22 bytes at most), with some to spare.
+NAME_RESERVE = 48
+MAX_COMPONENT_BYTES = NAME_MAX - NAME_RESERVE
+_HASH_HEX = 12
 
 
 class UnsafePathError(ValueError):
@@ -33,18 +47,51 @@ def safe_relative_path(rel_path: str) -> str:
     return "/".join(parts) if parts else "unnamed"
 
 
+def name_bytes(name: str) -> int:
+    """The length of `name` in bytes as the file system stores it (UTF-8; undecodable bytes count one)."""
+    return len(os.fsencode(name))
+
+
+def truncate_bytes(text: str, limit: int) -> str:
+    """The longest prefix of `text` that is at most `limit` bytes (never cutting a character in two)."""
+    if name_bytes(text) <= limit:
+        return text
+    size = 0
+    for k, ch in enumerate(text):
+        size += name_bytes(ch)
+        if size > limit:
+            return text[:k]
+    return text
+
+
+def shorten_component(name: str, limit: int = MAX_COMPONENT_BYTES) -> str:
+    """`name` when it is at most `limit` bytes; else its beginning + `_` + 12 hex digits of its SHA-256, in
+    exactly `limit` bytes or fewer. Stable (the same name always gives the same result) and idempotent."""
+    if name_bytes(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_HEX]
+    return f"{truncate_bytes(name, limit - _HASH_HEX - 1)}_{digest}"
+
+
+def shorten_path(rel_path: str) -> str:
+    """`shorten_component` applied to every `/`-separated component of a posix relative path."""
+    return "/".join(shorten_component(p) for p in rel_path.split("/"))
+
+
 def output_stem(item: InputItem) -> str:
-    """The output stem for an item: `item.name` when set, else its `rel_path` without extension, made safe."""
+    """The output stem for an item: `item.name` when set, else its `rel_path` without extension, made safe
+    and short (every component at most `MAX_COMPONENT_BYTES`)."""
     if item.name:
-        return safe_relative_path(item.name)
+        return shorten_path(safe_relative_path(item.name))
     stem = str(PurePosixPath(safe_relative_path(item.rel_path)).with_suffix(""))
-    return stem if stem not in ("", ".") else "unnamed"
+    return shorten_path(stem) if stem not in ("", ".") else "unnamed"
 
 
 def output_path(out_dir: str | os.PathLike, *parts: str, suffix: str = "") -> Path:
-    """`out_dir/part/.../part<suffix>` with every part sanitized; raises `UnsafePathError` if it escapes."""
+    """`out_dir/part/.../part<suffix>` with every part sanitized and every component shortened to at most
+    `MAX_COMPONENT_BYTES` (before `suffix`); raises `UnsafePathError` if it escapes."""
     root = Path(os.path.abspath(out_dir))
-    rel = "/".join(safe_relative_path(p) for p in parts) + suffix
+    rel = "/".join(shorten_path(safe_relative_path(p)) for p in parts) + suffix
     path = Path(os.path.normpath(root / rel))
     if os.path.commonpath([root, path]) != str(root) or path == root:
         raise UnsafePathError(f"output path {path} for {rel!r} lies outside the output folder {root}")

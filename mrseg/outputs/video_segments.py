@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import warnings
 from collections.abc import Iterable
@@ -29,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mrseg.outputs.atomic import atomic_write_text
+from mrseg.outputs.atomic import atomic_write_text, temp_sibling
 
 STATE_DIR = ".mrseg"  # the run's state folder (the engine's journal lives there too)
 STORE = "overlay"
@@ -70,7 +69,7 @@ class SegmentWriter:
         used = [int(m.group(1)) for p in parts.iterdir() if (m := _PART.match(p.name))]
         self.number = max(used, default=0) + 1
         self.parts, self.fps, self.size = parts, float(fps), (int(size[0]), int(size[1]))
-        self.tmp = parts / f".part-{self.number:04d}.{os.getpid()}.{secrets.token_hex(4)}.tmp.mp4"
+        self.tmp = temp_sibling(parts / f"part-{self.number:04d}", ".tmp.mp4")
         self._writer = _open_writer(self.tmp, self.fps, self.size)
         self.frames: list[int] = []
         self.ids: list[int] = []
@@ -90,7 +89,11 @@ class SegmentWriter:
             self.tmp.unlink(missing_ok=True)
             return None
         video = self.parts / f"part-{self.number:04d}.mp4"
-        os.replace(self.tmp, video)
+        try:
+            os.replace(self.tmp, video)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         manifest = {"fps": self.fps, "size": list(self.size), "frames": self.frames, "ids": self.ids}
         atomic_write_text(video.with_suffix(".json"), json.dumps(manifest))
         return video
@@ -122,7 +125,7 @@ def _frame_plan(segments: list[tuple[Path, dict]]) -> list[tuple[int, int]]:
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.mp4")
+    tmp = temp_sibling(dst, ".tmp.mp4")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -149,7 +152,7 @@ def _join(segments: list[tuple[Path, dict]], plan: list[tuple[int, int]], dst: P
     fps = float(segments[0][1]["fps"])
     size = tuple(int(v) for v in segments[0][1]["size"])
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.mp4")
+    tmp = temp_sibling(dst, ".tmp.mp4")
     readers: dict[int, list] = {}  # segment -> [capture, position of the next frame it returns]
     writer = _open_writer(tmp, fps, size)
     try:
