@@ -48,8 +48,9 @@ def safe_relative_path(rel_path: str) -> str:
 
 
 def name_bytes(name: str) -> int:
-    """The length of `name` in bytes as the file system stores it (UTF-8; undecodable bytes count one)."""
-    return len(os.fsencode(name))
+    """The length of `name` in bytes as the file system stores it (UTF-8); a lone surrogate counts 3 bytes
+    (an over-estimate for the undecodable bytes that `os.fsdecode` maps to surrogates, which take 1)."""
+    return len(name.encode("utf-8", "surrogatepass"))
 
 
 def truncate_bytes(text: str, limit: int) -> str:
