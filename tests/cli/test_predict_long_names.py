@@ -49,7 +49,9 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def test_inputs_with_names_too_long_for_a_temporary_file_get_every_format(tiny_weights, nuts_images, tmp_path):
+def test_inputs_with_names_too_long_for_a_temporary_file_get_every_format(
+    tiny_weights, nuts_images, tmp_path
+):
     photos = _photos(nuts_images, tmp_path / "photos")
     args = [tmp_path / "photos", "--weights", tiny_weights, "--score", "0.2", "--workers", "0"]
     args += ["--format", "coco,labelme,yolo,overlay"]

@@ -54,7 +54,9 @@ def _coco(out):
     return data
 
 
-def test_a_write_error_fails_that_input_only_and_resume_redoes_it(tiny_weights, photos, tmp_path, monkeypatch):
+def test_a_write_error_fails_that_input_only_and_resume_redoes_it(
+    tiny_weights, photos, tmp_path, monkeypatch
+):
     names = sorted(p.name for p in photos.iterdir())
     predict([str(photos)], weights=tiny_weights, out=tmp_path / "clean", **OPTS)
 
