@@ -154,3 +154,34 @@ def test_killed_run_loses_only_its_own_segment_and_finalize_says_so(tmp_path):
     with pytest.warns(UserWarning, match=r"sub/clip.mp4: 4 predicted frame\(s\) are missing"):
         finalize(tmp_path, ["overlay", "coco"], _journal(tmp_path, range(9)), [])
     assert _frame_indices(out) == [4, 5, 6, 7, 8]
+
+
+def _clip_item(video: str, k: int) -> InputItem:
+    return InputItem(
+        id=k + (100 if video == "b" else 1), path=f"/data/{video}.mp4", rel_path=f"{video}/{k:06d}.jpg",
+        frame=k, video=f"{video}.mp4", fps=12.0, name=f"{video}/{k:06d}",
+    )  # fmt: skip
+
+
+def _write_clip(writer: OverlayWriter, video: str, frames) -> None:
+    for k in frames:
+        writer.write(
+            _clip_item(video, k), np.tile(_colour(k), (60, 80, 1)), Detections(width=80, height=60), []
+        )
+
+
+def test_end_video_commits_that_video_at_once_and_closes_its_encoder(tmp_path):
+    """Issue 13.5: a video's overlay is final as soon as its last frame is written, not at the end of the run
+    (a run over many videos holds one encoder at a time, and a kill keeps the videos already finished)."""
+    writer = OverlayWriter(tmp_path)
+    _write_clip(writer, "a", range(3))
+    assert writer.open_videos == 1
+    path = writer.end_video(_clip_item("a", 2))
+    assert path == tmp_path / "overlay" / "a.mp4" and writer.open_videos == 0
+    assert _frame_indices(path) == [0, 1, 2]  # complete and playable before the run ends
+    before = path.stat().st_mtime_ns
+    _write_clip(writer, "b", range(3, 5))
+    assert writer.open_videos == 1
+    del writer  # killed: b's segment was never committed, a is unaffected
+    assert _frame_indices(path) == [0, 1, 2] and path.stat().st_mtime_ns == before
+    assert not (tmp_path / "overlay" / "b.mp4").exists()
