@@ -39,3 +39,13 @@ def test_an_error_in_the_thread_is_raised_in_the_caller():
         for i in range(100):
             writer.put(i)
         writer.close()
+
+
+def test_system_exit_in_the_thread_reaches_the_caller_as_it_is():
+    def handle(job):
+        raise SystemExit("killed")
+
+    writer = WriterThread(handle, maxsize=1)
+    writer.put(0)
+    with pytest.raises(SystemExit, match="killed"):
+        writer.close()
