@@ -206,7 +206,7 @@ def predict_cmd(
             err=True,
         )
     if summary.failed:
-        click.echo(f"{summary.failed} input(s) could not be read:", err=True)
+        click.echo(f"{summary.failed} input(s) could not be read, predicted or written:", err=True)
         for f in summary.failures[:10]:
             click.echo(f"  {describe_failure(f)}", err=True)
         if summary.failed > 10:

@@ -377,7 +377,7 @@ class PredictSummary:
     total: int = 0  # inputs in the sources
     processed: int = 0  # written by this run
     skipped: int = 0  # already done by an earlier run (--resume)
-    failed: int = 0  # inputs that could not be read (the whole run, see failures.jsonl)
+    failed: int = 0  # inputs that could not be read, predicted or written (the whole run; failures.jsonl)
     instances: int = 0  # instances written by this run
     seconds: float = 0.0
     interrupted: bool = False
