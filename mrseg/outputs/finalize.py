@@ -19,7 +19,7 @@ from pathlib import Path
 from mrseg import __version__
 from mrseg.outputs.atomic import atomic_open
 from mrseg.outputs.jsonl import JSONL_NAME
-from mrseg.outputs.masks import segmentation_to_rle
+from mrseg.outputs.masks import segmentation_area_bbox, segmentation_to_rle
 from mrseg.outputs.video_segments import finish_videos
 
 COCO_NAME = "annotations.json"
@@ -87,7 +87,11 @@ def _dump(obj) -> str:
 
 
 def write_coco(path: str | os.PathLike, records_paths: list, categories: list[dict]) -> None:
-    """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes)."""
+    """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes).
+
+    With masks, each annotation's `area` and `bbox` are pycocotools' `area` / `toBbox` of its segmentation
+    (the ground-truth convention: the box is tight around the segmentation's pixels); the detector's box stays in
+    results.json. The score is `score` and `attributes.score` (CVAT's COCO importer reads `attributes`)."""
     info = {
         "description": "mrseg predict",
         "version": __version__,
@@ -107,9 +111,11 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
                 ann_id += 1
                 ann = {"id": ann_id, "image_id": image_id, "category_id": inst["category_id"]}
                 ann.update(bbox=inst["bbox"], area=inst["area"])
-                if "segmentation" in inst:
+                if "segmentation" in inst:  # area and bbox as pycocotools reads them off the segmentation
                     ann["segmentation"] = inst["segmentation"]
-                ann.update(iscrowd=0, score=inst["score"])
+                    size = (record["image"]["height"], record["image"]["width"])
+                    ann["area"], ann["bbox"] = segmentation_area_bbox(inst["segmentation"], *size)
+                ann.update(iscrowd=0, score=inst["score"], attributes={"score": inst["score"]})
                 if "track_id" in inst:
                     ann["track_id"] = inst["track_id"]
                 f.write(("," if ann_id > 1 else "") + "\n" + _dump(ann))

@@ -1,7 +1,12 @@
 """`yolo/labels/<name>.txt`: YOLO-seg lines `class x1 y1 x2 y2 ...` (class = model label - 1, coords in 0..1).
 
-YOLO-seg holds one polygon per instance, so the parts of a multi-part instance are joined into one ring by
-zero-width bridges between their nearest vertices (as Ultralytics' own COCO converter does); holes are filled.
+Points are at the centres of the mask's boundary pixels, written as (x + 0.5) / W, (y + 0.5) / H, so that
+ultralytics' `polygon2mask` (the points times (W, H), truncated to int32, then `cv2.fillPoly`) draws exactly
+the traced pixels (`mrseg.outputs.polygons`, convention "yolo"). YOLO-seg holds one polygon per instance, so
+the parts of a multi-part instance are joined into one ring by zero-width bridges between their nearest
+vertices (as ultralytics' own COCO converter does; fillPoly draws each bridge as a line of pixels), and holes
+of at least `masks.DEFAULT_MIN_AREA` px are cut in the same way (fillPoly's even-odd fill leaves them empty).
+An instance with an empty mask has no line (YOLO cannot express it).
 `yolo/data.yaml` with the class names is written by `finalize`.
 """
 
@@ -9,39 +14,71 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import numpy as np
 
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.labelme import instance_polygons
-from mrseg.outputs.masks import DEFAULT_SIMPLIFY
+from mrseg.outputs.mask_crop import MaskCrop, instance_crop
+from mrseg.outputs.masks import DEFAULT_MIN_AREA, DEFAULT_SIMPLIFY, hole_areas
 from mrseg.outputs.paths import output_path, output_stem
 
 
 def merge_parts(parts: list[np.ndarray]) -> np.ndarray:
-    """Join polygons `[K_i, 2]` into one ring `[sum K_i + 2 (n-1), 2]`: each further part is spliced in at the
-    vertex pair nearest to the ring so far, going out along a bridge and back along the same bridge."""
+    """Join polygons `[K_i, 2]` into one ring `[sum K_i + 2 (n-1), 2]`, starting from the first: the part
+    nearest to the ring so far is spliced in next at its nearest vertex pair, going out along a bridge and
+    back along the same bridge (so the bridges are a minimum spanning tree of the parts' vertices)."""
     if not parts:
         return np.zeros((0, 2))
     ring = np.asarray(parts[0], dtype=np.float64)
-    for part in parts[1:]:
-        part = np.asarray(part, dtype=np.float64)
-        d = ((ring[:, None, :] - part[None, :, :]) ** 2).sum(-1)
-        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    rest = [np.asarray(p, dtype=np.float64) for p in parts[1:]]
+    while rest:
+        best = None
+        for k, part in enumerate(rest):
+            d = ((ring[:, None, :] - part[None, :, :]) ** 2).sum(-1)
+            flat = int(np.argmin(d))
+            if best is None or d.flat[flat] < best[0]:
+                best = (d.flat[flat], k, *np.unravel_index(flat, d.shape))
+        _, k, i, j = best
+        part = rest.pop(k)
         loop = np.concatenate([part[j:], part[: j + 1]])  # around the part, back to its bridge vertex
         ring = np.concatenate([ring[: i + 1], loop, ring[i:]])
     return ring
+
+
+def hole_rings(mask: MaskCrop, min_area: float = DEFAULT_MIN_AREA) -> list[np.ndarray]:
+    """The unsimplified inner boundaries `[K, 2]` (pixel centres of the mask pixels around each hole of at
+    least `min_area` px, image coordinates) of a mask crop."""
+    if not any(a >= min_area for a in hole_areas(mask)):
+        return []
+    mc = mask.tightened()
+    crop = np.pad(mc.crop.astype(np.uint8), 1)
+    contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    rings = []
+    for contour, (_, _, _, parent) in zip(contours, hierarchy[0], strict=True):
+        if parent < 0:
+            continue  # an outer boundary
+        hole = np.zeros_like(crop)
+        cv2.fillPoly(hole, [contour], 1)
+        if int((hole.astype(bool) & (crop == 0)).sum()) >= min_area:
+            rings.append(contour[:, 0, :].astype(np.float64) + (mc.x0 - 1, mc.y0 - 1))
+    return rings
 
 
 def yolo_lines(det: Detections, instances: list[dict], simplify: float = DEFAULT_SIMPLIFY) -> list[str]:
     """One YOLO-seg line per instance (6 decimals), in the instances' order."""
     lines = []
     for i, inst in enumerate(instances):
-        polygons = instance_polygons(det, i, inst, simplify)
+        polygons = instance_polygons(det, i, inst, simplify, convention="yolo")
         parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons if len(p) >= 6]
         if not parts:
             continue
-        ring = merge_parts(sorted(parts, key=len, reverse=True))
+        if det.masks is not None:
+            parts += hole_rings(instance_crop(det.masks, i, det.boxes[i]))
+            ring = merge_parts(parts) + 0.5  # pixel centres, in continuous coordinates
+        else:
+            ring = merge_parts(parts)  # the box's corners
         ring = np.clip(ring / (det.width, det.height), 0.0, 1.0)
         coords = " ".join(f"{v:.6f}" for v in ring.reshape(-1))
         lines.append(f"{int(inst['label']) - 1} {coords}")
