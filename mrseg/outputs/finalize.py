@@ -90,8 +90,8 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
     """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes).
 
     With masks, each annotation's `area` and `bbox` are pycocotools' `area` / `toBbox` of its segmentation
-    (the ground-truth convention: the box is tight around the segmentation's pixels); the detector's box stays in
-    results.json. The score is `score` and `attributes.score` (CVAT's COCO importer reads `attributes`)."""
+    (the ground-truth convention: the box is tight around the segmentation's pixels); the detector's box stays
+    in results.json. The score is `score` and `attributes.score` (CVAT's COCO importer reads `attributes`)."""
     info = {
         "description": "mrseg predict",
         "version": __version__,
