@@ -90,8 +90,9 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
     """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes).
 
     With masks, each annotation's `area` and `bbox` are pycocotools' `area` / `toBbox` of its segmentation
-    (the ground-truth convention: the box is tight around the segmentation's pixels); the detector's box stays
-    in results.json. The score is `score` and `attributes.score` (CVAT's COCO importer reads `attributes`)."""
+    (the ground-truth convention: the box is tight around the segmentation's pixels; an empty mask keeps the
+    detector's box, with area 0); the detector's box stays in results.json. The score is `score` and
+    `attributes.score` (CVAT's COCO importer reads `attributes`)."""
     info = {
         "description": "mrseg predict",
         "version": __version__,
@@ -114,7 +115,8 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
                 if "segmentation" in inst:  # area and bbox as pycocotools reads them off the segmentation
                     ann["segmentation"] = inst["segmentation"]
                     size = (record["image"]["height"], record["image"]["width"])
-                    ann["area"], ann["bbox"] = segmentation_area_bbox(inst["segmentation"], *size)
+                    area, bbox = segmentation_area_bbox(inst["segmentation"], *size)
+                    ann.update(area=area, bbox=bbox if area else inst["bbox"])
                 ann.update(iscrowd=0, score=inst["score"], attributes={"score": inst["score"]})
                 if "track_id" in inst:
                     ann["track_id"] = inst["track_id"]

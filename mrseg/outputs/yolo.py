@@ -6,7 +6,8 @@ the traced pixels (`mrseg.outputs.polygons`, convention "yolo"). YOLO-seg holds 
 the parts of a multi-part instance are joined into one ring by zero-width bridges between their nearest
 vertices (as ultralytics' own COCO converter does; fillPoly draws each bridge as a line of pixels), and holes
 of at least `masks.DEFAULT_MIN_AREA` px are cut in the same way (fillPoly's even-odd fill leaves them empty).
-An instance with an empty mask has no line (YOLO cannot express it).
+An instance whose mask is empty (no pixel over the threshold) is written as its box, the only shape YOLO-seg
+can give it, so that every instance has a line.
 `yolo/data.yaml` with the class names is written by `finalize`.
 """
 
@@ -72,13 +73,12 @@ def yolo_lines(det: Detections, instances: list[dict], simplify: float = DEFAULT
     for i, inst in enumerate(instances):
         polygons = instance_polygons(det, i, inst, simplify, convention="yolo")
         parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons if len(p) >= 6]
-        if not parts:
-            continue
-        if det.masks is not None:
+        if parts and det.masks is not None:
             parts += hole_rings(instance_crop(det.masks, i, det.boxes[i]))
             ring = merge_parts(parts) + 0.5  # pixel centres, in continuous coordinates
-        else:
-            ring = merge_parts(parts)  # the box's corners
+        else:  # no masks, or an empty one: the box's corners
+            x, y, w, h = inst["bbox"]
+            ring = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
         ring = np.clip(ring / (det.width, det.height), 0.0, 1.0)
         coords = " ".join(f"{v:.6f}" for v in ring.reshape(-1))
         lines.append(f"{int(inst['label']) - 1} {coords}")
