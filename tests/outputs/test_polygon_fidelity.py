@@ -1,4 +1,4 @@
-"""Polygons read back by each consumer's own rasteriser (pycocotools, labelme, ultralytics) give the mask back.
+"""Polygons read back by each consumer's own rasteriser (pycocotools, labelme, ultralytics) give the mask.
 
 Issue 11 point 3 targets: mean IoU >= 0.95, and >= 0.8 for every instance of at least 16 px, per consumer, on
 real object masks (nuts, COCO val2014 sample; a subset to stay fast) and on the hard cases a model produces.
@@ -120,7 +120,7 @@ def test_every_instance_in_every_format_and_coco_area_bbox_score(tmp_path):
     lines = yolo_lines(det, instances)
     assert len(lines) == len(masks)
     per_instance, k = [], 0
-    for i in range(len(masks)):  # labelme shapes come per instance, in order; parts share a group_id
+    for _ in range(len(masks)):  # labelme shapes come per instance, in order; parts share a group_id
         group = [doc["shapes"][k]]
         k += 1
         while k < len(doc["shapes"]) and group[0]["group_id"] is not None and (
