@@ -29,23 +29,42 @@ from mrseg.outputs.paths import output_path, output_stem
 def merge_parts(parts: list[np.ndarray]) -> np.ndarray:
     """Join polygons `[K_i, 2]` into one ring `[sum K_i + 2 (n-1), 2]`, starting from the first: the part
     nearest to the ring so far is spliced in next at its nearest vertex pair, going out along a bridge and
-    back along the same bridge (so the bridges are a minimum spanning tree of the parts' vertices)."""
+    back along the same bridge (Prim's algorithm: the bridges are a minimum spanning tree of the parts)."""
+    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
     if not parts:
         return np.zeros((0, 2))
-    ring = np.asarray(parts[0], dtype=np.float64)
-    rest = [np.asarray(p, dtype=np.float64) for p in parts[1:]]
-    while rest:
-        best = None
-        for k, part in enumerate(rest):
-            d = ((ring[:, None, :] - part[None, :, :]) ** 2).sum(-1)
-            flat = int(np.argmin(d))
-            if best is None or d.flat[flat] < best[0]:
-                best = (d.flat[flat], k, *np.unravel_index(flat, d.shape))
-        _, k, i, j = best
-        part = rest.pop(k)
-        loop = np.concatenate([part[j:], part[: j + 1]])  # around the part, back to its bridge vertex
+    sizes = np.array([len(p) for p in parts])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    pts, owner = np.concatenate(parts), np.repeat(np.arange(len(parts)), sizes)
+    merged = np.zeros(len(parts), bool)
+    best = np.full(len(parts), np.inf)  # squared distance of each part to the ring so far
+    pair = np.zeros((len(parts), 2), np.int64)  # (ring vertex, part vertex) of that distance
+    ring, newest = np.arange(sizes[0]), 0
+    merged[0] = True
+    for _ in range(len(parts) - 1):
+        rest = np.flatnonzero(~merged[owner])  # vertices of the parts still out, grouped by part
+        src = np.arange(starts[newest], starts[newest] + sizes[newest])
+        near_d, near_src = np.full(len(rest), np.inf), np.zeros(len(rest), np.int64)
+        step = max(1, 4_000_000 // max(len(rest), 1))
+        for c in range(0, len(src), step):  # nearest vertex of the newest part, per remaining vertex
+            d = ((pts[src[c : c + step], None, :] - pts[None, rest, :]) ** 2).sum(-1)
+            arg = d.argmin(0)
+            closer = d[arg, np.arange(len(rest))] < near_d
+            near_d[closer], near_src[closer] = d[arg, np.arange(len(rest))][closer], src[c + arg][closer]
+        bounds = np.flatnonzero(np.diff(owner[rest], prepend=-1))
+        for b, e in zip(bounds, [*bounds[1:], len(rest)], strict=True):
+            k, v = owner[rest[b]], b + int(np.argmin(near_d[b:e]))
+            if near_d[v] < best[k]:
+                best[k], pair[k] = near_d[v], (near_src[v], rest[v])
+        newest = int(np.argmin(np.where(merged, np.inf, best)))
+        a, b = pair[newest]
+        i = int(np.flatnonzero(ring == a)[0])
+        own = np.arange(starts[newest], starts[newest] + sizes[newest])
+        j = b - starts[newest]
+        loop = np.concatenate([own[j:], own[: j + 1]])  # around the part, back to its bridge vertex
         ring = np.concatenate([ring[: i + 1], loop, ring[i:]])
-    return ring
+        merged[newest] = True
+    return pts[ring]
 
 
 def hole_rings(mask: MaskCrop, min_area: float = DEFAULT_MIN_AREA) -> list[np.ndarray]:
