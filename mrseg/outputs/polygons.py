@@ -27,6 +27,8 @@ convention). Holes are not expressed here (see `masks.hole_areas`): the writers 
 
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 import PIL.Image
@@ -96,7 +98,9 @@ def rasterise(polygons: list[np.ndarray], convention: str, height: int, width: i
         return np.zeros((height, width), bool)
     if convention == "coco":
         rles = mask_util.frPyObjects([p.reshape(-1).tolist() for p in polygons], height, width)
-        return mask_util.decode(mask_util.merge(rles)).astype(bool)
+        with warnings.catch_warnings():  # pycocotools' decode warns about NumPy 2's __array__ copy keyword
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return mask_util.decode(mask_util.merge(rles)).astype(bool)
     if convention == "labelme":
         image = PIL.Image.new("L", (width, height), 0)
         draw = PIL.ImageDraw.Draw(image)
@@ -160,6 +164,17 @@ def _fit(local: np.ndarray, target: np.ndarray, convention: str, tol: float) -> 
             polys = _coco_candidate(local, t, (h, w))
         else:
             polys = _centre_candidate(local, t)
-        if t == 0 or _iou(rasterise(polys, convention, h, w), target) >= FIDELITY_IOU:
+        if t == 0 or _consumer_iou(polys, convention, target) >= FIDELITY_IOU:
             return polys
     return polys
+
+
+def _consumer_iou(polygons: list[np.ndarray], convention: str, target: np.ndarray) -> float:
+    """IoU of `polygons` as their consumer rasterises them with `target` (bool `[h, w]`). COCO's is computed
+    on pycocotools' RLEs (its `decode` warns under NumPy 2, which a caller may have made an error)."""
+    h, w = target.shape
+    if convention != "coco":
+        return _iou(rasterise(polygons, convention, h, w), target)
+    drawn = mask_util.merge(mask_util.frPyObjects([p.reshape(-1).tolist() for p in polygons], h, w))
+    want = mask_util.encode(np.asfortranarray(target.astype(np.uint8)))
+    return float(mask_util.iou([drawn], [want], [0])[0, 0])
