@@ -25,46 +25,62 @@ from mrseg.outputs.mask_crop import MaskCrop, instance_crop
 from mrseg.outputs.masks import DEFAULT_MIN_AREA, DEFAULT_SIMPLIFY, hole_areas
 from mrseg.outputs.paths import output_path, output_stem
 
+COARSE_VERTICES = 64
+
+
+def _nearest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """Indices (i, j) of the nearest pair between points `a` `[M, 2]` and `b` `[N, 2]` (M x N distances)."""
+    flat = int(np.argmin(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)))
+    return flat // len(b), flat % len(b)
+
+
+def _window(k: int, size: int, half: int) -> np.ndarray:
+    """Indices of a closed ring of `size` vertices within `half` of vertex `k` (wrapping)."""
+    return np.unique((k + np.arange(-half, half + 1)) % size)
+
 
 def merge_parts(parts: list[np.ndarray]) -> np.ndarray:
     """Join polygons `[K_i, 2]` into one ring `[sum K_i + 2 (n-1), 2]`, starting from the first: the part
-    nearest to the ring so far is spliced in next at its nearest vertex pair, going out along a bridge and
-    back along the same bridge (Prim's algorithm: the bridges are a minimum spanning tree of the parts)."""
+    nearest to the ring so far is spliced in next, going out along a bridge and back along the same bridge
+    (Prim's algorithm: the bridges form a spanning tree of the parts). Distances are searched on at most
+    `COARSE_VERTICES` vertices a part, then the bridge's ends are refined among the vertices around them."""
     parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
     if not parts:
         return np.zeros((0, 2))
-    sizes = np.array([len(p) for p in parts])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    pts, owner = np.concatenate(parts), np.repeat(np.arange(len(parts)), sizes)
-    merged = np.zeros(len(parts), bool)
-    best = np.full(len(parts), np.inf)  # squared distance of each part to the ring so far
-    pair = np.zeros((len(parts), 2), np.int64)  # (ring vertex, part vertex) of that distance
-    ring, newest = np.arange(sizes[0]), 0
+    n = len(parts)
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]])
+    coarse = [np.linspace(0, len(p) - 1, min(len(p), COARSE_VERTICES)).astype(np.int64) for p in parts]
+    cpts = np.concatenate([p[c] for p, c in zip(parts, coarse, strict=True)])
+    cowner, cindex = np.repeat(np.arange(n), [len(c) for c in coarse]), np.concatenate(coarse)
+    merged = np.zeros(n, bool)
+    best = np.full(n, np.inf)  # coarse squared distance of each part to the merged ones
+    pair = np.zeros((n, 3), np.int64)  # (merged part, its vertex, this part's vertex) of that distance
+    ring, newest = np.arange(len(parts[0])), 0
     merged[0] = True
-    for _ in range(len(parts) - 1):
-        rest = np.flatnonzero(~merged[owner])  # vertices of the parts still out, grouped by part
-        src = np.arange(starts[newest], starts[newest] + sizes[newest])
-        near_d, near_src = np.full(len(rest), np.inf), np.zeros(len(rest), np.int64)
-        step = max(1, 4_000_000 // max(len(rest), 1))
-        for c in range(0, len(src), step):  # nearest vertex of the newest part, per remaining vertex
-            d = ((pts[src[c : c + step], None, :] - pts[None, rest, :]) ** 2).sum(-1)
-            arg = d.argmin(0)
-            closer = d[arg, np.arange(len(rest))] < near_d
-            near_d[closer], near_src[closer] = d[arg, np.arange(len(rest))][closer], src[c + arg][closer]
-        bounds = np.flatnonzero(np.diff(owner[rest], prepend=-1))
-        for b, e in zip(bounds, [*bounds[1:], len(rest)], strict=True):
-            k, v = owner[rest[b]], b + int(np.argmin(near_d[b:e]))
-            if near_d[v] < best[k]:
-                best[k], pair[k] = near_d[v], (near_src[v], rest[v])
+    for _ in range(n - 1):
+        src = np.flatnonzero(cowner == newest)
+        rest = np.flatnonzero(~merged[cowner])  # coarse vertices of the parts still out
+        d = ((cpts[src][:, None, :] - cpts[None, rest, :]) ** 2).sum(-1)
+        near = d.argmin(0)
+        d = d[near, np.arange(len(rest))]
+        order = np.lexsort((d, cowner[rest]))  # per part, its nearest vertex first
+        _, first = np.unique(cowner[rest][order], return_index=True)
+        for v in order[first]:
+            k = cowner[rest[v]]
+            if d[v] < best[k]:
+                best[k], pair[k] = d[v], (newest, cindex[src[near[v]]], cindex[rest[v]])
         newest = int(np.argmin(np.where(merged, np.inf, best)))
-        a, b = pair[newest]
-        i = int(np.flatnonzero(ring == a)[0])
-        own = np.arange(starts[newest], starts[newest] + sizes[newest])
-        j = b - starts[newest]
-        loop = np.concatenate([own[j:], own[: j + 1]])  # around the part, back to its bridge vertex
+        via, a, b = pair[newest]
+        wa = _window(a, len(parts[via]), len(parts[via]) // COARSE_VERTICES + 1)
+        wb = _window(b, len(parts[newest]), len(parts[newest]) // COARSE_VERTICES + 1)
+        ia, ib = _nearest_pair(parts[via][wa], parts[newest][wb])
+        a, b = wa[ia], wb[ib]
+        i = int(np.flatnonzero(ring == starts[via] + a)[0])
+        own = starts[newest] + np.arange(len(parts[newest]))
+        loop = np.concatenate([own[b:], own[: b + 1]])  # around the part, back to its bridge vertex
         ring = np.concatenate([ring[: i + 1], loop, ring[i:]])
         merged[newest] = True
-    return pts[ring]
+    return np.concatenate(parts)[ring]
 
 
 def hole_rings(mask: MaskCrop, min_area: float = DEFAULT_MIN_AREA) -> list[np.ndarray]:
