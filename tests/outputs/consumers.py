@@ -83,7 +83,7 @@ def labelme_mask(shapes: list[dict], height: int, width: int) -> np.ndarray:
 
 def yolo_mask(line: str, height: int, width: int) -> np.ndarray:
     """ultralytics' `polygon2mask` of one YOLO-seg label line, denormalised by (W, H) as its loader does."""
-    from ultralytics.data.utils import polygon2mask
+    polygon2mask = pytest.importorskip("ultralytics.data.utils").polygon2mask
 
     values = np.array(line.split()[1:], dtype=np.float64).reshape(-1, 2) * (width, height)
     return polygon2mask((height, width), [values.reshape(-1)]).astype(bool)
