@@ -20,7 +20,7 @@ from mrseg import __version__
 from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_open
 from mrseg.outputs.jsonl import JSONL_NAME
-from mrseg.outputs.masks import segmentation_to_rle
+from mrseg.outputs.masks import segmentation_area_bbox, segmentation_to_rle
 from mrseg.outputs.records import public_line
 from mrseg.outputs.video_segments import finish_videos
 from mrseg.outputs.yolo import YOLO_DIR, data_yaml
@@ -91,7 +91,11 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
     """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes).
 
     `segmentation` is the instance's polygons when the run asked for them (`--mask-format polygon`, an
-    approximation of the mask), else (and for masks with holes or too small for a polygon) the exact RLE."""
+    approximation of the mask), else (and for masks with holes) the exact RLE. With masks, each annotation's
+    `area` and `bbox` are pycocotools' `area` / `toBbox` of its segmentation (the ground-truth convention: the
+    box is tight around the segmentation's pixels; an empty mask keeps the detector's box, with area 0); the
+    detector's box stays in results.json. The score is `score` and `attributes.score` (CVAT's COCO importer
+    reads `attributes`)."""
     info = {
         "description": "mrseg predict",
         "version": __version__,
@@ -111,9 +115,12 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
                 ann_id += 1
                 ann = {"id": ann_id, "image_id": image_id, "category_id": inst["category_id"]}
                 ann.update(bbox=inst["bbox"], area=inst["area"])
-                if "segmentation" in inst:
+                if "segmentation" in inst:  # area and bbox as pycocotools reads them off the segmentation
                     ann["segmentation"] = inst.get("polygons", inst["segmentation"])
-                ann.update(iscrowd=0, score=inst["score"])
+                    size = (record["image"]["height"], record["image"]["width"])
+                    area, bbox = segmentation_area_bbox(ann["segmentation"], *size)
+                    ann.update(area=area, bbox=bbox if area else inst["bbox"])
+                ann.update(iscrowd=0, score=inst["score"], attributes={"score": inst["score"]})
                 if "track_id" in inst:
                     ann["track_id"] = inst["track_id"]
                 f.write(("," if ann_id > 1 else "") + "\n" + _dump(ann))

@@ -1,31 +1,76 @@
-"""`labelme/<name>.json`: one labelme file per image, a polygon per instance part named by its class."""
+"""`labelme/<name>.json`: one labelme file per image, a polygon per instance part named by its class.
+
+Polygons are in labelme's own convention (vertices at pixel centres, `mrseg.outputs.polygons`), so that
+`labelme.utils.shape_to_mask` gives back the model's mask. An instance whose mask has a hole of at least
+`masks.DEFAULT_MIN_AREA` px, or no pixel at all, is one `shape_type: "mask"` shape instead (labelme >= 5.3):
+`points` are the top-left and bottom-right pixels of the mask's box, `mask` its crop as a base64 PNG, which
+labelme's `shapes_to_label` pastes back exactly. Every instance therefore has at least one shape.
+"""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 
 import numpy as np
+import PIL.Image
 
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import Detections, InputItem
-from mrseg.outputs.mask_crop import instance_crop
-from mrseg.outputs.masks import DEFAULT_SIMPLIFY, mask_to_polygons
+from mrseg.outputs.mask_crop import MaskCrop, instance_crop
+from mrseg.outputs.masks import DEFAULT_MIN_AREA, DEFAULT_SIMPLIFY, has_holes, mask_to_polygons
 from mrseg.outputs.paths import output_path, output_stem
 
 LABELME_VERSION = "5.5.0"
 
 
-def instance_polygons(det: Detections, i: int, instance: dict, simplify: float) -> list[list[float]]:
-    """Polygons of instance `i`: its record's polygons when it has them, else traced from its mask (holes
-    filled); without masks, its box as a 4-corner polygon."""
-    seg = instance.get("segmentation")
-    if isinstance(seg, list) and seg:
-        return seg
+def instance_polygons(
+    det: Detections, i: int, instance: dict, simplify: float, convention: str = "labelme"
+) -> list[list[float]]:
+    """Polygons of instance `i`, traced from its mask in `convention`'s coordinates (holes filled); without
+    masks, its box as a 4-corner polygon."""
     if det.masks is not None:
-        return mask_to_polygons(instance_crop(det.masks, i, det.boxes[i]), simplify)
+        return mask_to_polygons(instance_crop(det.masks, i, det.boxes[i]), simplify, convention=convention)
     x, y, w, h = instance["bbox"]
     return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
+def mask_shape_fields(mask: MaskCrop, box) -> dict:
+    """`points` and `mask` of a labelme `mask` shape for a mask crop (an empty mask: a blank 1x1 at `box`)."""
+    mc = mask.tightened()
+    if mc.crop.size == 0:
+        x0 = int(np.clip(np.floor(box[0]), 0, mc.width - 1))
+        y0 = int(np.clip(np.floor(box[1]), 0, mc.height - 1))
+        crop = np.zeros((1, 1), np.uint8)
+    else:
+        x0, y0, crop = mc.x0, mc.y0, mc.crop.astype(np.uint8)
+    buf = io.BytesIO()
+    PIL.Image.fromarray(crop).save(buf, format="PNG")
+    x1, y1 = x0 + crop.shape[1] - 1, y0 + crop.shape[0] - 1
+    return {
+        "points": [[float(x0), float(y0)], [float(x1), float(y1)]],
+        "mask": base64.b64encode(buf.getvalue()).decode("ascii"),
+    }
+
+
+def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) -> list[dict]:
+    """The labelme shapes of instance `i` (without label/group fields): one polygon per part, or one `mask`
+    shape when a polygon cannot express the mask (holes, empty mask)."""
+    if det.masks is not None:
+        mc = instance_crop(det.masks, i, det.boxes[i])
+        if mc.area == 0 or has_holes(mc, DEFAULT_MIN_AREA):
+            return [{"shape_type": "mask", **mask_shape_fields(mc, det.boxes[i])}]
+    polygons = instance_polygons(det, i, instance, simplify)
+    return [
+        {
+            "shape_type": "polygon",
+            "points": [[float(p[k]), float(p[k + 1])] for k in range(0, len(p), 2)],
+            "mask": None,
+        }
+        for p in polygons
+    ]
 
 
 def labelme_document(
@@ -36,21 +81,21 @@ def labelme_document(
     simplify: float = DEFAULT_SIMPLIFY,
 ) -> dict:
     """The labelme JSON dict for one image. Parts of one multi-part instance share a `group_id` (the track id
-    for video); the score goes into `description`."""
+    for video); the score goes into `description` ("score 0.912")."""
     shapes = []
     for i, inst in enumerate(instances):
-        polygons = instance_polygons(det, i, inst, simplify)
-        group = inst.get("track_id", i if len(polygons) > 1 else None)
-        for poly in polygons:
+        parts = instance_shapes(det, i, inst, simplify)
+        group = inst.get("track_id", i if len(parts) > 1 else None)
+        for part in parts:
             shapes.append(
                 {
                     "label": inst["name"],
-                    "points": [[float(poly[k]), float(poly[k + 1])] for k in range(0, len(poly), 2)],
+                    "points": part["points"],
                     "group_id": group,
                     "description": f"score {inst['score']:.3f}",
-                    "shape_type": "polygon",
+                    "shape_type": part["shape_type"],
                     "flags": {},
-                    "mask": None,
+                    "mask": part["mask"],
                 }
             )
     return {

@@ -1,32 +1,28 @@
 """Binary masks <-> COCO polygons and RLE.
 
-Coordinates are COCO's continuous pixel coordinates: pixel (x, y) covers the square [x, x+1] x [y, y+1],
-which is how pycocotools rasterises polygons. OpenCV contours run through the centres of the boundary pixels,
-so they are shifted by +0.5 and grown by 0.5 px (mitred) to lie on the pixel edges, then simplified with
-shapely (Douglas-Peucker, `simplify` px, topology kept), made valid, and parts under `min_area` px dropped.
-Every part of a multi-part object becomes its own polygon.
+Polygons are traced by `mrseg.outputs.polygons` in the coordinates each consumer's rasteriser expects (COCO:
+pixel edges, as pycocotools rasterises them; labelme and YOLO: pixel centres), with a simplification that
+scales with the part's size and is checked by rasterising like the consumer. Every part of a multi-part object
+becomes its own polygon, whatever its size.
 
 Every function here takes a full-size mask `[H, W]` or a `MaskCrop` and works on the mask's crop only (RLE
 included: the full image's counts are derived from the crop), so the cost follows the object's size, not the
 image's.
 
 Holes: a COCO polygon list cannot express a hole (pycocotools unions the polygons). `mask_to_segmentation`
-therefore falls back to RLE for an instance whose mask has a hole of at least `min_area` pixels, so
-annotations.json and results.json stay exact. The polygon-only formats (labelme, YOLO) get the outer
-boundaries (`mask_to_polygons`): holes are filled there.
+therefore falls back to RLE for an instance whose mask has a hole of at least `min_area` (4) pixels; smaller
+holes are filled. labelme writes such an instance as a `mask` shape, YOLO cuts the holes in with bridges.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import shapely
 from pycocotools import mask as mask_util
-from shapely.geometry import LineString, Point, Polygon
 
 from mrseg.outputs.mask_crop import MaskCrop
+from mrseg.outputs.polygons import DEFAULT_SIMPLIFY, trace_polygons
 
-DEFAULT_SIMPLIFY = 1.0
 DEFAULT_MIN_AREA = 4.0
 
 
@@ -43,49 +39,17 @@ def _padded(mask: np.ndarray | MaskCrop) -> tuple[np.ndarray, int, int] | None:
     return np.pad(mc.crop.astype(np.uint8), 1), mc.x0 - 1, mc.y0 - 1
 
 
-def mask_to_shapes(
-    mask: np.ndarray | MaskCrop, simplify: float = DEFAULT_SIMPLIFY, min_area: float = DEFAULT_MIN_AREA
-) -> list[Polygon]:
-    """The outer boundaries of a binary mask `[H, W]` (or `MaskCrop`) as valid shapely polygons (no holes),
-    largest first."""
-    cropped = _padded(mask)
-    if cropped is None:
-        return []
-    crop, ox, oy = cropped
-    contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    shapes: list[Polygon] = []
-    for contour in contours:
-        pts = contour[:, 0, :].astype(np.float64) + (ox + 0.5, oy + 0.5)
-        if len(pts) >= 3:
-            geom = shapely.make_valid(Polygon(pts))
-        elif len(pts) == 2:
-            geom = LineString(pts)
-        else:
-            geom = Point(pts[0])
-        geom = geom.buffer(0.5, cap_style="square", join_style="mitre")
-        if simplify > 0:
-            geom = shapely.make_valid(geom.simplify(simplify, preserve_topology=True))
-        shapes.extend(_polygons(geom))
-    shapes = [Polygon(p.exterior) for p in shapes if Polygon(p.exterior).area >= min_area]
-    return sorted(shapes, key=lambda p: -p.area)
-
-
-def _polygons(geom) -> list[Polygon]:
-    if isinstance(geom, Polygon):
-        return [geom] if not geom.is_empty else []
-    return [g for part in getattr(geom, "geoms", []) for g in _polygons(part)]
-
-
 def mask_to_polygons(
-    mask: np.ndarray | MaskCrop, simplify: float = DEFAULT_SIMPLIFY, min_area: float = DEFAULT_MIN_AREA
+    mask: np.ndarray | MaskCrop,
+    simplify: float = DEFAULT_SIMPLIFY,
+    min_area: float = 0,
+    convention: str = "coco",
 ) -> list[list[float]]:
-    """COCO polygons `[[x0, y0, x1, y1, ...], ...]` (one per part, holes filled, coords rounded to 0.01)."""
-    out = []
-    for shape in mask_to_shapes(mask, simplify, min_area):
-        coords = np.asarray(shape.exterior.coords)[:-1]  # the ring repeats its first point
-        if len(coords) >= 3:
-            out.append([round(float(v), 2) for v in coords.reshape(-1)])
-    return out
+    """Polygons `[[x0, y0, x1, y1, ...], ...]` of a binary mask `[H, W]` (or `MaskCrop`), one per part (holes
+    filled), in `convention`'s coordinates (see `mrseg.outputs.polygons`); every part is kept unless
+    `min_area` (px) says otherwise."""
+    polygons = trace_polygons(mask, convention, simplify, min_area)
+    return [[round(float(v), 2) for v in p.reshape(-1)] for p in polygons]
 
 
 def hole_areas(mask: np.ndarray | MaskCrop) -> list[int]:
@@ -191,14 +155,22 @@ def mask_to_segmentation(
 ) -> list[list[float]] | dict:
     """A COCO `segmentation` for one binary mask `[H, W]` (or `MaskCrop`).
 
-    "rle": compressed RLE. "polygon": polygons, except RLE when the mask has a hole of >= `min_area` px or no
-    part survives the sliver filter (empty or tiny masks), so the segmentation always matches the mask.
+    "rle": compressed RLE. "polygon": polygons, except RLE when the mask has a hole of >= `min_area` px or is
+    empty, so the segmentation always matches the mask (within the polygons' simplification).
     """
     if mask_format not in ("polygon", "rle"):
         raise ValueError(f"mask_format must be 'polygon' or 'rle', got {mask_format!r}")
     mask = _as_crop(mask)
     if mask_format == "polygon" and not has_holes(mask, min_area):
-        polygons = mask_to_polygons(mask, simplify, min_area)
+        polygons = mask_to_polygons(mask, simplify)
         if polygons:
             return polygons
     return rle_encode(mask)
+
+
+def segmentation_area_bbox(segmentation: list | dict, height: int, width: int) -> tuple[int, list[float]]:
+    """pycocotools' `area` (pixels) and `toBbox` ([x, y, w, h], tight around the pixels) of a COCO
+    segmentation (polygons or RLE) in an image of `height` x `width`: what annotations.json states, so that
+    `area` and `bbox` agree with the segmentation they accompany."""
+    rle = _to_coco_rle(segmentation_to_rle(segmentation, height, width))
+    return int(mask_util.area(rle)), [round(float(v), 2) for v in mask_util.toBbox(rle)]

@@ -9,8 +9,14 @@ folder (its `check_det_dataset` rule); the folder can be moved as a whole.
 Class index: position of the category in `real_categories(classes)` (the model's real categories, no "N/A"
 placeholders, sorted by COCO category id); data.yaml lists `i: name  # category_id N` for each.
 
-YOLO-seg holds one polygon per instance, so the parts of a multi-part instance are joined into one ring by
-zero-width bridges between their nearest vertices (as Ultralytics' own COCO converter does); holes are filled.
+Points are at the centres of the mask's boundary pixels, written as (x + 0.5) / W, (y + 0.5) / H, so that
+ultralytics' `polygon2mask` (the points times (W, H), truncated to int32, then `cv2.fillPoly`) draws exactly
+the traced pixels (`mrseg.outputs.polygons`, convention "yolo"). YOLO-seg holds one polygon per instance, so
+the parts of a multi-part instance are joined into one ring by zero-width bridges between their nearest
+vertices (as ultralytics' own COCO converter does; fillPoly draws each bridge as a line of pixels), and holes
+of at least `masks.DEFAULT_MIN_AREA` px are cut in the same way (fillPoly's even-odd fill leaves them empty).
+An instance whose mask is empty (no pixel over the threshold) is written as its box, the only shape YOLO-seg
+can give it, so that every instance has a line.
 `yolo/data.yaml` with the class names is written by `finalize`.
 """
 
@@ -21,13 +27,15 @@ import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.labelme import instance_polygons
-from mrseg.outputs.masks import DEFAULT_SIMPLIFY
+from mrseg.outputs.mask_crop import MaskCrop, instance_crop
+from mrseg.outputs.masks import DEFAULT_MIN_AREA, DEFAULT_SIMPLIFY, hole_areas
 from mrseg.outputs.paths import output_path, output_stem
 
 YOLO_DIR = "yolo"
@@ -72,19 +80,81 @@ def link_image(src: str | os.PathLike, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+COARSE_VERTICES = 64
+
+
+def _nearest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """Indices (i, j) of the nearest pair between points `a` `[M, 2]` and `b` `[N, 2]` (M x N distances)."""
+    flat = int(np.argmin(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)))
+    return flat // len(b), flat % len(b)
+
+
+def _window(k: int, size: int, half: int) -> np.ndarray:
+    """Indices of a closed ring of `size` vertices within `half` of vertex `k` (wrapping)."""
+    return np.unique((k + np.arange(-half, half + 1)) % size)
+
+
 def merge_parts(parts: list[np.ndarray]) -> np.ndarray:
-    """Join polygons `[K_i, 2]` into one ring `[sum K_i + 2 (n-1), 2]`: each further part is spliced in at the
-    vertex pair nearest to the ring so far, going out along a bridge and back along the same bridge."""
+    """Join polygons `[K_i, 2]` into one ring `[sum K_i + 2 (n-1), 2]`, starting from the first: the part
+    nearest to the ring so far is spliced in next, going out along a bridge and back along the same bridge
+    (Prim's algorithm: the bridges form a spanning tree of the parts). Distances are searched on at most
+    `COARSE_VERTICES` vertices a part, then the bridge's ends are refined among the vertices around them."""
+    parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts]
     if not parts:
         return np.zeros((0, 2))
-    ring = np.asarray(parts[0], dtype=np.float64)
-    for part in parts[1:]:
-        part = np.asarray(part, dtype=np.float64)
-        d = ((ring[:, None, :] - part[None, :, :]) ** 2).sum(-1)
-        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-        loop = np.concatenate([part[j:], part[: j + 1]])  # around the part, back to its bridge vertex
+    n = len(parts)
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]])
+    coarse = [np.linspace(0, len(p) - 1, min(len(p), COARSE_VERTICES)).astype(np.int64) for p in parts]
+    cpts = np.concatenate([p[c] for p, c in zip(parts, coarse, strict=True)])
+    cowner, cindex = np.repeat(np.arange(n), [len(c) for c in coarse]), np.concatenate(coarse)
+    merged = np.zeros(n, bool)
+    best = np.full(n, np.inf)  # coarse squared distance of each part to the merged ones
+    pair = np.zeros((n, 3), np.int64)  # (merged part, its vertex, this part's vertex) of that distance
+    ring, newest = np.arange(len(parts[0])), 0
+    merged[0] = True
+    for _ in range(n - 1):
+        src = np.flatnonzero(cowner == newest)
+        rest = np.flatnonzero(~merged[cowner])  # coarse vertices of the parts still out
+        d = ((cpts[src][:, None, :] - cpts[None, rest, :]) ** 2).sum(-1)
+        near = d.argmin(0)
+        d = d[near, np.arange(len(rest))]
+        order = np.lexsort((d, cowner[rest]))  # per part, its nearest vertex first
+        _, first = np.unique(cowner[rest][order], return_index=True)
+        for v in order[first]:
+            k = cowner[rest[v]]
+            if d[v] < best[k]:
+                best[k], pair[k] = d[v], (newest, cindex[src[near[v]]], cindex[rest[v]])
+        newest = int(np.argmin(np.where(merged, np.inf, best)))
+        via, a, b = pair[newest]
+        wa = _window(a, len(parts[via]), len(parts[via]) // COARSE_VERTICES + 1)
+        wb = _window(b, len(parts[newest]), len(parts[newest]) // COARSE_VERTICES + 1)
+        ia, ib = _nearest_pair(parts[via][wa], parts[newest][wb])
+        a, b = wa[ia], wb[ib]
+        i = int(np.flatnonzero(ring == starts[via] + a)[0])
+        own = starts[newest] + np.arange(len(parts[newest]))
+        loop = np.concatenate([own[b:], own[: b + 1]])  # around the part, back to its bridge vertex
         ring = np.concatenate([ring[: i + 1], loop, ring[i:]])
-    return ring
+        merged[newest] = True
+    return np.concatenate(parts)[ring]
+
+
+def hole_rings(mask: MaskCrop, min_area: float = DEFAULT_MIN_AREA) -> list[np.ndarray]:
+    """The unsimplified inner boundaries `[K, 2]` (pixel centres of the mask pixels around each hole of at
+    least `min_area` px, image coordinates) of a mask crop."""
+    if not any(a >= min_area for a in hole_areas(mask)):
+        return []
+    mc = mask.tightened()
+    crop = np.pad(mc.crop.astype(np.uint8), 1)
+    contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    rings = []
+    for contour, (_, _, _, parent) in zip(contours, hierarchy[0], strict=True):
+        if parent < 0:
+            continue  # an outer boundary
+        hole = np.zeros_like(crop)
+        cv2.fillPoly(hole, [contour], 1)
+        if int((hole.astype(bool) & (crop == 0)).sum()) >= min_area:
+            rings.append(contour[:, 0, :].astype(np.float64) + (mc.x0 - 1, mc.y0 - 1))
+    return rings
 
 
 def yolo_lines(
@@ -98,11 +168,14 @@ def yolo_lines(
     order)."""
     lines = []
     for i, inst in enumerate(instances):
-        polygons = instance_polygons(det, i, inst, simplify)
+        polygons = instance_polygons(det, i, inst, simplify, convention="yolo")
         parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons if len(p) >= 6]
-        if not parts:
-            continue
-        ring = merge_parts(sorted(parts, key=len, reverse=True))
+        if parts and det.masks is not None:
+            parts += hole_rings(instance_crop(det.masks, i, det.boxes[i]))
+            ring = merge_parts(parts) + 0.5  # pixel centres, in continuous coordinates
+        else:  # no masks, or an empty one: the box's corners
+            x, y, w, h = inst["bbox"]
+            ring = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
         ring = np.clip(ring / (det.width, det.height), 0.0, 1.0)
         coords = " ".join(f"{v:.6f}" for v in ring.reshape(-1))
         cls = int(inst["label"]) - 1 if class_index is None else class_index[int(inst["category_id"])]

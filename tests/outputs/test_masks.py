@@ -88,17 +88,20 @@ def test_tiny_hole_is_ignored_and_hole_areas_counted():
     assert isinstance(mask_to_segmentation(mask, "polygon"), list)
 
 
-def test_slivers_dropped_and_tiny_masks_use_rle(iou):
+def test_slivers_and_tiny_masks_are_kept_as_polygons():
+    """Every part is kept, however small: pycocotools draws the 2-px sliver and the tiny mask back."""
     mask = np.zeros((30, 30), bool)
     mask[5:20, 5:20] = True
     mask[25, 25:27] = True  # a 2-px sliver
     polys = mask_to_polygons(mask)
-    assert len(polys) == 1
+    assert len(polys) == 2
+    np.testing.assert_array_equal(polygons_to_mask(polys[1:], 30, 30), mask & (np.arange(30) >= 25)[:, None])
     tiny = np.zeros((30, 30), bool)
     tiny[3, 3:5] = True
-    assert mask_to_polygons(tiny) == []
     seg = mask_to_segmentation(tiny, "polygon")
-    np.testing.assert_array_equal(rle_decode(seg), tiny)
+    assert isinstance(seg, list)
+    np.testing.assert_array_equal(polygons_to_mask(seg, 30, 30), tiny)
+    assert mask_to_polygons(mask, min_area=3) == polys[:1]  # an explicit minimum drops it
 
 
 def test_thin_line_and_border_touching(iou):

@@ -1,0 +1,89 @@
+"""The three polygon consumers' own rasterisers, for round-trip checks of what our writers produce.
+
+- COCO: pycocotools `frPyObjects` + `merge` + `decode` (what `COCO.annToMask` does), RLE decoded as is.
+- labelme: `labelme.utils.shape.shape_to_mask` (labelme's own code; the module file is loaded by path because
+  `import labelme` imports onnxruntime and PyQt5 at package level, which the tests do not need), and for
+  `shape_type: "mask"` what `labelme.utils.shapes_to_label` does: the base64 PNG (decoded as
+  `labelme.utils.img_b64_to_arr` does: base64 -> PIL -> array) pasted at the box `points[0]..points[1]`.
+- YOLO-seg: ultralytics `polygon2mask` on the line's normalised points times (W, H), as its dataset does.
+
+Each returns bool `[H, W]`: the union of everything the consumer draws for one instance.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import sys
+import types
+
+import numpy as np
+import PIL.Image
+import pytest
+from pycocotools import mask as mask_util
+
+_labelme_shape = None
+
+
+def labelme_shape_module():
+    """labelme's `labelme/utils/shape.py`, loaded without labelme's package `__init__` (Qt, onnxruntime)."""
+    global _labelme_shape
+    if _labelme_shape is None:
+        spec = importlib.util.find_spec("labelme")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("labelme is not installed (pip install --no-deps labelme)")
+        path = f"{spec.submodule_search_locations[0]}/utils/shape.py"
+        saved = {k: sys.modules.get(k) for k in ("labelme", "labelme._label_file")}
+        stub = types.ModuleType("labelme")
+        stub.__path__ = []  # a package, so `labelme._label_file` resolves to the stub below
+        label_file = types.ModuleType("labelme._label_file")
+        label_file.ShapeDict = dict  # shape.py imports it for type hints only
+        sys.modules.update({"labelme": stub, "labelme._label_file": label_file})
+        try:
+            mod_spec = importlib.util.spec_from_file_location("labelme_utils_shape", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    sys.modules.pop(k, None)
+                else:
+                    sys.modules[k] = v
+        _labelme_shape = module
+    return _labelme_shape
+
+
+def coco_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """pycocotools' rasterisation of a COCO `segmentation` (polygons or RLE) to bool `[H, W]`."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return np.zeros((height, width), bool)
+        rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_util.frPyObjects(segmentation, height, width)
+    else:
+        rle = dict(segmentation, counts=segmentation["counts"].encode("ascii"))
+    return mask_util.decode(rle).astype(bool)
+
+
+def labelme_mask(shapes: list[dict], height: int, width: int) -> np.ndarray:
+    """The union of labelme shapes (one instance's) as labelme's `shapes_to_label` rasterises them."""
+    shape_module = labelme_shape_module()
+    out = np.zeros((height, width), bool)
+    for shape in shapes:
+        if shape["shape_type"] == "mask":
+            crop = np.array(PIL.Image.open(io.BytesIO(base64.b64decode(shape["mask"])))).astype(bool)
+            (x1, y1), (x2, y2) = np.asarray(shape["points"]).astype(int)
+            out[y1 : y2 + 1, x1 : x2 + 1] |= crop
+        else:
+            out |= shape_module.shape_to_mask((height, width), shape["points"], shape["shape_type"])
+    return out
+
+
+def yolo_mask(line: str, height: int, width: int) -> np.ndarray:
+    """ultralytics' `polygon2mask` of one YOLO-seg label line, denormalised by (W, H) as its loader does."""
+    polygon2mask = pytest.importorskip("ultralytics.data.utils").polygon2mask
+
+    values = np.array(line.split()[1:], dtype=np.float64).reshape(-1, 2) * (width, height)
+    return polygon2mask((height, width), [values.reshape(-1)]).astype(bool)
