@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1 ninja
+# The consumers' own readers that the tests check our files with. --no-deps: their full dependencies would
+# replace opencv-python-headless (ultralytics) or pull Qt (labelme); the functions used need none of them.
+CONSUMER_PINS := ultralytics==8.4.190 labelme==6.3.1
 # The CUDA kernel is compiled whenever a toolkit is found; torch otherwise looks in /usr/local and fails to link.
 CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
 export CUDA_HOME
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml setup.py $(KERNEL_SOURCES)
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH_PINS)
 	$(PIP) install -q --no-build-isolation -e '.[dev,plot]'
+	$(PIP) install -q --no-deps $(CONSUMER_PINS)
 	touch $(STAMP)
 
 demo: install
