@@ -76,7 +76,8 @@ def _resume_command(out_dir) -> str:
     default=1.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Polygon simplification tolerance in pixels (0: none).",
+    help="Polygon simplification tolerance in pixels for parts at least 4 px thick (thinner parts use "
+    "proportionally less; 0: none).",
 )
 @click.option(
     "--batch", default=None, type=click.IntRange(min=1), help="Images per model call [default: 1 CPU, 4 GPU]."
