@@ -630,7 +630,9 @@ def predict(
 
         out_dir, items, token = shard.on_main(start)
         if shard.world > 1 and not stream:  # the other ranks must see rank 0's lock: a shared --out
-            problems = [p for p in shard.gather(check_same_lock(out_dir, token)) if p]
+            # (not rank 0: reading the file through a new descriptor would drop its POSIX lock)
+            mine = None if shard.is_main else check_same_lock(out_dir, token)
+            problems = [p for p in shard.gather(mine) if p]
             if problems:
                 raise PredictError(problems[0])
         notes: list[str] = []

@@ -2,12 +2,15 @@
 
 Two runs writing into one folder corrupt it (a fresh `--exist-ok` run deletes the live run's journal, two
 `--resume` runs predict the same inputs and write the same overlay segments). The lock file holds
-`{"pid", "host", "started"}` of its owner and is held with `fcntl.flock` (exclusive, non-blocking), which
-the kernel drops when the owner dies, even by `kill -9`: a lock file whose flock is free was left by a dead
-run and is taken over (with a note). Where the filesystem has no flock (some network filesystems), the
-pid is checked instead: a lock of this host whose pid no longer runs is stale; one of another host is
-refused (its pid can't be checked from here). Under torchrun, rank 0 takes the lock; the other ranks check
-that they see the same lock file (`same_lock`), which they don't when `--out` is not on a shared filesystem.
+`{"pid", "host", "started"}` of its owner and is held with a POSIX record lock (`fcntl.lockf`, exclusive,
+non-blocking), which the kernel drops when the owner dies, even by `kill -9`, and which forked children
+(DataLoader workers, which may outlive a killed run for a moment) don't inherit, unlike `flock`: a lock file
+that is not locked was left by a dead run and is taken over (with a note). NFS supports these locks too.
+The owner never opens the file a second time (closing any descriptor of it would drop a POSIX lock).
+Where the filesystem has no locks at all, the pid is checked instead: a lock of this host whose pid no
+longer runs is stale; one of another host is refused (its pid can't be checked from here). Under torchrun,
+rank 0 takes the lock; the other ranks check that they see the same lock file (`same_lock`), which they
+don't when `--out` is not on a shared filesystem.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ except ImportError:  # Windows: pid checks only
 
 STATE_DIR = ".mrseg"
 LOCK_NAME = "lock"
+
+
+_HELD: set[str] = set()  # lock files this process holds (POSIX locks don't conflict within a process)
 
 
 class RunLockError(RuntimeError):
@@ -51,12 +57,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_owner(path: Path) -> dict:
+def _parse_owner(data: bytes) -> dict:
     try:
-        owner = json.loads(path.read_text(encoding="utf-8"))
+        owner = json.loads(data.decode("utf-8"))
         return owner if isinstance(owner, dict) else {}
-    except (OSError, ValueError):
+    except ValueError:
         return {}
+
+
+def _read_owner(path: Path) -> dict:
+    """The owner in the lock file, read through a new descriptor: never by the process holding the lock."""
+    try:
+        return _parse_owner(path.read_bytes())
+    except OSError:
+        return {}
+
+
+def _read_fd(fd: int) -> dict:
+    return _parse_owner(os.pread(fd, 65536, 0))
 
 
 def _describe(owner: dict) -> str:
@@ -86,26 +104,30 @@ class RunLock:
         """Take the lock of `out_dir` (making `OUT/.mrseg/`), or raise RunLockError naming the live owner."""
         path = lock_path(out_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.abspath(path) in _HELD:
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "started": "(this process)"}
+            raise _refusal(path, me)
         for _ in range(20):  # retried only when the file was replaced while we opened it
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                flocked = _try_flock(fd)
-                if flocked is False:
-                    raise _refusal(path, _read_owner(path))
+                locked = _try_lock(fd)
+                if locked is False:
+                    raise _refusal(path, _read_fd(fd))
                 try:
                     same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
                 except FileNotFoundError:
                     same_file = False
-                if not same_file:  # its owner released (unlinked) it between our open and flock: again
+                if not same_file:  # its owner released (unlinked) it between our open and lock: again
                     os.close(fd)
                     continue
-                old = _read_owner(path)
-                note = _stale_note(path, old, checked_by_flock=flocked is True)
+                old = _read_fd(fd)
+                note = _stale_note(path, old, checked_by_lock=locked is True)
                 started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
                 owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
                 os.fsync(fd)
+                _HELD.add(os.path.abspath(path))
                 return cls(path, fd, owner, note)
             except BaseException:
                 os.close(fd)
@@ -117,9 +139,10 @@ class RunLock:
         if self._fd < 0:
             return
         try:
-            if _read_owner(self.path) == self.owner:
+            if _read_fd(self._fd) == self.owner:
                 self.path.unlink(missing_ok=True)
         finally:
+            _HELD.discard(os.path.abspath(self.path))
             os.close(self._fd)
             self._fd = -1
 
@@ -128,12 +151,12 @@ class RunLock:
         return dict(self.owner)
 
 
-def _try_flock(fd: int) -> bool | None:
-    """True: locked; False: another process holds it; None: this filesystem has no flock."""
+def _try_lock(fd: int) -> bool | None:
+    """True: locked; False: another process holds it; None: this filesystem has no locks."""
     if fcntl is None:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False
@@ -143,13 +166,13 @@ def _try_flock(fd: int) -> bool | None:
         return None  # ENOLCK, EOPNOTSUPP, ...: fall back to the pid check
 
 
-def _stale_note(path: Path, old: dict, *, checked_by_flock: bool) -> str | None:
+def _stale_note(path: Path, old: dict, *, checked_by_lock: bool) -> str | None:
     """None when the lock file was empty (a new or cleanly released lock), else the takeover note; raises
-    RunLockError when, without flock, the owner may still run."""
+    RunLockError when, without locks, the owner may still run."""
     if not old:
         return None
     host, pid = old.get("host"), old.get("pid")
-    if not checked_by_flock:
+    if not checked_by_lock:
         if host != socket.gethostname():
             raise _refusal(path, old)  # can't tell whether a process on another host runs
         if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
