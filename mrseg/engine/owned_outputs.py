@@ -20,13 +20,10 @@ OWNED_FILE = "owned.txt"
 PER_ITEM_FORMATS = ("labelme", "yolo", "overlay")
 
 
-def owned_paths(out_dir: Path, items: Sequence[InputItem], formats: Iterable[str]) -> list[str]:
-    """Sorted paths (relative to `out_dir`, posix) of the files the per-item `formats` write for `items`."""
+def _writer_paths(out_dir: Path, formats: set[str]):
+    """item -> the paths (relative to `out_dir`, posix) the writers of `formats` give it: the reference."""
     from mrseg.outputs import LabelmeWriter, OverlayWriter, YoloWriter
-    from mrseg.outputs.paths import UnsafePathError
-    from mrseg.outputs.yolo import YOLO_DIR
 
-    formats = set(formats)
     getters = []
     if "labelme" in formats:
         getters.append(LabelmeWriter(out_dir).path_for)
@@ -36,15 +33,62 @@ def owned_paths(out_dir: Path, items: Sequence[InputItem], formats: Iterable[str
     if "overlay" in formats:
         getters.append(OverlayWriter(out_dir).path_for)
     root = Path(os.path.abspath(out_dir))
+
+    def paths(item: InputItem) -> list[str]:
+        found = (get(item) for get in getters)
+        return [Path(os.path.abspath(p)).relative_to(root).as_posix() for p in found if p is not None]
+
+    return paths
+
+
+def _layout_paths(formats: set[str]):
+    """item -> the same paths from `output_stem` and the writers' layout, ~10x faster than `_writer_paths`
+    (no path objects); `owned_paths` checks it against the writers before trusting it."""
+    from mrseg.outputs.overlay import OverlayWriter
+    from mrseg.outputs.paths import output_stem
+    from mrseg.outputs.yolo import YOLO_DIR
+
+    def paths(item: InputItem) -> list[str]:
+        stem, out = output_stem(item), []
+        if "labelme" in formats:
+            out.append(f"labelme/{stem}.json")
+        if "yolo" in formats:
+            out.append(f"{YOLO_DIR}/labels/{stem}.txt")
+            if item.frame is None:
+                out.append(f"{YOLO_DIR}/images/{stem}{os.path.splitext(item.path)[1]}")
+        if "overlay" in formats:
+            video = item.frame is not None
+            out.append(f"overlay/{OverlayWriter.video_stem(item)}.mp4" if video else f"overlay/{stem}.jpg")
+        return out
+
+    return paths
+
+
+def owned_paths(out_dir: Path, items: Sequence[InputItem], formats: Iterable[str]) -> list[str]:
+    """Sorted paths (relative to `out_dir`, posix) of the files the per-item `formats` write for `items`.
+
+    The writers' own `path_for` is the reference; the faster layout is used when it agrees with them on
+    the first inputs (else the writers are asked for every input)."""
+    from mrseg.outputs.paths import UnsafePathError
+    from mrseg.outputs.yolo import YOLO_DIR
+
+    formats = set(formats) & set(PER_ITEM_FORMATS)
     found = {f"{YOLO_DIR}/data.yaml"} if "yolo" in formats else set()
+    if not formats:
+        return sorted(found)
+    reference, fast = _writer_paths(out_dir, formats), _layout_paths(formats)
+    try:
+        frame = next((it for it in items[200:] if it.frame is not None), None)  # and a video frame
+        sample = [*items[:200], *([frame] if frame is not None else [])]
+        agree = all(sorted(reference(it)) == sorted(fast(it)) for it in sample)
+    except UnsafePathError:
+        agree = False
+    get = fast if agree else reference
     for item in items:
-        for get in getters:
-            try:
-                path = get(item)
-            except UnsafePathError:
-                continue
-            if path is not None:
-                found.add(Path(os.path.abspath(path)).relative_to(root).as_posix())
+        try:
+            found.update(get(item))
+        except UnsafePathError:
+            continue
     return sorted(found)
 
 
