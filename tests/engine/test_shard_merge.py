@@ -91,3 +91,27 @@ def test_a_multi_node_run_without_a_shared_out_fails_loudly(tmp_path, nuts_image
         predict([str(images)], weights=tiny_weights, out=out, device="cpu", workers=0, quiet=True)
     assert not (out / "annotations.json").exists()
     assert not (out / ".mrseg" / "lock").exists()
+
+
+def test_other_ranks_that_do_not_see_rank_0s_lock_say_the_filesystem_is_not_shared(tmp_path):
+    from mrseg.engine.run_folder import check_same_lock
+    from mrseg.engine.run_lock import RunLock
+
+    lock = RunLock.acquire(tmp_path / "out")
+    try:
+        assert check_same_lock(tmp_path / "out", lock.token()) is None
+        elsewhere = check_same_lock(tmp_path / "other-node-disk", lock.token())
+        assert "not on a filesystem shared by every node" in elsewhere
+    finally:
+        lock.release()
+
+
+def test_an_error_of_rank_0_reaches_the_other_ranks():
+    from mrseg.engine.shard import ShardError
+
+    class Rank1(Shard):
+        def broadcast(self, obj):
+            return (None, "--out x is in use")  # what rank 0 broadcast after its start failed
+
+    with pytest.raises(ShardError, match="rank 0 stopped the run: --out x is in use"):
+        Rank1(rank=1, world=2).on_main(lambda: pytest.fail("only rank 0 runs it"))
