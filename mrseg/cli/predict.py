@@ -55,7 +55,13 @@ def _resume_command(out_dir) -> str:
     default=None,
     help="Output folder [default: runs/predict, then runs/predict2, ...]; '-' streams jsonl to stdout.",
 )
-@click.option("--exist-ok", is_flag=True, help="Write into an existing --out folder, starting over.")
+@click.option(
+    "--exist-ok",
+    is_flag=True,
+    help="Write into an existing --out folder, starting over: the files its previous run wrote (final "
+    "files, and the labelme/, yolo/ and overlay/ files listed in .mrseg/owned.txt) are deleted, any other "
+    "file stays. Refused while another run uses the folder (OUT/.mrseg/lock).",
+)
 @click.option("--score", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Minimum score.")
 @click.option(
     "--classes",

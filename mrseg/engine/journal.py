@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -29,12 +30,60 @@ def failures_path(out_dir: Path, rank: int) -> Path:
     return Path(out_dir) / STATE_DIR / f"failures-{rank}.jsonl"
 
 
+# `records-<rank>.jsonl` (the current generation) or `records-g<G>-<rank>.jsonl` (generation G, archived by
+# `archive_generation` when a resume runs with another number of ranks).
+_JOURNAL_NAME = re.compile(r"(?:records|failures)-(?:g(\d+)-)?(\d+)\.jsonl")
+
+
+def merge_order_key(path: Path) -> tuple:
+    """Sort key putting journal files oldest first: archived generations by number, the current one last; the
+    ranks of a generation by their number (`records-2` before `records-10`). Readers let a later file's line
+    win over an earlier one's for the same id, so the most recent line of an input is the one kept."""
+    m = _JOURNAL_NAME.fullmatch(Path(path).name)
+    if m is None:  # not a name mrseg writes: oldest, so it never overrides a real journal
+        return (-1, -1, Path(path).name)
+    gen = int(m.group(1)) if m.group(1) is not None else float("inf")
+    return (gen, int(m.group(2)), "")
+
+
+def _journal_files(out_dir: Path, kind: str) -> list[Path]:
+    found = (Path(p) for p in glob.glob(str(Path(out_dir) / STATE_DIR / f"{kind}-*.jsonl")))
+    return sorted(found, key=merge_order_key)
+
+
 def all_records_paths(out_dir: Path) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(str(Path(out_dir) / STATE_DIR / "records-*.jsonl")))
+    """Every record journal of the run, oldest first (`merge_order_key`): a later line of an id wins."""
+    return _journal_files(out_dir, "records")
 
 
 def all_failures_paths(out_dir: Path) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(str(Path(out_dir) / STATE_DIR / "failures-*.jsonl")))
+    """Every failure log of the run, oldest first (`merge_order_key`)."""
+    return _journal_files(out_dir, "failures")
+
+
+def archive_generation(out_dir: Path) -> int:
+    """Rename the current journals `records-<r>.jsonl` / `failures-<r>.jsonl` to `...-g<G>-<r>.jsonl`, G one
+    more than any archived generation; returns how many files were renamed.
+
+    Within one generation (one number of ranks) an input always goes to the same rank, so an id occurs in one
+    file only and a later line in that file is the more recent one. A resume with another number of ranks may
+    give an input to another rank: its journals start a new generation, which `merge_order_key` puts after
+    the archived ones, so the newer line wins whatever the rank numbers."""
+    state = Path(out_dir) / STATE_DIR
+    current, gens = [], [0]
+    for p in state.glob("*-*.jsonl"):
+        m = _JOURNAL_NAME.fullmatch(p.name)
+        if m is None:
+            continue
+        if m.group(1) is None:
+            current.append((p, m.group(2)))
+        else:
+            gens.append(int(m.group(1)))
+    gen = max(gens) + 1
+    for p, rank in current:
+        kind = p.name.split("-", 1)[0]
+        os.replace(p, p.with_name(f"{kind}-g{gen}-{rank}.jsonl"))
+    return len(current)
 
 
 def repair(path: Path) -> int:
@@ -110,6 +159,18 @@ def read_state(out_dir: Path, exclude: Collection[int] = ()) -> ResumeState:
         for rec in iter_lines(path):
             state.failed_ids.add(int(rec["id"]))
     return state
+
+
+def unaccounted(out_dir: Path, ids: Collection[int]) -> tuple[int, set[int]]:
+    """(how many of `ids` no journal of `out_dir` marks done or failed, the ranks of the current journals)."""
+    state = read_state(out_dir)
+    left = set(ids) - state.done_ids - state.failed_ids
+    ranks = set()
+    for path in all_records_paths(out_dir) + all_failures_paths(out_dir):
+        m = _JOURNAL_NAME.fullmatch(path.name)
+        if m is not None and m.group(1) is None:
+            ranks.add(int(m.group(2)))
+    return len(left), ranks
 
 
 class AppendLog:

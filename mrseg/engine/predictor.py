@@ -25,8 +25,9 @@ from mrseg.engine import journal
 from mrseg.engine.batches import Loaded, image_loader, video_loader
 from mrseg.engine.oom import infer_with_fallback
 from mrseg.engine.progress import RunProgress
-from mrseg.engine.run_folder import resolve_out_dir, start_state
-from mrseg.engine.shard import init_shard, units_for_rank
+from mrseg.engine.run_folder import check_same_lock, resolve_out_dir, start_state
+from mrseg.engine.run_lock import RunLock
+from mrseg.engine.shard import init_shard, missing_parts, units_for_rank
 from mrseg.engine.tiling import merge_tiles, tile_windows
 from mrseg.engine.tracker import Tracker
 from mrseg.engine.writer import WriterThread
@@ -57,19 +58,73 @@ class PredictInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """`auto` -> cuda (this rank's GPU) if available, else cpu; `cuda` under torchrun -> cuda:LOCAL_RANK."""
+def _kernels_with_cuda() -> bool:
+    """Whether mrseg_kernels (RoIAlign) was built with its CUDA kernels."""
+    try:
+        import mrseg_kernels
+
+        return bool(mrseg_kernels.with_cuda())
+    except (ImportError, AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(
+    device: str | torch.device = "auto",
+    local_rank: int = 0,
+    *,
+    needs_kernels: bool = True,
+    notes: list[str] | None = None,
+) -> torch.device:
+    """The device to run on, made this process's current CUDA device (`torch.cuda.set_device`) when a GPU.
+
+    `auto` -> `cuda:LOCAL_RANK` when CUDA is available and, for a model that runs mrseg's RoIAlign
+    (`needs_kernels`; an .onnx model doesn't), mrseg_kernels was built with CUDA; else cpu, with a line in
+    `notes` saying why when a GPU was there. `cuda` -> `cuda:LOCAL_RANK` (this torchrun rank's GPU). An
+    explicit CUDA device that can't run (no CUDA, no such GPU, kernels built without CUDA) raises
+    PredictError at start rather than failing at the first batch. Setting the current device keeps pinned
+    memory and CUDA calls without an index off GPU 0 (which every rank would otherwise also use)."""
     name = str(device)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name == "cuda" and needs_kernels and not _kernels_with_cuda():
+            name = "cpu"
+            if notes is not None:
+                notes.append(
+                    "note: --device auto: a GPU is there but mrseg_kernels was built without CUDA, so the "
+                    "model runs on the CPU; rebuild it with CUDA (pip install . with nvcc and CUDA_HOME set) "
+                    "to use the GPU"
+                )
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PredictError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     if name == "cuda":
         name = f"cuda:{local_rank}"
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except RuntimeError as e:
         raise PredictError(f"--device {device}: not a device name (use auto, cpu or cuda:N)") from e
+    if dev.type == "cuda":
+        if needs_kernels and not _kernels_with_cuda():
+            raise PredictError(
+                f"--device {device}: mrseg_kernels (RoIAlign) was built without CUDA; rebuild it with CUDA "
+                "(pip install . with nvcc and CUDA_HOME set), or use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise PredictError(
+                f"--device {device}: no such GPU (this machine has {count}: cuda:0..cuda:{count - 1})"
+            )
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def device_note(predictor: Predictor) -> str:
+    """`device: cuda:1 (NVIDIA H100, torch)` / `device: cpu (onnxruntime CPUExecutionProvider)`: what runs."""
+    dev = predictor.device
+    where = str(dev)
+    if dev.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(dev)})"
+    runs_on = getattr(predictor.model, "runs_on", None) or "torch"
+    return f"device: {where}, model run by {runs_on}"
 
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -635,22 +690,41 @@ def predict(
         raise PredictError(f"--workers must be >= 0, got {workers}")
 
     shard = init_shard()
+    lock: RunLock | None = None
     try:
         if stream and shard.world > 1:
             raise PredictError("--out - (stdout) works in one process only; under torchrun give --out DIR")
-        # Rank 0 decides the folder and the inputs (before the slow model load, so bad sources fail fast);
-        # every rank gets the same list, hence the same ids.
-        out_dir = items = None
-        if shard.is_main:
-            out_dir = None if stream else resolve_out_dir(out, exist_ok=exist_ok, resume=resume)
-            items = _list_items(sources, vid_stride, stdin, out_dir)
-        items = shard.broadcast(items)
+
+        # Rank 0 decides the folder, locks it for the whole run (one lock for all ranks) and lists the inputs
+        # (before the slow model load, so bad sources fail fast); every rank gets the same list, hence ids.
+        def start():
+            nonlocal lock
+            folder = None if stream else resolve_out_dir(out, exist_ok=exist_ok, resume=resume)
+            if folder is not None:
+                lock = RunLock.acquire(folder)
+                if lock.note and not quiet:
+                    print(lock.note, file=sys.stderr)
+            return folder, _list_items(sources, vid_stride, stdin, folder), lock and lock.token()
+
+        out_dir, items, token = shard.on_main(start)
+        if shard.world > 1 and not stream:  # the other ranks must see rank 0's lock: a shared --out
+            # (not rank 0: reading the file through a new descriptor would drop its POSIX lock)
+            mine = None if shard.is_main else check_same_lock(out_dir, token)
+            problems = [p for p in shard.gather(mine) if p]
+            if problems:
+                raise PredictError(problems[0])
+        notes: list[str] = []
         if predictor is None:
+            dev = resolve_device(device, shard.local_rank, notes=notes,
+                                 needs_kernels=not str(weights).lower().endswith(".onnx"))  # fmt: skip
             predictor = Predictor(
-                weights, arch=arch, device=resolve_device(device, shard.local_rank), score=score,
+                weights, arch=arch, device=dev, score=score,
                 classes=classes, tile=tile, tile_overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
                 precision=precision, mask_crops=True,
             )  # fmt: skip
+        if shard.is_main and not quiet:  # once, at start: what runs the model
+            for line in [*notes, device_note(predictor)]:
+                print(line, file=sys.stderr)
         state = journal.ResumeState()
         if not stream:
             meta = {"sources": [str(s) for s in sources], "vid_stride": vid_stride, "formats": formats,
@@ -696,13 +770,19 @@ def predict(
             raise PredictInterrupted(summary)
 
         shard.barrier()
-        failed_total = None
+        parts = shard.gather(local)
+        failed_total = incomplete = None
+        if shard.is_main and not stream and shard.world > 1:  # each rank's journal reached rank 0's disk?
+            left, seen = journal.unaccounted(out_dir, [it.id for it in items])
+            incomplete = missing_parts(left, parts, seen, out_dir)
+        incomplete = shard.broadcast(incomplete)
+        if incomplete:
+            raise PredictError(incomplete)
         if shard.is_main and not stream:
             from mrseg.outputs import finalize
 
             finalize(out_dir, formats, journal.all_records_paths(out_dir), predictor.classes)
             failed_total = journal.merge_failures(out_dir)
-        parts = shard.gather(local)
         failed_total = shard.broadcast(failed_total)
         summary.processed = sum(p["processed"] for p in parts)
         summary.instances = sum(p["instances"] for p in parts)
@@ -714,6 +794,8 @@ def predict(
         shard.barrier()  # nobody exits (which makes torchrun stop the others) before every rank is done
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         shard.close()
 
 

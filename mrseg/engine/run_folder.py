@@ -6,11 +6,14 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mrseg.engine.journal import STATE_DIR, write_json_atomic, write_text_atomic
+from mrseg.engine.journal import STATE_DIR, archive_generation, write_json_atomic, write_text_atomic
+from mrseg.engine.owned_outputs import owned_paths, remove_owned, write_owned
+from mrseg.engine.run_lock import LOCK_NAME, RunLockError, lock_path, same_lock
 
 if TYPE_CHECKING:
     from mrseg.outputs.detections import InputItem
@@ -58,6 +61,8 @@ def resolve_out_dir(out: str | Path | None, *, exist_ok: bool, resume: bool) -> 
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out}: exists and is not a folder; choose another --out")
     has_run = (out / STATE_DIR).is_dir()
+    if has_run and not (resume or exist_ok):
+        _refuse_if_locked(out)  # a live run's folder: say so rather than "holds a run"
     if resume and not has_run:
         raise RunFolderError(f"--resume: {out} holds no earlier run (no {STATE_DIR}/ in it); drop --resume")
     if has_run and not (resume or exist_ok):
@@ -66,6 +71,17 @@ def resolve_out_dir(out: str | Path | None, *, exist_ok: bool, resume: bool) -> 
             "--exist-ok to start over in it, or choose another --out"
         )
     return out
+
+
+def _refuse_if_locked(out: Path) -> None:
+    from mrseg.engine.run_lock import RunLock
+
+    try:
+        RunLock.acquire(out).release()
+    except RunLockError:
+        raise
+    except OSError:
+        pass
 
 
 # In OUT/.mrseg: one [id, path, frame] line per input, the listing that run.json's "inputs" fingerprints.
@@ -154,17 +170,54 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
                 )
         if listing is not None:
             _check_same_inputs(out_dir, old, meta["inputs"], listing)
+        if old.get("world_size", 1) != meta.get("world_size", 1):
+            # Inputs go to other ranks now: the journals so far become an older generation (see journal).
+            archive_generation(out_dir)
+            write_json_atomic(run_json, {**old, "world_size": meta.get("world_size", 1)})
         return
     if state.exists():
-        shutil.rmtree(state)
+        removed, listed = remove_owned(out_dir, state)
+        if not listed and any((out_dir / f).exists() for f in ("labelme", "yolo", "overlay")):
+            print(
+                f"note: {out_dir} holds labelme/, yolo/ or overlay/ files of a run that did not list them "
+                "(an older mrseg): they are left as they are, mixed with this run's; remove them yourself "
+                "if they are not wanted",
+                file=sys.stderr,
+            )
+        _clear_state(state)
     for name in FINAL_FILES:  # an earlier run's; left there, an interrupted new run would look finished
         (out_dir / name).unlink(missing_ok=True)
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)
+    if items is not None:
+        write_owned(state, owned_paths(out_dir, items, meta.get("formats", ())))
     if listing is not None:
         write_text_atomic(
             state / INPUTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in listing)
         )
     write_json_atomic(run_json, meta)
+
+
+def _clear_state(state: Path) -> None:
+    """Remove an earlier run's state (journals, segments, lists) but the lock, which this run holds."""
+    for child in state.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def check_same_lock(out_dir: Path, token: dict | None) -> str | None:
+    """None when this rank sees the lock file rank 0 took (`token`), else why the run can't go on."""
+    if token is None or same_lock(out_dir, token):
+        return None
+    return (
+        f"{lock_path(out_dir)} as this node sees it is not the lock rank 0 took ({token}): "
+        f"--out {out_dir} is not on a filesystem shared by every node of the run. A multi-node run needs "
+        "--out on a shared filesystem (NFS, Lustre, ...); or run one job per node, each with its own "
+        "inputs and --out"
+    )
 
 
 def _check_same_inputs(out_dir: Path, old_meta: dict, fingerprint: dict, listing: list[list]) -> None:

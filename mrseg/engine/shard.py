@@ -16,6 +16,10 @@ import torch.distributed as dist
 _BARRIER_TIMEOUT = datetime.timedelta(days=2)
 
 
+class ShardError(RuntimeError):
+    """The ranks of a run can't go on together (the message says why and what to do)."""
+
+
 @dataclass
 class Shard:
     """This process's place in the job: `rank` of `world`, `local_rank` picks its GPU."""
@@ -49,6 +53,24 @@ class Shard:
         dist.all_gather_object(out, obj)
         return out
 
+    def on_main(self, fn):
+        """`fn()` run by rank 0, its result on every rank. An exception of rank 0 is raised on every rank
+        (on the others as ShardError with its message), so no rank waits for a broadcast that never comes."""
+        result = error = None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                error = e
+        message = None
+        if self.world > 1:
+            result, message = self.broadcast((result, None if error is None else f"{error}"))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise ShardError(f"rank 0 stopped the run: {message}")
+        return result
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -72,3 +94,28 @@ def init_shard() -> Shard:
 def units_for_rank(units: list, shard: Shard) -> list:
     """Unit u (an image, or a whole video so its track ids stay consistent) goes to rank u % world."""
     return units[shard.rank :: shard.world]
+
+
+def missing_parts(unaccounted: int, parts: list[dict], seen_ranks: set[int], out_dir) -> str | None:
+    """None when rank 0's journals account for every input (done or failed), else the error to stop on.
+
+    `unaccounted`: inputs neither journaled as done nor as failed in what rank 0 sees of OUT/.mrseg;
+    `parts`: each rank's `{"processed", "failed"}` counts of this run (gathered); `seen_ranks`: the ranks
+    whose journal files rank 0 sees. Ranks on another node write their journals on that node's disk unless
+    `--out` is shared: their inputs would silently be missing from the final files."""
+    if unaccounted == 0:
+        return None
+    reported = sum(int(p.get("processed", 0)) + int(p.get("failed", 0)) for p in parts)
+    unseen = [
+        r
+        for r, p in enumerate(parts)
+        if r not in seen_ranks and p.get("processed", 0) + p.get("failed", 0) > 0
+    ]
+    return (
+        f"{unaccounted} input(s) are neither in the journals nor in the failure logs that rank 0 sees in "
+        f"{out_dir}/.mrseg (the ranks reported {reported} input(s) written or failed this run"
+        + (f"; no journal of rank(s) {', '.join(map(str, unseen))} is visible here" if unseen else "")
+        + "). The ranks wrote to different disks: a multi-node run needs --out on a filesystem shared by "
+        "every node (NFS, Lustre, ...). No final file was written. To finish, copy every node's "
+        "OUT/.mrseg/records-*.jsonl and failures-*.jsonl into this OUT/.mrseg/ and run again with --resume."
+    )

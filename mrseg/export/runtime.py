@@ -26,10 +26,17 @@ GraphOutputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 class ExportedModel:
     """An exported graph plus its pre- and post-step. `run(canvas, sizes)` executes the graph itself."""
 
-    def __init__(self, run: Callable[[Tensor, Tensor], GraphOutputs], spec: GraphSpec, source: str = ""):
+    def __init__(
+        self,
+        run: Callable[[Tensor, Tensor], GraphOutputs],
+        spec: GraphSpec,
+        source: str = "",
+        runs_on: str = "torch (CPU)",
+    ):
         self.run = run
         self.spec = spec
         self.source = source
+        self.runs_on = runs_on  # what executes the graph, for the start-of-run note
 
     @property
     def info(self) -> ModelInfo:
@@ -41,7 +48,8 @@ class ExportedModel:
     def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         results: list[dict[str, Tensor]] = []
         for start in range(0, len(images), self.spec.batch):
-            chunk = images[start : start + self.spec.batch]
+            # onnxruntime / the traced graph read host memory
+            chunk = [im.cpu() for im in images[start : start + self.spec.batch]]
             canvas, sizes = preprocess(chunk, self.spec)
             outputs = self.run(canvas, sizes)
             originals = [(int(im.shape[-2]), int(im.shape[-1])) for im in chunk]
@@ -73,16 +81,46 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ex
             "export the model with `mrseg export --format onnx`."
         )
     spec = GraphSpec.from_json(meta[METADATA_KEY])
-    providers = ["CPUExecutionProvider"]
-    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers, warning = onnx_providers(device, ort.get_available_providers())
     session = ort.InferenceSession(path, providers=providers)
+    runs_on = describe_session(session.get_providers(), device)
+    if warning is None and torch.device(device).type == "cuda" and not runs_on.startswith("onnxruntime CUDA"):
+        warning = f"onnxruntime could not start its CUDA provider for {device}"
+    if warning is not None:
+        runs_on += f" [warning: {warning}; the model runs on the CPU]"
 
     def run(canvas: Tensor, sizes: Tensor) -> GraphOutputs:
-        feeds = dict(zip(INPUT_NAMES, (canvas.numpy(), sizes.numpy()), strict=True))
+        feeds = dict(zip(INPUT_NAMES, (canvas.cpu().numpy(), sizes.cpu().numpy()), strict=True))
         return tuple(torch.from_numpy(o) for o in session.run(None, feeds))  # type: ignore[return-value]
 
-    return ExportedModel(run, spec, source=path)
+    return ExportedModel(run, spec, source=path, runs_on=runs_on)
+
+
+def onnx_providers(device: str | torch.device, available: list[str]) -> tuple[list, str | None]:
+    """(onnxruntime providers for `device`, a warning or None).
+
+    A CUDA device asks for `("CUDAExecutionProvider", {"device_id": N})` (N: the device's index, else the
+    current CUDA device), then the CPU provider as onnxruntime's fallback; when this onnxruntime has no CUDA
+    provider (the CPU-only `onnxruntime` package) the CPU provider alone, with a warning saying so."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"], None
+    if "CUDAExecutionProvider" not in available:
+        return ["CPUExecutionProvider"], (
+            f"--device {device} asked, but this onnxruntime has no CUDAExecutionProvider (providers: "
+            f"{', '.join(available)}); install onnxruntime-gpu instead of onnxruntime to run .onnx models on "
+            "the GPU"
+        )
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], None
+
+
+def describe_session(providers: list[str], device: str | torch.device) -> str:
+    """`onnxruntime <provider>[ on cuda:N]`: the provider that runs first in a session."""
+    first = providers[0] if providers else "CPUExecutionProvider"
+    device = torch.device(device)
+    where = f" on {device}" if first == "CUDAExecutionProvider" else ""
+    return f"onnxruntime {first}{where}"
 
 
 def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> ExportedModel:
