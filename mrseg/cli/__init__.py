@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "eval": ("mrseg.cli.eval", "eval_cmd"),
     "export": ("mrseg.cli.export", "export_cmd"),
     "plot": ("mrseg.cli.plot", "plot_cmd"),
+    "convert": ("mrseg.cli.convert", "convert_cmd"),
 }
 
 

@@ -120,7 +120,9 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
                     size = (record["image"]["height"], record["image"]["width"])
                     area, bbox = segmentation_area_bbox(ann["segmentation"], *size)
                     ann.update(area=area, bbox=bbox if area else inst["bbox"])
-                ann.update(iscrowd=0, score=inst["score"], attributes={"score": inst["score"]})
+                ann["iscrowd"] = int(inst.get("iscrowd", 0))  # set by `mrseg convert` for crowd regions
+                if "score" in inst:  # a converted ground truth has none
+                    ann.update(score=inst["score"], attributes={"score": inst["score"]})
                 if "track_id" in inst:
                     ann["track_id"] = inst["track_id"]
                 f.write(("," if ann_id > 1 else "") + "\n" + _dump(ann))

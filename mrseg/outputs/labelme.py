@@ -92,7 +92,7 @@ def labelme_document(
                     "label": inst["name"],
                     "points": part["points"],
                     "group_id": group,
-                    "description": f"score {inst['score']:.3f}",
+                    "description": f"score {inst['score']:.3f}" if "score" in inst else "",
                     "shape_type": part["shape_type"],
                     "flags": {},
                     "mask": part["mask"],

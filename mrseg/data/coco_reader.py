@@ -1,0 +1,132 @@
+"""Read a COCO instance-segmentation file (polygons, compressed or uncompressed RLE, crowd) for `mrseg convert`.
+
+Unlike the training dataset (`mrseg.data.coco`, which skips bad annotations and counts them), conversion
+stops at the first bad annotation with a `SourceError` naming the file and the annotation id: a converted
+dataset must not silently lose objects. Image sizes come from each image's `width`/`height`, else from the
+image file's header.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+
+from mrseg.data.annotation_source import (
+    SourceDataset,
+    SourceError,
+    SourceImage,
+    SourceInstance,
+    image_size_from_file,
+)
+from mrseg.data.coco import check_segmentation, decode_segmentation
+from mrseg.outputs.mask_crop import MaskCrop
+
+
+def load_json(path: Path, what: str):
+    """The parsed JSON of `path`; `SourceError` for a missing file or invalid JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise SourceError(f"{path}: file not found") from None
+    except OSError as e:
+        raise SourceError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path}: not valid JSON ({e}); is it a {what} file?") from None
+
+
+def _int(value, context: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise SourceError(f"{context}: expected an integer, got {value!r}")
+    return int(value)
+
+
+def _categories(data: dict, name: str) -> list[dict]:
+    cats = data.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise SourceError(f"{name}: has no 'categories'; a COCO dataset lists its classes there")
+    out = {}
+    for c in cats:
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise SourceError(f"{name}: category {c!r} needs an 'id' and a 'name'")
+        cid = _int(c["id"], f"{name}: category {c.get('name')!r}")
+        out.setdefault(cid, {"id": cid, "name": str(c["name"]), "supercategory": c.get("supercategory", "")})
+    return [out[k] for k in sorted(out)]
+
+
+def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceDataset:
+    """A `SourceDataset` of the COCO file `path`. Images are looked for in `images_dir`, else `images/` next to
+    the file when that folder exists, else the file's folder."""
+    path = Path(path)
+    name = path.name
+    data = load_json(path, "COCO annotation")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise SourceError(f"{path}: not a COCO dataset (expected an object with 'images', 'annotations', "
+                          "'categories')")
+    categories = _categories(data, name)
+    known = {c["id"] for c in categories}
+    if images_dir is None:
+        images_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+    images_dir = Path(images_dir)
+    images: dict[int, dict] = {}
+    for info in data["images"]:
+        if not isinstance(info, dict) or "id" not in info or "file_name" not in info:
+            raise SourceError(f"{name}: image {info!r} needs an 'id' and a 'file_name'")
+        iid = _int(info["id"], f"{name}: image {info.get('file_name')!r}: id")
+        if iid in images:
+            raise SourceError(f"{name}: image id {iid} occurs twice in 'images'")
+        images[iid] = info
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for ann in data.get("annotations") or []:
+        if not isinstance(ann, dict):
+            raise SourceError(f"{name}: annotation {ann!r} is not an object")
+        context = f"{name}: annotation id {ann.get('id')}"
+        image_id = ann.get("image_id")
+        if image_id not in images:
+            raise SourceError(f"{context}: image id {image_id!r} is not in 'images'")
+        if ann.get("category_id") not in known:
+            raise SourceError(f"{context}: category id {ann.get('category_id')!r} is not in 'categories'")
+        by_image[image_id].append(ann)
+
+    def _images() -> Iterator[SourceImage]:
+        for iid, info in images.items():
+            file_path = images_dir / str(info["file_name"])
+            context = f"{name}: image id {iid} ({info['file_name']})"
+            if "width" in info and "height" in info:
+                width, height = _int(info["width"], context + ": width"), _int(info["height"], context + ": height")
+            else:
+                width, height = image_size_from_file(file_path, context)
+            image = SourceImage(iid, str(info["file_name"]), str(file_path), width, height)
+            for ann in by_image.get(iid, []):
+                image.instances.append(_instance(ann, height, width, f"{name}: annotation id {ann.get('id')}"))
+            yield image
+
+    return SourceDataset(categories, _images())
+
+
+def _instance(ann: dict, height: int, width: int, context: str) -> SourceInstance:
+    seg = ann.get("segmentation")
+    if seg is None or seg == [] or seg == {}:
+        raise SourceError(f"{context}: segmentation is empty (mrseg convert converts instance masks)")
+    seg, reason = check_segmentation(seg, height, width)
+    if reason:
+        raise SourceError(f"{context}: {reason}")
+    try:
+        mask = decode_segmentation(seg, height, width).astype(bool)
+    except Exception as e:  # noqa: BLE001 - pycocotools' own message, with where it came from
+        raise SourceError(f"{context}: segmentation cannot be decoded ({e})") from None
+    if not mask.any():
+        raise SourceError(f"{context}: segmentation is empty (it covers no pixel of the {width}x{height} image)")
+    score = ann.get("score")
+    return SourceInstance(
+        mask=MaskCrop.from_mask(mask),
+        category_id=int(ann["category_id"]),
+        iscrowd=bool(ann.get("iscrowd", 0)),
+        score=float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+    )
+
+
+__all__ = ["load_json", "read_coco"]
