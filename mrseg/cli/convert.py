@@ -12,15 +12,33 @@ from mrseg.engine.convert import TARGETS, convert
 @click.command("convert")
 @click.argument("src", type=click.Path(path_type=str))
 @click.option("--to", "to", required=True, help=f"Comma list of output formats: {', '.join(TARGETS)}.")
-@click.option("--out", required=True, type=click.Path(path_type=str),
-              help="Output folder (must not exist or be empty); written whole or not at all.")
-@click.option("--images", type=click.Path(path_type=str), default=None,
-              help="Folder of the images, where the source does not say (COCO: default images/ next to the "
-                   "json, else its folder; labelme: imagePath; YOLO: data.yaml's train/val).")
-@click.option("--mask-format", type=click.Choice(["polygon", "rle"]), default="polygon", show_default=True,
-              help="annotations.json segmentations: polygons (RLE where a hole needs it) or the exact RLE.")
-@click.option("--simplify", type=float, default=1.0, show_default=True,
-              help="Polygon simplification tolerance in px (scaled down for small objects).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output folder (must not exist or be empty); written whole or not at all.",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Folder of the images, where the source does not say (COCO: default images/ next to the "
+    "json, else its folder; labelme: imagePath; YOLO: data.yaml's train/val).",
+)
+@click.option(
+    "--mask-format",
+    type=click.Choice(["polygon", "rle"]),
+    default="polygon",
+    show_default=True,
+    help="annotations.json segmentations: polygons (RLE where a hole needs it) or the exact RLE.",
+)
+@click.option(
+    "--simplify",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Polygon simplification tolerance in px (scaled down for small objects).",
+)
 def convert_cmd(src, to, out, images, mask_format, simplify):
     """Convert SRC (a COCO .json, a labelme folder, or a YOLO-seg data.yaml / folder) into --to formats.
 

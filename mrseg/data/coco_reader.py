@@ -1,4 +1,4 @@
-"""Read a COCO instance-segmentation file (polygons, compressed or uncompressed RLE, crowd) for `mrseg convert`.
+"""Read a COCO instance-segmentation file (polygons, RLE, uncompressed RLE, crowd) for `mrseg convert`.
 
 Unlike the training dataset (`mrseg.data.coco`, which skips bad annotations and counts them), conversion
 stops at the first bad annotation with a `SourceError` naming the file and the annotation id: a converted
@@ -12,7 +12,6 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-
 
 from mrseg.data.annotation_source import (
     SourceDataset,
@@ -58,14 +57,15 @@ def _categories(data: dict, name: str) -> list[dict]:
 
 
 def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceDataset:
-    """A `SourceDataset` of the COCO file `path`. Images are looked for in `images_dir`, else `images/` next to
-    the file when that folder exists, else the file's folder."""
+    """A `SourceDataset` of the COCO file `path`. Images are looked for in `images_dir`, else `images/` next
+    to the file when that folder exists, else the file's folder."""
     path = Path(path)
     name = path.name
     data = load_json(path, "COCO annotation")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise SourceError(f"{path}: not a COCO dataset (expected an object with 'images', 'annotations', "
-                          "'categories')")
+        raise SourceError(
+            f"{path}: not a COCO dataset (expected an object with 'images', 'annotations', 'categories')"
+        )
     categories = _categories(data, name)
     known = {c["id"] for c in categories}
     if images_dir is None:
@@ -96,12 +96,17 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
             file_path = images_dir / str(info["file_name"])
             context = f"{name}: image id {iid} ({info['file_name']})"
             if "width" in info and "height" in info:
-                width, height = _int(info["width"], context + ": width"), _int(info["height"], context + ": height")
+                width, height = (
+                    _int(info["width"], context + ": width"),
+                    _int(info["height"], context + ": height"),
+                )
             else:
                 width, height = image_size_from_file(file_path, context)
             image = SourceImage(iid, str(info["file_name"]), str(file_path), width, height)
             for ann in by_image.get(iid, []):
-                image.instances.append(_instance(ann, height, width, f"{name}: annotation id {ann.get('id')}"))
+                image.instances.append(
+                    _instance(ann, height, width, f"{name}: annotation id {ann.get('id')}")
+                )
             yield image
 
     return SourceDataset(categories, _images())
@@ -119,7 +124,9 @@ def _instance(ann: dict, height: int, width: int, context: str) -> SourceInstanc
     except Exception as e:  # noqa: BLE001 - pycocotools' own message, with where it came from
         raise SourceError(f"{context}: segmentation cannot be decoded ({e})") from None
     if not mask.any():
-        raise SourceError(f"{context}: segmentation is empty (it covers no pixel of the {width}x{height} image)")
+        raise SourceError(
+            f"{context}: segmentation is empty (it covers no pixel of the {width}x{height} image)"
+        )
     score = ann.get("score")
     return SourceInstance(
         mask=MaskCrop.from_mask(mask),

@@ -37,7 +37,8 @@ _SCORE = re.compile(r"^\s*score\s+([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
 
 def shape_mask(shape: dict, height: int, width: int, context: str) -> np.ndarray:
-    """bool `[height, width]` of one labelme shape, as labelme's `shape_to_mask` / `shapes_to_label` draw it."""
+    """bool `[height, width]` of one labelme shape, as labelme's `shape_to_mask` / `shapes_to_label` draw
+    it."""
     kind = shape.get("shape_type") or "polygon"
     try:
         points = [(float(x), float(y)) for x, y in shape.get("points") or []]
@@ -136,13 +137,18 @@ def read_labelme(folder: str | Path, images_dir: str | Path | None = None) -> So
                     mask |= shape_mask(shape, height, width, f"{path}: shape {k} (label {shape['label']!r})")
                 k, shape = parts[0]
                 if not mask.any():
-                    raise SourceError(f"{path}: shape {k} (label {shape['label']!r}): covers no pixel of the "
-                                      f"{width}x{height} image")
+                    raise SourceError(
+                        f"{path}: shape {k} (label {shape['label']!r}): covers no pixel of the "
+                        f"{width}x{height} image"
+                    )
                 score = _SCORE.match(str(shape.get("description") or ""))
-                image.instances.append(SourceInstance(
-                    MaskCrop.from_mask(mask), ids[str(shape["label"])],
-                    score=float(score.group(1)) if score else None,
-                ))
+                image.instances.append(
+                    SourceInstance(
+                        MaskCrop.from_mask(mask),
+                        ids[str(shape["label"])],
+                        score=float(score.group(1)) if score else None,
+                    )
+                )
             yield image
 
     dataset.images = _images()

@@ -90,7 +90,16 @@ def line_mask(values: list[float], height: int, width: int) -> np.ndarray:
     """bool `[height, width]` of one label line's numbers after the class (polygon or cx cy w h box)."""
     if len(values) == 4:
         cx, cy, w, h = values
-        values = [cx - w / 2, cy - h / 2, cx + w / 2, cy - h / 2, cx + w / 2, cy + h / 2, cx - w / 2, cy + h / 2]
+        values = [
+            cx - w / 2,
+            cy - h / 2,
+            cx + w / 2,
+            cy - h / 2,
+            cx + w / 2,
+            cy + h / 2,
+            cx - w / 2,
+            cy + h / 2,
+        ]
     pts = (np.asarray(values, np.float64).reshape(-1, 2) * (width, height)).astype(np.int32)
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, [pts], color=1)
@@ -113,7 +122,8 @@ def read_yolo(src: str | Path, images_dir: str | Path | None = None) -> SourceDa
     names = _names(data, yaml_path)
     ids = _category_ids(text, len(names))
     categories = sorted(
-        ({"id": i, "name": n, "supercategory": ""} for i, n in zip(ids, names, strict=True)), key=lambda c: c["id"]
+        ({"id": i, "name": n, "supercategory": ""} for i, n in zip(ids, names, strict=True)),
+        key=lambda c: c["id"],
     )
     dirs = [Path(images_dir)] if images_dir is not None else _image_dirs(data, yaml_path)
     files = []
@@ -141,7 +151,9 @@ def read_yolo(src: str | Path, images_dir: str | Path | None = None) -> SourceDa
                 except ValueError:
                     raise SourceError(f"{context}: expected 'class x1 y1 x2 y2 ...' numbers") from None
                 if not 0 <= cls < len(names):
-                    raise SourceError(f"{context}: class {cls} is not in data.yaml's names (0..{len(names) - 1})")
+                    raise SourceError(
+                        f"{context}: class {cls} is not in data.yaml's names (0..{len(names) - 1})"
+                    )
                 if len(values) != 4 and (len(values) < 6 or len(values) % 2):
                     raise SourceError(f"{context}: expected 4 box numbers or at least 3 x y points")
                 if min(values) < -0.01 or max(values) > 1.01:

@@ -73,7 +73,7 @@ class ConvertReport:
 
 
 def detect_source(src: Path) -> str:
-    """"coco" (a .json file), "yolo" (a .yaml file or a folder with data.yaml) or "labelme" (a folder)."""
+    """ "coco" (a .json file), "yolo" (a .yaml file or a folder with data.yaml) or "labelme" (a folder)."""
     if src.is_file() or src.suffix.lower() in (".json", ".yaml", ".yml"):
         if src.suffix.lower() in (".yaml", ".yml"):
             return "yolo"
@@ -106,13 +106,25 @@ def _detections(image: SourceImage, keep: list[int]) -> Detections:
     boxes = np.array([inst.mask.tightened().bounds for inst in insts], np.float32).reshape(-1, 4)
     scores = np.array([1.0 if inst.score is None else inst.score for inst in insts], np.float32)
     return Detections(
-        width=image.width, height=image.height, boxes=boxes, scores=scores,
+        width=image.width,
+        height=image.height,
+        boxes=boxes,
+        scores=scores,
         masks=CroppedMasks([inst.mask for inst in insts], image.height, image.width),
     )
 
 
-def _convert_image(image: SourceImage, label_of: dict[int, int], classes, targets, mask_format, simplify,
-                   writers: dict, journal, report: ConvertReport) -> None:
+def _convert_image(
+    image: SourceImage,
+    label_of: dict[int, int],
+    classes,
+    targets,
+    mask_format,
+    simplify,
+    writers: dict,
+    journal,
+    report: ConvertReport,
+) -> None:
     item = InputItem(id=image.id, path=image.path, rel_path=image.file_name)
     everything = list(range(len(image.instances)))
     det = _detections(image, everything)
@@ -125,12 +137,18 @@ def _convert_image(image: SourceImage, label_of: dict[int, int], classes, target
         if inst.iscrowd:
             rec["iscrowd"] = 1
             rec.pop("polygons", None)  # crowd regions are RLE in COCO
-    small_holes_only = sum(1 for h in holes if h and max(h) < DEFAULT_MIN_AREA)
+    small_holes_only = sum(  # crowd regions stay RLE
+        1
+        for h, inst in zip(holes, image.instances, strict=True)
+        if h and max(h) < DEFAULT_MIN_AREA and not inst.iscrowd
+    )
     if "coco" in targets:
         journal.write(record_line(item, det, records))
         report.written["coco"] += len(records)
         if mask_format == "polygon":
-            report.lose("coco", f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon", small_holes_only)
+            report.lose(
+                "coco", f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon", small_holes_only
+            )
     keep = [i for i, inst in enumerate(image.instances) if not inst.iscrowd]
     crowd = len(everything) - len(keep)
     sub = _detections(image, keep)
@@ -141,13 +159,22 @@ def _convert_image(image: SourceImage, label_of: dict[int, int], classes, target
         report.written[target] += len(sub_records)
         report.lose(target, "crowd region left out", crowd)
         if target == "labelme":
-            report.lose(target, f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon",
-                        sum(1 for i in keep if holes[i] and max(holes[i]) < DEFAULT_MIN_AREA))
+            report.lose(
+                target,
+                f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon",
+                sum(1 for i in keep if holes[i] and max(holes[i]) < DEFAULT_MIN_AREA),
+            )
         if target == "yolo":
-            report.lose(target, "score dropped (YOLO has no score)",
-                        sum(1 for i in keep if image.instances[i].score is not None))
-            report.lose(target, f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon",
-                        sum(1 for i in keep if holes[i] and min(holes[i]) < DEFAULT_MIN_AREA))
+            report.lose(
+                target,
+                "score dropped (YOLO has no score)",
+                sum(1 for i in keep if image.instances[i].score is not None),
+            )
+            report.lose(
+                target,
+                f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon",
+                sum(1 for i in keep if holes[i] and min(holes[i]) < DEFAULT_MIN_AREA),
+            )
             if not os.path.isfile(image.path):
                 report.lose(target, "image file not found: label written without its image")
 
@@ -166,8 +193,8 @@ def convert(
     simplify: float = DEFAULT_SIMPLIFY,
 ) -> ConvertReport:
     """Convert the dataset at `src` into `targets` (of `TARGETS`) under `out` (which must not exist or be
-    empty); returns the report (also written to `out/convert_report.json`). Raises `SourceError` for bad input;
-    `out` is then left as it was."""
+    empty); returns the report (also written to `out/convert_report.json`). Raises `SourceError` for bad
+    input; `out` is then left as it was."""
     src, out = Path(src), Path(out)
     bad = [t for t in targets if t not in TARGETS]
     if bad or not targets:
@@ -177,8 +204,10 @@ def convert(
     _prepare_out(out)
     kind = detect_source(src)
     dataset = open_source(src, kind, Path(images) if images is not None else None)
-    classes = [{"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "")}
-               for c in dataset.categories]
+    classes = [
+        {"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "")}
+        for c in dataset.categories
+    ]
     label_of = {c["id"]: i + 1 for i, c in enumerate(classes)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -196,7 +225,9 @@ def convert(
             for image in dataset.images:
                 report.images += 1
                 report.instances += len(image.instances)
-                _convert_image(image, label_of, classes, targets, coco_mask, simplify, writers, journal, report)
+                _convert_image(
+                    image, label_of, classes, targets, coco_mask, simplify, writers, journal, report
+                )
         for target, n in dataset.losses.items():
             report.lose("source", target, n)
         finalize(tmp, [t for t in targets if t in ("coco", "yolo")], [journal_path], classes)
