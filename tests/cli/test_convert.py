@@ -264,3 +264,88 @@ def test_good_file_converts(tmp_path):
     back = _coco(tmp_path / "out" / "annotations.json")
     assert back.annToMask(back.dataset["annotations"][0]).sum() > 0
     assert "score" not in back.dataset["annotations"][0]
+
+
+def _labelme_instances(doc: dict) -> list[list[dict]]:
+    groups = defaultdict(list)
+    for k, shape in enumerate(doc["shapes"]):
+        if shape["shape_type"] in ("polygon", "rectangle", "circle", "mask"):
+            key = (shape["label"], shape["group_id"]) if shape["group_id"] is not None else k
+            groups[key].append(shape)
+    return list(groups.values())
+
+
+def test_labelme_read_exactly_as_labelme_draws_it(val):
+    """labelme -> COCO RLE is exact: every annotation is labelme's own rasterisation of its shapes."""
+    back = val["tmp"] / "labelme-rle"
+    done = _run(val["out"] / "labelme", "--to", "coco", "--mask-format", "rle", "--out", back)
+    assert done.exit_code == 0, done.output
+    gt = _coco(back / "annotations.json")
+    for image in gt.dataset["images"]:
+        doc = json.loads((val["out"] / "labelme" / Path(image["file_name"]).with_suffix(".json")).read_text())
+        anns = gt.loadAnns(gt.getAnnIds(imgIds=[image["id"]]))
+        groups = _labelme_instances(doc)
+        assert len(anns) == len(groups)
+        for ann, shapes in zip(anns, groups, strict=True):
+            want = labelme_mask(shapes, doc["imageHeight"], doc["imageWidth"])
+            assert np.array_equal(gt.annToMask(ann).astype(bool), want)
+
+
+def test_yolo_read_exactly_as_ultralytics_draws_it(nuts):
+    back = nuts["tmp"] / "yolo-rle"
+    done = _run(nuts["out"] / "yolo", "--to", "coco", "--mask-format", "rle", "--out", back)
+    assert done.exit_code == 0, done.output
+    gt = _coco(back / "annotations.json")
+    for image in gt.dataset["images"]:
+        lines = (nuts["out"] / "yolo" / "labels" / Path(image["file_name"]).with_suffix(".txt")).read_text()
+        anns = gt.loadAnns(gt.getAnnIds(imgIds=[image["id"]]))
+        assert len(anns) == len(lines.splitlines())
+        for ann, line in zip(anns, lines.splitlines(), strict=True):
+            want = yolo_mask(line, image["height"], image["width"])
+            assert np.array_equal(gt.annToMask(ann).astype(bool), want)
+            assert gt.cats[ann["category_id"]]["name"] == yaml_names(nuts)[int(line.split()[0])]
+
+
+def yaml_names(run) -> dict:
+    import yaml
+
+    return yaml.safe_load((run["out"] / "yolo" / "data.yaml").read_text())["names"]
+
+
+def test_labelme_shapes_of_every_kind(tmp_path):
+    """Rectangle, circle and grouped polygons as labelme draws them; a point shape is counted, not converted;
+    a score in the description survives into COCO."""
+    shapes = [
+        {"label": "box", "points": [[2, 3], [10, 12]], "shape_type": "rectangle", "group_id": None},
+        {"label": "disc", "points": [[20, 20], [25, 22]], "shape_type": "circle", "group_id": None},
+        {"label": "two", "points": [[30, 2], [38, 2], [38, 9]], "shape_type": "polygon", "group_id": 4},
+        {"label": "two", "points": [[30, 30], [38, 30], [34, 38]], "shape_type": "polygon", "group_id": 4},
+        {"label": "pin", "points": [[5, 30]], "shape_type": "point", "group_id": None},
+    ]
+    for s in shapes:
+        s.update(flags={}, description="", mask=None)
+    shapes[0]["description"] = "score 0.875"
+    doc = {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": "x.png", "imageData": None,
+           "imageHeight": 40, "imageWidth": 40}  # fmt: skip
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "x.json").write_text(json.dumps(doc))
+    done = _run(tmp_path / "lm", "--to", "coco", "--mask-format", "rle", "--out", tmp_path / "out")
+    assert done.exit_code == 0, done.output
+    gt = _coco(tmp_path / "out" / "annotations.json")
+    anns = gt.dataset["annotations"]
+    groups = _labelme_instances(doc)
+    assert [gt.cats[a["category_id"]]["name"] for a in anns] == ["box", "disc", "two"]
+    for ann, group in zip(anns, groups, strict=True):
+        assert np.array_equal(gt.annToMask(ann).astype(bool), labelme_mask(group, 40, 40))
+    assert anns[0]["score"] == 0.875 and "score" not in anns[1]
+    losses = json.loads((tmp_path / "out" / "convert_report.json").read_text())["losses"]
+    assert losses["source"] == {"labelme point shape (no area) left out": 1}
+
+
+def test_out_folder_not_empty_is_refused(tmp_path):
+    (tmp_path / "ann.json").write_text(json.dumps(_good()))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    done = _run(tmp_path / "ann.json", "--to", "coco", "--out", tmp_path / "out")
+    assert done.exit_code == 1 and "already exists and is not empty" in done.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
