@@ -150,8 +150,11 @@ def test_round_trip_back_to_coco(case, via, request):
     src = run["out"] / via / ("data.yaml" if via == "yolo" else "")
     done = _run(src, "--to", "coco", "--out", back)
     assert done.exit_code == 0, done.output
-    ious = _compare_coco(_coco(run["src"]), _coco(back / "annotations.json"))
-    _check_ious(ious)
+    source, converted = _coco(run["src"]), _coco(back / "annotations.json")
+    _check_ious(_compare_coco(source, converted))
+    if via == "yolo":  # data.yaml's "# category_id N" comments carry the ids back
+        names = {c["id"]: c["name"] for c in source.dataset["categories"]}
+        assert {c["id"]: c["name"] for c in converted.dataset["categories"]} == names
 
 
 def test_yolo_output_passes_ultralytics_dataset_check(nuts, monkeypatch, tmp_path):
@@ -259,8 +262,10 @@ def test_missing_and_invalid_files(tmp_path):
 
 def test_good_file_converts(tmp_path):
     (tmp_path / "ann.json").write_text(json.dumps(_good()))
-    done = _run(tmp_path / "ann.json", "--to", "coco", "--out", tmp_path / "out")
+    done = _run(tmp_path / "ann.json", "--to", "coco,yolo", "--out", tmp_path / "out")
     assert done.exit_code == 0, done.output
+    losses = json.loads((tmp_path / "out" / "convert_report.json").read_text())["losses"]
+    assert losses == {"yolo": {"image file not found: label written without its image": 1}}
     back = _coco(tmp_path / "out" / "annotations.json")
     assert back.annToMask(back.dataset["annotations"][0]).sum() > 0
     assert "score" not in back.dataset["annotations"][0]
