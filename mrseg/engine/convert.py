@@ -230,7 +230,8 @@ def convert(
                 )
         for target, n in dataset.losses.items():
             report.lose("source", target, n)
-        finalize(tmp, [t for t in targets if t in ("coco", "yolo")], [journal_path], classes)
+        coco_yolo = [t for t in targets if t in ("coco", "yolo")]
+        finalize(tmp, coco_yolo, [journal_path], classes, description=f"mrseg convert from {kind}")
         shutil.rmtree(tmp / ".mrseg")
         (tmp / REPORT_NAME).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
         _prepare_out(out)

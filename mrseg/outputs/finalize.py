@@ -87,7 +87,9 @@ def _dump(obj) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_coco(path: str | os.PathLike, records_paths: list, categories: list[dict]) -> None:
+def write_coco(
+    path: str | os.PathLike, records_paths: list, categories: list[dict], description: str = "mrseg predict"
+) -> None:
     """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes).
 
     `segmentation` is the instance's polygons when the run asked for them (`--mask-format polygon`, an
@@ -97,7 +99,7 @@ def write_coco(path: str | os.PathLike, records_paths: list, categories: list[di
     detector's box stays in results.json. The score is `score` and `attributes.score` (CVAT's COCO importer
     reads `attributes`)."""
     info = {
-        "description": "mrseg predict",
+        "description": description,
         "version": __version__,
         "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -169,6 +171,7 @@ def finalize(
     formats: Iterable[str],
     records_paths: Iterable[str | os.PathLike],
     categories: list[dict],
+    description: str = "mrseg predict",
 ) -> dict[str, Path]:
     """Write the run's final files into `out_dir` for the requested `formats`; returns {format: path}.
 
@@ -176,7 +179,8 @@ def finalize(
     the journals sorted by id, which also merges the ranks of a torchrun), `yolo` -> yolo/data.yaml,
     `overlay` -> builds any overlay video not yet joined from its segments and removes the segments (see
     `video_segments.finish_videos`; the videos themselves are written by the overlay writer). labelme is
-    per-item only. `categories`: the model's `{"id", "name"}` per label.
+    per-item only. `categories`: the model's `{"id", "name"}` per label; `description`: annotations.json's
+    `info.description` (the command that wrote it).
     Missing record files count as empty (a rank that got no inputs).
     """
     out = Path(out_dir)
@@ -184,7 +188,7 @@ def finalize(
     records_paths = list(records_paths)
     written: dict[str, Path] = {}
     if "coco" in formats:
-        write_coco(out / COCO_NAME, records_paths, categories)
+        write_coco(out / COCO_NAME, records_paths, categories, description)
         written["coco"] = out / COCO_NAME
     if "coco-results" in formats:
         write_results(out / RESULTS_NAME, records_paths)
