@@ -1,7 +1,8 @@
-"""mrseg checkpoints (see docs/internals.md): written atomically, loadable with `weights_only=True`.
+"""mrseg training checkpoints: written atomically, loadable with `weights_only=True`.
 
-Besides the model, a training checkpoint carries everything `--resume` needs to continue exactly: optimizer,
-scheduler and AMP scaler state, the iteration, and the RNG states (torch CPU/CUDA, numpy, python) as tensors.
+The layout (format constant, model fields) is defined in mrseg.model.checkpoint_format. Besides the model,
+a training checkpoint carries everything `--resume` needs to continue exactly: optimizer, scheduler and AMP
+scaler state, the iteration, and the RNG states (torch CPU/CUDA, numpy, python) as tensors.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-FORMAT = "mrseg-checkpoint"
-VERSION = 1
+from mrseg.model.checkpoint_format import is_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -82,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"--resume: {path} is not a readable checkpoint ({type(e).__name__}: {e})"
         ) from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not is_checkpoint(ckpt):
         raise CheckpointError(
             f"--resume: {path} is not an mrseg training checkpoint; use --weights to start from it"
         )

@@ -30,18 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from mrseg.data.augment import train_transforms
 from mrseg.data.coco import CocoDataset, collate
 from mrseg.engine import distributed
 from mrseg.engine.batch_sampler import ResumableBatchSampler
-from mrseg.engine.checkpoint import FORMAT, VERSION, load_checkpoint, rng_state, save_atomic, set_rng_state
+from mrseg.engine.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
 from mrseg.engine.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.metrics import MetricsLog, memory_mb
 from mrseg.engine.scratch_init import calibrate_frozen_bn, init_predictors
 from mrseg.engine.validation import validate
 from mrseg.model.backbone import NORMS
+from mrseg.model.checkpoint_format import make_checkpoint, model_shape
 from mrseg.model.zoo import ARCHS, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained
 
 logger = logging.getLogger("mrseg.train")
@@ -194,32 +194,11 @@ def resolved_norm(cfg: TrainConfig) -> str | None:
     return "bn" if cfg.weights == "none" else None
 
 
-def _source_shape(weights: str) -> dict:
-    """norm / anchor_sizes / channels recorded in an mrseg checkpoint file given as weights ({} otherwise)."""
-    path = Path(weights)
-    if not path.is_file():
-        return {}
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return {}  # load_pretrained reports unreadable files
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        return {}
-    return {k: obj[k] for k in ("norm", "anchor_sizes", "channels") if k in obj}
-
-
 def apply_train_overrides(model: nn.Module, roi_batch: int, rpn_train_proposals: int) -> None:
     """Training-only sampling sizes (they do not change the weights' shapes, so checkpoints stay loadable)."""
     model.roi_heads.sampler.batch_size = roi_batch
     model.rpn.pre_nms_top_n["train"] = rpn_train_proposals
     model.rpn.post_nms_top_n["train"] = rpn_train_proposals
-
-
-def frozen_bn_eps(model: nn.Module) -> float:
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            return float(m.eps)
-    return 1e-5
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -373,7 +352,7 @@ def _train(
     from_scratch = cfg.weights == "none" and ckpt is None
     freeze_at = cfg.freeze_at if cfg.freeze_at is not None else (0 if cfg.weights == "none" else 2)
     # Fine-tuning an mrseg checkpoint: its norm / anchors / width unless this run says otherwise.
-    src = _source_shape(cfg.weights) if ckpt is None else {}
+    src = model_shape(cfg.weights) if ckpt is None else {}
     norm = cfg.norm if cfg.norm is not None else src.get("norm", resolved_norm(cfg))
     anchor_sizes = tuple(cfg.anchor_sizes or src.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES)
     if cfg.channels == 256 and src.get("channels"):
@@ -499,22 +478,20 @@ def _train(
         )
 
     def checkpoint(iteration: int, with_state: bool = True) -> dict:
-        ckpt_out = {
-            "format": FORMAT,
-            "version": VERSION,
-            "arch": cfg.arch,
-            "classes": classes,
-            "transform": {"min_size": int(cfg.min_size[-1]), "max_size": int(cfg.max_size)},
-            "frozen_bn_eps": frozen_bn_eps(model),
-            "norm": norm,
-            "anchor_sizes": list(anchor_sizes),
-            "channels": cfg.channels,
-            "model": model.state_dict(),
-            "iteration": iteration,
-            "total_iters": total_iters,
-            "best_ap": best_ap,
-            "config": cfg.to_json(),
-        }
+        ckpt_out = make_checkpoint(
+            model,
+            arch=cfg.arch,
+            classes=classes,
+            min_size=cfg.min_size[-1],
+            max_size=cfg.max_size,
+            norm=norm,
+            anchor_sizes=anchor_sizes,
+            channels=cfg.channels,
+            iteration=iteration,
+            total_iters=total_iters,
+            best_ap=best_ap,
+            config=cfg.to_json(),
+        )
         if with_state:
             ckpt_out.update(
                 optimizer=optimizer.state_dict(),

@@ -27,6 +27,12 @@ except ImportError:  # Windows
 from mrseg.model.anchors import AnchorGenerator
 from mrseg.model.backbone import NORMS, build_resnet_fpn, frozen_bn, norm_factory
 from mrseg.model.box_coder import BoxCoder
+from mrseg.model.checkpoint_format import (
+    DEFAULT_ANCHOR_SIZES,
+    CheckpointFormatError,
+    is_checkpoint,
+    read_checkpoint,
+)
 from mrseg.model.coco_classes import coco_label_classes
 from mrseg.model.convert import is_torchvision_state_dict, resnet_to_mrseg, torchvision_to_mrseg
 from mrseg.model.maskrcnn import MaskRCNN
@@ -36,9 +42,6 @@ from mrseg.model.roi_heads import BoxHead, BoxPredictor, MaskHead, RoIHeads
 from mrseg.model.rpn import RPN, RPNHead
 from mrseg.model.sampler import BalancedSampler
 from mrseg.model.transform import ImageTransform
-
-CHECKPOINT_FORMAT = "mrseg-checkpoint"
-DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)
 
 
 class WeightsError(ValueError):
@@ -365,24 +368,16 @@ def load_model(
         info = ModelInfo(arch=spec.arch, classes=coco_label_classes(), source=name)
     else:
         obj = read_file(name)
-        if obj.get("format") == CHECKPOINT_FORMAT:
-            ckpt_arch = obj.get("arch")
-            if ckpt_arch not in ARCHS:
-                raise WeightsError(f"{name}: checkpoint arch {ckpt_arch!r} is not one of {', '.join(ARCHS)}")
-            classes = list(obj.get("classes") or [])
-            transform = obj.get("transform") or {}
-            model = build_model(
-                ckpt_arch,
-                len(classes),
-                min_size=transform.get("min_size", 800),
-                max_size=transform.get("max_size", 1333),
-                frozen_bn_eps=obj.get("frozen_bn_eps", 1e-5),
-                norm=obj.get("norm"),
-                anchor_sizes=tuple(obj.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES),
-                channels=int(obj.get("channels", 256)),
-            )
-            load_state_dict(model, obj["model"], name)
-            info = ModelInfo(arch=ckpt_arch, classes=classes, source=name)
+        if is_checkpoint(obj):
+            try:
+                ckpt = read_checkpoint(obj, name)
+            except CheckpointFormatError as e:
+                raise WeightsError(str(e)) from e
+            if ckpt.arch not in ARCHS:
+                raise WeightsError(f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCHS)}")
+            model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs)
+            load_state_dict(model, ckpt.state_dict, name)
+            info = ModelInfo(arch=ckpt.arch, classes=ckpt.classes, source=name)
         else:
             state = obj["model"] if isinstance(obj.get("model"), dict) else obj
             if arch is None:

@@ -37,12 +37,10 @@ def build_tiny_model(seed: int = 0):
 
 
 def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    from mrseg.model.checkpoint_format import make_checkpoint
+
     model = build_tiny_model(seed)
-    torch.save(
-        {"format": "mrseg-checkpoint", "version": 1, "arch": "r18-fpn", "classes": CLASSES,
-         "transform": {"min_size": 96, "max_size": 128}, "model": model.state_dict()},
-        path,
-    )  # fmt: skip
+    torch.save(make_checkpoint(model, arch="r18-fpn", classes=CLASSES, min_size=96, max_size=128), path)
     return path
 
 
@@ -122,14 +120,14 @@ def build_tiny_coco_model(seed: int = 0):
 
 
 def save_tiny_coco_checkpoint(path: Path, seed: int = 0) -> Path:
+    from mrseg.model.checkpoint_format import make_checkpoint
     from mrseg.model.coco_classes import coco_label_classes
 
     model = build_tiny_coco_model(seed)
-    torch.save(
-        {"format": "mrseg-checkpoint", "version": 1, "arch": "r18-fpn", "classes": coco_label_classes(),
-         "transform": {"min_size": 96, "max_size": 128}, "model": model.state_dict()},
-        path,
-    )  # fmt: skip
+    checkpoint = make_checkpoint(
+        model, arch="r18-fpn", classes=coco_label_classes(), min_size=96, max_size=128
+    )
+    torch.save(checkpoint, path)
     return path
 
 
