@@ -194,13 +194,6 @@ def resolved_norm(cfg: TrainConfig) -> str | None:
     return "bn" if cfg.weights == "none" else None
 
 
-def apply_train_overrides(model: nn.Module, roi_batch: int, rpn_train_proposals: int) -> None:
-    """Training-only sampling sizes (they do not change the weights' shapes, so checkpoints stay loadable)."""
-    model.roi_heads.sampler.batch_size = roi_batch
-    model.rpn.pre_nms_top_n["train"] = rpn_train_proposals
-    model.rpn.post_nms_top_n["train"] = rpn_train_proposals
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -366,6 +359,9 @@ def _train(
         norm=norm,
         anchor_sizes=anchor_sizes,
         channels=cfg.channels,
+        rpn_pre_nms_top_n_train=cfg.rpn_train_proposals,
+        rpn_post_nms_top_n_train=cfg.rpn_train_proposals,
+        box_batch_size_per_image=cfg.roi_batch,
     )
     reporter = _Reporter(dist.is_main and not cfg.quiet, total_iters, int(ckpt["iteration"]) if ckpt else 0)
     if ckpt is None:
@@ -387,7 +383,6 @@ def _train(
                 reporter.say(
                     f"weights none: set the statistics of {n} frozen BN layers from {len(images)} images"
                 )
-    apply_train_overrides(model, cfg.roi_batch, cfg.rpn_train_proposals)
     model.to(device)
 
     params = [p for p in model.parameters() if p.requires_grad]

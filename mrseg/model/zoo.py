@@ -119,6 +119,11 @@ def build_model(
     norm: str | None = None,
     anchor_sizes: tuple[int, ...] = DEFAULT_ANCHOR_SIZES,
     channels: int = 256,
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_pre_nms_top_n_test: int = 1000,
+    rpn_post_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_test: int = 1000,
+    box_batch_size_per_image: int = 512,
 ) -> MaskRCNN:
     """A Mask R-CNN of a named architecture with random heads.
 
@@ -132,6 +137,10 @@ def build_model(
     the network un-normalised. anchor_sizes: one anchor size in pixels per FPN level P2..P6 (smaller for small
     images). channels: the width of the FPN outputs and of the mask head's convs (256 in the paper; narrower
     is much cheaper for a small model trained from scratch).
+    rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
+    it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training.
+    Defaults are the paper's (torchvision's names and values); they change no weight shape, so a checkpoint
+    loads whatever they are set to.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -167,8 +176,8 @@ def build_model(
         matcher=Matcher(0.7, 0.3, allow_low_quality_matches=True),
         sampler=BalancedSampler(256, 0.5),
         box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0)),
-        pre_nms_top_n={"train": 2000, "test": 1000},
-        post_nms_top_n={"train": 2000, "test": 1000},
+        pre_nms_top_n={"train": rpn_pre_nms_top_n_train, "test": rpn_pre_nms_top_n_test},
+        post_nms_top_n={"train": rpn_post_nms_top_n_train, "test": rpn_post_nms_top_n_test},
         nms_thresh=0.7,
     )
     box_head = BoxHead(
@@ -187,7 +196,7 @@ def build_model(
             in_channels=channels, num_classes=num_classes, conv_dims=(channels,) * 4, norm=bn
         ),
         matcher=Matcher(0.5, 0.5, allow_low_quality_matches=False),
-        sampler=BalancedSampler(512, 0.25),
+        sampler=BalancedSampler(box_batch_size_per_image, 0.25),
         box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)),
         score_thresh=0.05,
         nms_thresh=0.5,
