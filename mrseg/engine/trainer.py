@@ -8,6 +8,10 @@ turned into iterations of `batch` images (the total over all processes).
 Distributed: under `torchrun --nproc-per-node N -m mrseg train ...` every process trains on its shard of each
 batch (DDP; nccl on CUDA, gloo on CPU); only rank 0 writes files and evaluates.
 
+The loop is mrseg.engine.train_loop.SimpleTrainer; logging, evaluation + best.pt, last.pt, signals and RNG
+state are its hooks (mrseg.engine.hooks). This module resolves the run (output folder, iterations, model,
+optimizer, data) from a TrainConfig, which it never changes, and registers the hooks.
+
 Output folder: last.pt (every `checkpoint_every` iterations, at the end, and on SIGINT/SIGTERM), best.pt (the
 best validation mask AP), metrics.jsonl, config.json. `resume` restores model, optimizer, scheduler, scaler,
 iteration, data order and RNG states, so the resumed run ends with the same weights as an uninterrupted one.
@@ -22,7 +26,6 @@ import math
 import os
 import re
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +38,20 @@ from mrseg.data.augment import train_transforms
 from mrseg.data.coco import CocoDataset, collate
 from mrseg.engine import distributed
 from mrseg.engine.batch_sampler import ResumableBatchSampler
-from mrseg.engine.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from mrseg.engine.checkpoint import load_checkpoint
+from mrseg.engine.hooks import (
+    MetricsWriter,
+    PeriodicCheckpoint,
+    PeriodicEval,
+    RngState,
+    StepCallback,
+    StopOnSignal,
+)
 from mrseg.engine.lr_schedule import lr_factor, scaled_lr
-from mrseg.engine.metrics import MetricsLog, memory_mb
+from mrseg.engine.metrics import MetricsLog
 from mrseg.engine.scratch_init import calibrate_frozen_bn, init_predictors
-from mrseg.engine.validation import validate
+from mrseg.engine.train_loop import SimpleTrainer, TrainError
+from mrseg.engine.train_progress import TrainReporter
 from mrseg.model.backbone import NORMS
 from mrseg.model.checkpoint_format import make_checkpoint, model_shape
 from mrseg.model.zoo import ARCHS, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained
@@ -48,10 +60,6 @@ logger = logging.getLogger("mrseg.train")
 
 DEFAULT_OUT = Path("runs") / "train" / "exp"
 LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
-
-
-class TrainError(ValueError):
-    """A training run that cannot start or go on; the message says what is wrong and what to do."""
 
 
 @dataclass
@@ -182,9 +190,7 @@ def resume_path(resume: str, out: str | None) -> Path:
 def resume_config(path: str | os.PathLike, **overrides) -> TrainConfig:
     """The config saved in a checkpoint, with `overrides` applied (e.g. more iters, another device)."""
     saved = load_checkpoint(path)["config"]
-    cfg = TrainConfig.from_json({**saved, **overrides})
-    cfg.resume = str(path)
-    return cfg
+    return TrainConfig.from_json({**saved, **overrides, "resume": str(path)})
 
 
 def resolved_norm(cfg: TrainConfig) -> str | None:
@@ -192,10 +198,6 @@ def resolved_norm(cfg: TrainConfig) -> str | None:
     if cfg.norm is not None:
         return cfg.norm
     return "bn" if cfg.weights == "none" else None
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -220,72 +222,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise TrainError(f"--channels {cfg.channels}: give a multiple of 32 (e.g. 128 or 256)")
 
 
-class _StopSignal:
-    """Turns SIGINT/SIGTERM into a flag checked after each iteration (then last.pt is saved and it stops)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class _Reporter:
-    """Progress bar with ETA on a terminal, plain log lines otherwise; silent on ranks > 0 or when quiet."""
-
-    def __init__(self, enabled: bool, total: int, start: int):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.enabled = enabled
-        self.console = Console(stderr=True)
-        self.bar = None
-        if enabled and self.console.is_terminal:
-            self.bar = Progress(
-                TextColumn("train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                console=self.console,
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-            self.bar.start()
-
-    def say(self, message: str) -> None:
-        if self.enabled:
-            self.console.print(message, highlight=False, markup=False)
-
-    def advance(self, iteration: int, info: str | None) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=iteration, **({"info": info} if info is not None else {}))
-
-    def log_line(self, line: str) -> None:
-        if self.bar is None:
-            self.say(line)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def train(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Runs (or resumes) a training run; see the module docstring. Returns where it wrote and how far it got.
+    `cfg` is not changed (the resolved config is saved as OUT/config.json).
 
     on_step(iteration) is called after each optimizer step (before checkpointing), e.g. for a caller's own
     logging or to stop early by raising SIGINT/SIGTERM.
@@ -301,155 +240,124 @@ def train(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> Tra
         distributed.cleanup()
 
 
-def _train(
-    cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, on_step: Callable[[int], None] | None
-) -> TrainResult:
-    ckpt = None
+def _open_run(cfg: TrainConfig) -> tuple[Path, dict | None]:
+    """(output folder, the checkpoint to resume from or None)."""
     if cfg.resume:
         path = resume_path(cfg.resume, cfg.out)
-        ckpt = load_checkpoint(path)
-        out_dir = Path(cfg.out) if cfg.out else path.parent
-    else:
-        out_dir = Path(cfg.out) if cfg.out else next_run_dir(DEFAULT_OUT, cfg.exist_ok)
-        if cfg.out and (out_dir / "last.pt").exists() and not cfg.exist_ok:
-            raise TrainError(
-                f"--out {out_dir} already holds a training run; pass --resume to continue it, "
-                "--exist-ok to overwrite it, or choose another --out"
+        return (Path(cfg.out) if cfg.out else path.parent), load_checkpoint(path)
+    out_dir = Path(cfg.out) if cfg.out else next_run_dir(DEFAULT_OUT, cfg.exist_ok)
+    if cfg.out and (out_dir / "last.pt").exists() and not cfg.exist_ok:
+        raise TrainError(
+            f"--out {out_dir} already holds a training run; pass --resume to continue it, "
+            "--exist-ok to overwrite it, or choose another --out"
+        )
+    return out_dir, None
+
+
+def _model_shape(cfg: TrainConfig, ckpt: dict | None) -> tuple[TrainConfig, dict]:
+    """(cfg with its channels resolved, build_model's norm / anchor_sizes / channels). Fine-tuning an mrseg
+    checkpoint keeps its norm, anchors and width unless this run says otherwise."""
+    src = model_shape(cfg.weights) if ckpt is None else {}
+    if cfg.channels == 256 and src.get("channels"):
+        cfg = dataclasses.replace(cfg, channels=int(src["channels"]))
+    return cfg, {
+        "norm": cfg.norm if cfg.norm is not None else src.get("norm", resolved_norm(cfg)),
+        "anchor_sizes": tuple(cfg.anchor_sizes or src.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES),
+        "channels": cfg.channels,
+    }
+
+
+def _init_weights(
+    model: nn.Module, cfg: TrainConfig, train_set: CocoDataset, reporter: TrainReporter
+) -> None:
+    """A new run's starting weights: cfg.weights, fresh class-specific layers, frozen BN set from the data
+    when training from scratch."""
+    try:
+        reinitialised = load_pretrained(model, cfg.weights, cfg.arch)
+    except ValueError as e:
+        raise TrainError(str(e)) from e
+    n_classes = len(train_set.classes)
+    if reinitialised:
+        reporter.say(
+            f"weights {cfg.weights}: re-initialised {len(reinitialised)} class-specific tensors "
+            f"for {n_classes} classes ({', '.join(reinitialised[:4])}, ...)"
+        )
+    if cfg.weights in ("none", "imagenet") or reinitialised:
+        init_predictors(model, None if cfg.weights in ("none", "imagenet") else reinitialised)
+    if cfg.weights == "none":
+        images = [train_set[i][0] for i in range(min(8, len(train_set)))]
+        n = calibrate_frozen_bn(model, images)
+        if n:
+            reporter.say(
+                f"weights none: set the statistics of {n} frozen BN layers from {len(images)} images"
             )
-    if cfg.batch % dist.world_size:
-        raise TrainError(
-            f"--batch {cfg.batch} must be a multiple of the number of processes ({dist.world_size})"
-        )
-    per_rank_batch = cfg.batch // dist.world_size
-    amp = cfg.amp and device.type == "cuda"
 
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    train_set = CocoDataset(cfg.coco, cfg.images, transforms=train_transforms(cfg.flip), train=True)
-    val_set = CocoDataset(cfg.val_coco, cfg.val_images, train=False) if cfg.val_coco else None
-    classes = train_set.classes
-    if val_set is not None and [c["id"] for c in val_set.classes] != [c["id"] for c in classes]:
-        raise TrainError(f"{cfg.val_coco}: its categories differ from {cfg.coco}'s; both need the same ids")
-    if ckpt is not None and ckpt.get("classes") != classes:
-        raise TrainError(
-            f"--resume: the checkpoint's classes differ from {cfg.coco}'s; resume with the same data"
-        )
 
-    iters_per_epoch = math.ceil(len(train_set) / cfg.batch)
+@dataclass(frozen=True)
+class _Plan:
+    """The run's derived numbers (recorded in config.json)."""
+
+    total_iters: int
+    base_lr: float
+    warmup: int
+    iters_per_epoch: int
+    eval_every: int
+    checkpoint_every: int
+
+    def record(self, world_size: int, classes: list[dict]) -> dict:
+        return {
+            "total_iters": self.total_iters,
+            "base_lr": self.base_lr,
+            "warmup_iters_effective": self.warmup,
+            "world_size": world_size,
+            "classes": classes,
+            "iters_per_epoch": self.iters_per_epoch,
+            "eval_every": self.eval_every,
+            "checkpoint_every": self.checkpoint_every,
+        }
+
+
+def _plan(cfg: TrainConfig, num_images: int) -> _Plan:
+    iters_per_epoch = math.ceil(num_images / cfg.batch)
     total_iters = cfg.iters if cfg.iters is not None else max(1, round((cfg.epochs or 12) * iters_per_epoch))
     eval_every = cfg.eval_every or iters_per_epoch
-    checkpoint_every = cfg.checkpoint_every or eval_every
-    base_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch)
-    warmup = min(cfg.warmup_iters, total_iters // 5)
-
-    from_scratch = cfg.weights == "none" and ckpt is None
-    freeze_at = cfg.freeze_at if cfg.freeze_at is not None else (0 if cfg.weights == "none" else 2)
-    # Fine-tuning an mrseg checkpoint: its norm / anchors / width unless this run says otherwise.
-    src = model_shape(cfg.weights) if ckpt is None else {}
-    norm = cfg.norm if cfg.norm is not None else src.get("norm", resolved_norm(cfg))
-    anchor_sizes = tuple(cfg.anchor_sizes or src.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES)
-    if cfg.channels == 256 and src.get("channels"):
-        cfg.channels = int(src["channels"])
-    model = build_model(
-        cfg.arch,
-        len(classes),
-        min_size=tuple(cfg.min_size),
-        max_size=cfg.max_size,
-        freeze_at=freeze_at,
-        norm=norm,
-        anchor_sizes=anchor_sizes,
-        channels=cfg.channels,
-        rpn_pre_nms_top_n_train=cfg.rpn_train_proposals,
-        rpn_post_nms_top_n_train=cfg.rpn_train_proposals,
-        box_batch_size_per_image=cfg.roi_batch,
+    return _Plan(
+        total_iters=total_iters,
+        base_lr=cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch),
+        warmup=min(cfg.warmup_iters, total_iters // 5),
+        iters_per_epoch=iters_per_epoch,
+        eval_every=eval_every,
+        checkpoint_every=cfg.checkpoint_every or eval_every,
     )
-    reporter = _Reporter(dist.is_main and not cfg.quiet, total_iters, int(ckpt["iteration"]) if ckpt else 0)
-    if ckpt is None:
-        try:
-            reinitialised = load_pretrained(model, cfg.weights, cfg.arch)
-        except ValueError as e:
-            raise TrainError(str(e)) from e
-        if reinitialised:
-            reporter.say(
-                f"weights {cfg.weights}: re-initialised {len(reinitialised)} class-specific tensors "
-                f"for {len(classes)} classes ({', '.join(reinitialised[:4])}, ...)"
-            )
-        if cfg.weights in ("none", "imagenet") or reinitialised:
-            init_predictors(model, None if cfg.weights in ("none", "imagenet") else reinitialised)
-        if from_scratch:
-            images = [train_set[i][0] for i in range(min(8, len(train_set)))]
-            n = calibrate_frozen_bn(model, images)
-            if n:
-                reporter.say(
-                    f"weights none: set the statistics of {n} frozen BN layers from {len(images)} images"
-                )
-    model.to(device)
 
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, plan: _Plan):
+    """SGD over the trainable parameters and its per-iteration LambdaLR (warmup, then step or cosine)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda it: lr_factor(
-            it,
-            total_iters=total_iters,
-            warmup_iters=warmup,
-            warmup_factor=cfg.warmup_factor,
-            schedule=cfg.schedule,
-            steps=tuple(cfg.steps),
-            gamma=cfg.gamma,
-        ),
+    optimizer = torch.optim.SGD(params, lr=plan.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    schedule = dict(
+        total_iters=plan.total_iters,
+        warmup_iters=plan.warmup,
+        warmup_factor=cfg.warmup_factor,
+        schedule=cfg.schedule,
+        steps=tuple(cfg.steps),
+        gamma=cfg.gamma,
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    start_iter, best_ap = 0, None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if amp and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_iter = int(ckpt["iteration"])
-        best_ap = ckpt.get("best_ap")
-        reporter.say(
-            f"resumed from {resume_path(cfg.resume, cfg.out)}: model, optimizer, lr scheduler"
-            f"{', AMP scaler' if amp and ckpt.get('scaler') else ''}, data order and RNG state at "
-            f"iteration {start_iter}/{total_iters} (lr {scheduler.get_last_lr()[0]:.5g}, "
-            f"best mask AP {best_ap if best_ap is not None else '-'})"
-        )
-        if start_iter >= total_iters:
-            reporter.say(
-                f"the run is already complete ({start_iter} iterations); raise --iters/--epochs to go on"
-            )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, **schedule))
 
-    resolved = {
-        **cfg.to_json(),
-        "out": str(out_dir),
-        "total_iters": total_iters,
-        "base_lr": base_lr,
-        "warmup_iters_effective": warmup,
-        "world_size": dist.world_size,
-        "classes": classes,
-        "iters_per_epoch": iters_per_epoch,
-        "eval_every": eval_every,
-        "checkpoint_every": checkpoint_every,
-    }
-    metrics = None
-    if dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / ".config.json.tmp"
-        tmp.write_text(json.dumps(resolved, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out_dir / "config.json")
-        metrics = MetricsLog(out_dir / "metrics.jsonl", resume_iter=start_iter if ckpt else None)
-        reporter.say(
-            f"training {cfg.arch} on {len(train_set)} images ({len(classes)} classes) for {total_iters} "
-            f"iterations of {cfg.batch} images on {device}"
-            f"{f' ({norm} norm)' if norm else ''}"
-            f"{f' x {dist.world_size} processes' if dist.enabled else ''}; lr {base_lr:.5g}; "
-            f"AMP {'on' if amp else 'off'}; writing to {out_dir}"
-        )
 
+def _loader(
+    train_set: CocoDataset,
+    cfg: TrainConfig,
+    dist: distributed.DistInfo,
+    device: torch.device,
+    total_iters: int,
+    start_iter: int,
+) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
+    """This process's batches of iterations start_iter + 1 .. total_iters, in the seeded order."""
     sampler = ResumableBatchSampler(
         len(train_set),
-        per_rank_batch,
+        cfg.batch // dist.world_size,
         total_iters=total_iters,
         start_iter=start_iter,
         seed=cfg.seed,
@@ -466,151 +374,166 @@ def _train(
         pin_memory=device.type == "cuda",
         worker_init_fn=_ignore_sigint,
     )
-    train_model: nn.Module = model
-    if dist.enabled:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
+    return loader, sampler
+
+
+def _write_json(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _train(
+    cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, on_step: Callable[[int], None] | None
+) -> TrainResult:
+    out_dir, ckpt = _open_run(cfg)
+    if cfg.batch % dist.world_size:
+        raise TrainError(
+            f"--batch {cfg.batch} must be a multiple of the number of processes ({dist.world_size})"
+        )
+    amp = cfg.amp and device.type == "cuda"
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    train_set = CocoDataset(cfg.coco, cfg.images, transforms=train_transforms(cfg.flip), train=True)
+    val_set = CocoDataset(cfg.val_coco, cfg.val_images, train=False) if cfg.val_coco else None
+    classes = train_set.classes
+    if val_set is not None and [c["id"] for c in val_set.classes] != [c["id"] for c in classes]:
+        raise TrainError(f"{cfg.val_coco}: its categories differ from {cfg.coco}'s; both need the same ids")
+    if ckpt is not None and ckpt.get("classes") != classes:
+        raise TrainError(
+            f"--resume: the checkpoint's classes differ from {cfg.coco}'s; resume with the same data"
         )
 
-    def checkpoint(iteration: int, with_state: bool = True) -> dict:
-        ckpt_out = make_checkpoint(
-            model,
-            arch=cfg.arch,
-            classes=classes,
-            min_size=cfg.min_size[-1],
-            max_size=cfg.max_size,
-            norm=norm,
-            anchor_sizes=anchor_sizes,
-            channels=cfg.channels,
-            iteration=iteration,
-            total_iters=total_iters,
-            best_ap=best_ap,
-            config=cfg.to_json(),
-        )
-        if with_state:
-            ckpt_out.update(
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                scaler=scaler.state_dict(),
-                rng=rank_rng[0],
-                rng_per_rank=rank_rng,
-            )
-        return ckpt_out
+    plan = _plan(cfg, len(train_set))
+    total_iters, start_iter = plan.total_iters, int(ckpt["iteration"]) if ckpt else 0
 
-    if ckpt is not None:
-        states = ckpt.get("rng_per_rank") or [ckpt["rng"]]
-        if len(states) == dist.world_size:
-            set_rng_state(states[dist.rank])
+    cfg, shape = _model_shape(cfg, ckpt)
+    model = build_model(
+        cfg.arch,
+        len(classes),
+        min_size=tuple(cfg.min_size),
+        max_size=cfg.max_size,
+        freeze_at=cfg.freeze_at if cfg.freeze_at is not None else (0 if cfg.weights == "none" else 2),
+        rpn_pre_nms_top_n_train=cfg.rpn_train_proposals,
+        rpn_post_nms_top_n_train=cfg.rpn_train_proposals,
+        box_batch_size_per_image=cfg.roi_batch,
+        **shape,
+    )
+    reporter = TrainReporter(dist.is_main and not cfg.quiet, total_iters, start_iter)
+    metrics = None
+    try:
+        if ckpt is None:
+            _init_weights(model, cfg, train_set, reporter)
         else:
-            torch.manual_seed(cfg.seed + start_iter * 7919 + dist.rank)
-            reporter.say(
-                f"resume: the run had {len(states)} processes, now {dist.world_size}; the RNG is reseeded "
-                "(the data order is kept, but the result will not be bit-identical)"
+            model.load_state_dict(ckpt["model"])
+        model.to(device)
+        optimizer, scheduler = _optimizer(model, cfg, plan)
+        loader, sampler = _loader(train_set, cfg, dist, device, total_iters, start_iter)
+        train_model: nn.Module = model
+        if dist.enabled:
+            train_model = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=False,
+            )
+        trainer = SimpleTrainer(
+            train_model,
+            loader,
+            optimizer,
+            scheduler,
+            torch.amp.GradScaler(device.type, enabled=amp),
+            device=device,
+            max_iter=total_iters,
+            amp=amp,
+            clip_grad=cfg.clip_grad,
+        )
+
+        def describe() -> dict:
+            """The model checkpoint at the current iteration (best.pt; last.pt adds the training state)."""
+            return make_checkpoint(
+                model,
+                arch=cfg.arch,
+                classes=classes,
+                min_size=cfg.min_size[-1],
+                max_size=cfg.max_size,
+                **shape,
+                iteration=trainer.iter,
+                total_iters=total_iters,
+                config=cfg.to_json(),
             )
 
-    last_eval: dict = {}
-    iteration = start_iter
-    sums: dict[str, float] = {}
-    count, t_log = 0, time.perf_counter()
-    model.train()
-    with _StopSignal() as stop:
-        try:
-            for images, targets in loader:
-                images = [img.to(device, non_blocking=True) for img in images]
-                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                    losses = train_model(images, targets)
-                loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise TrainError(
-                        f"the loss became {loss.item()} at iteration {iteration + 1} "
-                        f"({', '.join(f'{k} {v.item():.4g}' for k, v in losses.items())}); lower --lr, add "
-                        "--clip-grad 10, or lengthen the warmup"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                iteration += 1
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                count += 1
+        if dist.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            metrics = MetricsLog(out_dir / "metrics.jsonl", resume_iter=start_iter if ckpt else None)
+        evaluation = PeriodicEval(
+            model,
+            val_set,
+            period=plan.eval_every,
+            is_main=dist.is_main,
+            log=metrics,
+            reporter=reporter,
+            best_path=out_dir / "best.pt",
+            describe=describe,
+        )
+        trainer.register_hooks(
+            [
+                MetricsWriter(
+                    metrics, reporter, period=cfg.log_every, batch=cfg.batch, epoch_of=sampler.epoch_of
+                ),
+                evaluation,
+                *([StepCallback(on_step)] if on_step is not None else []),
+                StopOnSignal(device),
+                RngState(dist, cfg.seed, reporter),
+                PeriodicCheckpoint(
+                    out_dir / "last.pt",
+                    period=plan.checkpoint_every,
+                    is_main=dist.is_main,
+                    describe=describe,
+                    reporter=reporter,
+                ),  # fmt: skip
+            ]
+        )
+        if ckpt is not None:
+            trainer.load_state_dict(ckpt)
+            _say_resumed(reporter, cfg, trainer, bool(amp and ckpt.get("scaler")), evaluation.best_ap)
+        if dist.is_main:
+            norm = shape["norm"]
+            extra = {"out": str(out_dir), **plan.record(dist.world_size, classes)}
+            _write_json({**cfg.to_json(), **extra}, out_dir / "config.json")
+            reporter.say(
+                f"training {cfg.arch} on {len(train_set)} images ({len(classes)} classes) for {total_iters} "
+                f"iterations of {cfg.batch} images on {device}"
+                f"{f' ({norm} norm)' if norm else ''}"
+                f"{f' x {dist.world_size} processes' if dist.enabled else ''}; lr {plan.base_lr:.5g}; "
+                f"AMP {'on' if amp else 'off'}; writing to {out_dir}"
+            )
+        trainer.train()
+    finally:
+        reporter.close()
+        if metrics:
+            metrics.close()
+    return TrainResult(
+        out_dir, trainer.iter, total_iters, trainer.stop_requested, evaluation.best_ap, evaluation.last_eval
+    )
 
-                info = None
-                if iteration % cfg.log_every == 0 or iteration == total_iters:
-                    means = distributed.all_reduce_mean({k: v / count for k, v in sums.items()}, device)
-                    elapsed = time.perf_counter() - t_log
-                    record = {
-                        "type": "train",
-                        "iter": iteration,
-                        "epoch": round(sampler.epoch_of(iteration), 4),
-                        "lr": lr,
-                        **{k: round(v, 6) for k, v in means.items()},
-                        "sec_per_iter": round(elapsed / count, 4),
-                        "images_per_sec": round(count * cfg.batch / max(elapsed, 1e-9), 3),
-                        "memory_mb": round(memory_mb(device), 1),
-                    }
-                    info = f"loss {means['loss']:.3f} lr {lr:.4g}"
-                    reporter.log_line(
-                        f"iter {iteration}/{total_iters} {info} "
-                        f"{record['sec_per_iter']:.2f} s/it {record['images_per_sec']:.1f} img/s"
-                    )
-                    if metrics:
-                        metrics.write(record)
-                    sums, count, t_log = {}, 0, time.perf_counter()
-                reporter.advance(iteration, info)
 
-                if val_set is not None and (iteration % eval_every == 0 or iteration == total_iters):
-                    if dist.is_main:
-                        last_eval = validate(model, val_set, device)
-                        ap = last_eval["segm"]["AP"]
-                        metrics.write({"type": "eval", "iter": iteration, **last_eval})
-                        reporter.say(
-                            f"eval at iter {iteration}: mask AP {ap:.4f}, box AP "
-                            f"{last_eval['bbox']['AP']:.4f}"
-                        )
-                        if best_ap is None or ap > best_ap:
-                            best_ap = ap
-                            save_atomic(checkpoint(iteration, with_state=False), out_dir / "best.pt")
-                    distributed.barrier()
-                    t_log = time.perf_counter()
-
-                if on_step is not None:
-                    on_step(iteration)
-                stopping = distributed.any_rank(stop.signum is not None, device)
-                if iteration % checkpoint_every == 0 or iteration == total_iters or stopping:
-                    rank_rng = _gather_rng(dist)
-                    if dist.is_main:
-                        save_atomic(checkpoint(iteration), out_dir / "last.pt")
-                if stopping:
-                    reporter.say(
-                        f"stopped by a signal at iteration {iteration}/{total_iters}; {out_dir / 'last.pt'}"
-                        " saved: continue with --resume"
-                    )
-                    return TrainResult(out_dir, iteration, total_iters, True, best_ap, last_eval)
-        finally:
-            reporter.close()
-            if metrics:
-                metrics.close()
-    return TrainResult(out_dir, iteration, total_iters, False, best_ap, last_eval)
+def _say_resumed(
+    reporter: TrainReporter, cfg: TrainConfig, trainer: SimpleTrainer, scaler: bool, best_ap: float | None
+) -> None:
+    reporter.say(
+        f"resumed from {resume_path(cfg.resume, cfg.out)}: model, optimizer, lr scheduler"
+        f"{', AMP scaler' if scaler else ''}, data order and RNG state "
+        f"at iteration {trainer.iter}/{trainer.max_iter} (lr {trainer.scheduler.get_last_lr()[0]:.5g}, "
+        f"best mask AP {best_ap if best_ap is not None else '-'})"
+    )
+    if trainer.iter >= trainer.max_iter:
+        reporter.say(
+            f"the run is already complete ({trainer.iter} iterations); raise --iters/--epochs to go on"
+        )
 
 
 def _ignore_sigint(worker_id: int) -> None:
     """DataLoader workers leave Ctrl-C to the main process, which finishes the step and saves last.pt."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _gather_rng(dist: distributed.DistInfo) -> list[dict]:
-    """Every rank's RNG states (for an exact resume), gathered on all ranks."""
-    state = rng_state()
-    if not dist.enabled:
-        return [state]
-    gathered: list = [None] * dist.world_size
-    torch.distributed.all_gather_object(gathered, state)
-    return gathered
