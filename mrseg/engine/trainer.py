@@ -55,6 +55,7 @@ from mrseg.engine.train_progress import TrainReporter
 from mrseg.model.backbone import NORMS
 from mrseg.model.checkpoint_format import make_checkpoint, model_shape
 from mrseg.model.zoo import ARCHS, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained
+from mrseg.outputs.atomic import atomic_write_text
 
 logger = logging.getLogger("mrseg.train")
 
@@ -377,13 +378,6 @@ def _loader(
     return loader, sampler
 
 
-def _write_json(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _train(
     cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, on_step: Callable[[int], None] | None
 ) -> TrainResult:
@@ -500,8 +494,8 @@ def _train(
             _say_resumed(reporter, cfg, trainer, bool(amp and ckpt.get("scaler")), evaluation.best_ap)
         if dist.is_main:
             norm = shape["norm"]
-            extra = {"out": str(out_dir), **plan.record(dist.world_size, classes)}
-            _write_json({**cfg.to_json(), **extra}, out_dir / "config.json")
+            resolved = {**cfg.to_json(), "out": str(out_dir), **plan.record(dist.world_size, classes)}
+            atomic_write_text(out_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
             reporter.say(
                 f"training {cfg.arch} on {len(train_set)} images ({len(classes)} classes) for {total_iters} "
                 f"iterations of {cfg.batch} images on {device}"
