@@ -46,3 +46,25 @@ def test_merge_parts_visits_every_vertex():
 def test_empty_image_gives_empty_file(tmp_path, classes):
     YoloWriter(tmp_path).write(InputItem(id=1, path="e.jpg", rel_path="e.jpg"), None, Detections(9, 9), [])
     assert (tmp_path / "yolo" / "labels" / "e.txt").read_text() == ""
+
+
+def test_a_far_speck_is_left_out_when_its_bridge_costs_more_than_it_brings():
+    """A blob and a 1-px speck 60 px away: the bridge to the speck would draw ~60 wrong pixels for 1 right
+    one, so the ring leaves the speck out (and counts it); a speck 6 px from the blob is kept."""
+    import cv2
+    import numpy as np
+
+    from mrseg.outputs.mask_crop import MaskCrop
+    from mrseg.outputs.masks import mask_to_polygons
+    from mrseg.outputs.yolo import _consumer_iou, _ring, merge_parts
+
+    for speck_x, kept in ((90, False), (33, True)):
+        mask = np.zeros((60, 100), bool)
+        cv2.circle(mask.view(np.uint8), (15, 30), 12, 1, -1)
+        mask[30, speck_x] = True
+        crop = MaskCrop.from_mask(mask)
+        parts = [np.asarray(p, float).reshape(-1, 2) for p in mask_to_polygons(crop, 1.0, convention="yolo")]
+        assert len(parts) == 2
+        ring, left_out = _ring(parts, [], crop)
+        assert left_out == (0 if kept else 1)
+        assert _consumer_iou(ring, crop.tightened()) >= _consumer_iou(merge_parts(parts), crop.tightened())
