@@ -13,6 +13,9 @@ CUDA_HOME ?= $(shell [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda)
 export CUDA_HOME
 TORCH_CUDA_ARCH_LIST ?= 9.0
 export TORCH_CUDA_ARCH_LIST
+# datumaro (CVAT's importer) cannot share our venv (its pins differ): the conformance tests run it from its own.
+DATUMARO_VENV := .venv-datumaro
+DATUMARO_STAMP := $(DATUMARO_VENV)/.installed
 KERNEL_SOURCES := $(wildcard mrseg_kernels/csrc/*.cpp mrseg_kernels/csrc/*.cu mrseg_kernels/csrc/*.h)
 
 .PHONY: install demo test lint bench clean
@@ -31,8 +34,13 @@ demo: install
 	$(PY) -m mrseg_kernels.selfcheck
 	$(PY) examples/demo.py --min-ap 0.5
 
-test: install
-	$(PY) -m pytest -q tests
+$(DATUMARO_STAMP):
+	[ -x $(DATUMARO_VENV)/bin/python ] || $(PYTHON) -m venv $(DATUMARO_VENV)
+	$(DATUMARO_VENV)/bin/python -m pip install -q datumaro==1.13.12
+	touch $(DATUMARO_STAMP)
+
+test: install $(DATUMARO_STAMP)
+	MRSEG_DATUMARO_PYTHON=$(abspath $(DATUMARO_VENV))/bin/python $(PY) -m pytest -q tests
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -41,4 +49,4 @@ bench: install
 	$(PY) benchmarks/roi_align.py
 
 clean:
-	rm -rf build *.egg-info mrseg_kernels/*.so $(STAMP)
+	rm -rf build *.egg-info mrseg_kernels/*.so $(STAMP) $(DATUMARO_VENV)
