@@ -139,8 +139,10 @@ def test_torchscript_loads_with_only_torch_and_mrseg_kernels(
     with torch.no_grad():
         expected = eager(model).run(canvas, sizes)
     assert len(got["out"]) == 5 and got["out"][0].shape[0] == 20
+    # another process, another thread count: float sums may round differently (1.5e-5 seen on a mask
+    # probability); the export tolerances (boxes 1e-2 px, probabilities 1e-4) are what matters
     for a, b in zip(got["out"], expected, strict=True):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
 
 
 def test_bad_requests_and_foreign_files(tmp_path, model, info):
