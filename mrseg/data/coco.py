@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -111,6 +112,8 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
                 continue
             if not all(isinstance(v, (int, float)) for v in ring):
                 return None, "non-numeric polygon"
+            if not all(math.isfinite(v) for v in ring):
+                return None, "non-finite polygon coordinate"
             if _polygon_area(ring) > 0:
                 rings.append([float(v) for v in ring])
         return (rings, None) if rings else (None, "degenerate polygon")
@@ -121,6 +124,16 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
         if [int(size[0]), int(size[1])] != [height, width]:
             return None, "RLE size differs from the image size"
         if isinstance(counts, list) and sum(counts) != height * width:
+            return None, "malformed RLE"
+        if isinstance(counts, (str, bytes)):
+            # compressed counts whose runs do not add up to the stated size only fail when decoded, which
+            # would be mid-epoch: decode once here
+            raw = counts.encode("ascii") if isinstance(counts, str) else counts
+            try:
+                mask_utils.decode({"size": [height, width], "counts": raw})
+            except (ValueError, TypeError):
+                return None, "malformed RLE"
+        elif not isinstance(counts, list):
             return None, "malformed RLE"
         return seg, None
     return None, "no segmentation"
@@ -239,6 +252,9 @@ class CocoDataset(torch.utils.data.Dataset):
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
             self.report.skip_annotation("missing or malformed bbox", ann)
+            return None
+        if not all(math.isfinite(v) for v in bbox):
+            self.report.skip_annotation("non-finite bbox", ann)
             return None
         x, y, w, h = (float(v) for v in bbox)
         area = ann.get("area")

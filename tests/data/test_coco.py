@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import cv2
@@ -218,3 +219,47 @@ def test_bad_inputs_raise_clear_errors(tmp_path, messy):
     empty.mkdir()
     with pytest.raises(DatasetError, match="no usable images"):
         CocoDataset(messy, empty)
+
+
+def test_annotations_that_would_fail_mid_epoch_are_dropped_at_load(tmp_path, caplog):
+    """Issue 13.6: compressed RLE counts that do not add up to the image, a NaN bbox and an infinite polygon
+    coordinate are dropped when the dataset is built (counted, named), so no sample raises later."""
+    h, w = 40, 60
+    _write_image(tmp_path / "a.png", h, w)
+    square = np.zeros((h, w), np.uint8)
+    square[5:15, 10:30] = 1
+    good = mask_utils.encode(np.asfortranarray(square))
+    good["counts"] = good["counts"].decode("ascii")
+    other = mask_utils.encode(np.asfortranarray(np.ones((h + 7, w), np.uint8)))  # runs of another size
+    bad_rle = {"size": [h, w], "counts": other["counts"].decode("ascii")}
+    poly = [10.0, 5.0, 30.0, 5.0, 30.0, 15.0, 10.0, 15.0]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 5, 20, 10], "segmentation": good},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [10, 5, 20, 10], "segmentation": bad_rle},
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [10, math.nan, 20, 10], "segmentation": [poly]},
+        {"id": 4, "image_id": 1, "category_id": 1, "bbox": [10, 5, 20, 10],
+         "segmentation": [[10.0, 5.0, math.inf, 5.0, 30.0, 15.0, 10.0, 15.0]]},
+    ]  # fmt: skip
+    with pytest.raises(ValueError):  # what the bad RLE did mid-epoch before
+        mask_utils.decode({"size": [h, w], "counts": bad_rle["counts"].encode("ascii")})
+    path = tmp_path / "ann.json"
+    path.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "height": h, "width": w}],
+                "annotations": anns,
+                "categories": [{"id": 1, "name": "thing"}],
+            }
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="mrseg.data.coco"):
+        ds = CocoDataset(path, tmp_path)
+    assert ds.report.skipped_annotations == {
+        "malformed RLE": 1,
+        "non-finite bbox": 1,
+        "non-finite polygon coordinate": 1,
+    }
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "annotation id 2" in message and "annotation id 3" in message and "annotation id 4" in message
+    _, target = ds[0]  # the survivor loads; nothing raises
+    assert target["labels"].tolist() == [1] and int(target["masks"][0].sum()) == 200
