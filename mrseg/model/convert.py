@@ -1,12 +1,10 @@
 """State-dict key conversion between torchvision's Mask R-CNN and ours, by an explicit table of prefix rules.
 
 Each rule pairs a torchvision prefix with our prefix; `{n}` stands for an index that is copied unchanged.
-Every key
-of either model matches exactly one rule, so the mapping is a bijection on the key sets (tested both ways).
-Older torchvision files (the 2019 COCO checkpoint) use pre-v2 names, upgraded first by `LEGACY_RULES`.
-BatchNorm's `num_batches_tracked` exists only where a side uses nn.BatchNorm2d; loaders drop it where the
-other
-side has FrozenBatchNorm2d (it carries no information at inference).
+Every key of either model matches exactly one rule, so the mapping is a bijection on the key sets (tested
+both ways). Older torchvision files (the 2019 COCO checkpoint) use pre-v2 names, upgraded first by
+`LEGACY_RULES`. BatchNorm's `num_batches_tracked` exists only where a side uses nn.BatchNorm2d; loaders drop
+it where the other side has FrozenBatchNorm2d (it carries no information at inference).
 """
 
 from __future__ import annotations

@@ -14,13 +14,10 @@ class Matcher:
     """IoU matcher.
 
     For a quality matrix [M ground truths, N predictions] returns, per prediction, the index of its best
-    ground
-    truth when that IoU >= `high`, `BELOW_LOW_THRESHOLD` (-1, background) when it is < `low`, and
+    ground truth when that IoU >= `high`, `BELOW_LOW_THRESHOLD` (-1, background) when it is < `low`, and
     `BETWEEN_THRESHOLDS` (-2, ignored) in between. With `allow_low_quality_matches`, every prediction that
-    ties
-    for the highest IoU with some ground truth is matched to its own best ground truth even below `high`, so
-    that
-    each ground truth gets at least one match (the RPN's rule in Faster R-CNN).
+    ties for the highest IoU with some ground truth is matched to its own best ground truth even below
+    `high`, so that each ground truth gets at least one match (the RPN's rule in Faster R-CNN).
     """
 
     def __init__(self, high: float, low: float, allow_low_quality_matches: bool = False):

@@ -1,18 +1,15 @@
 """Multi-level RoIAlign: each RoI is pooled from the FPN level that matches its size (FPN paper, eq. 1).
 
-Level assignment: k = floor(k0 + log2(sqrt(w * h) / 224) + eps), clamped to [min_level, max_level], with k0
-= 4.
-`eps` = 1e-6 reproduces torchvision's LevelMapper, so a box of exactly 224 px lands on P4 regardless of float
-rounding.
+Level assignment: k = floor(k0 + log2(sqrt(w * h) / 224) + eps), clamped to [min_level, max_level], with
+k0 = 4. `eps` = 1e-6 reproduces torchvision's LevelMapper, so a box of exactly 224 px lands on P4 regardless
+of float rounding.
 
 The `aligned` choice. Mask R-CNN's RoIAlign samples at continuous coordinates (detectron2's ROIAlignV2,
 `aligned=True`: shift the box by -0.5 px so pixel centres line up). torchvision's MultiScaleRoIAlign uses
 `aligned=False` (the legacy, half-pixel-shifted variant), and its COCO weights were trained that way. The
-flag is
-therefore a constructor argument: the torchvision-compatible archs (`r50-fpn`, `r50-fpn-v2`) default to
-`aligned=False`, so torchvision's weights give torchvision's detections; archs trained only by mrseg default
-to
-`aligned=True`. Both use sampling_ratio 2 (2x2 bilinear samples per bin).
+flag is therefore a constructor argument: the torchvision-compatible archs (`r50-fpn`, `r50-fpn-v2`) default
+to `aligned=False`, so torchvision's weights give torchvision's detections; archs trained only by mrseg
+default to `aligned=True`. Both use sampling_ratio 2 (2x2 bilinear samples per bin).
 
 Scales are the fixed strides of the levels (1/4 ... 1/32), which is what torchvision infers from the feature
 shapes for any image of normal size.

@@ -81,10 +81,9 @@ def _paste_boxes(boxes: Tensor, mask_size: int, padding: int) -> Tensor:
 
 def _resize_taps(in_size: int, out_sizes: Tensor, length: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Bilinear (align_corners=False) taps along one axis for outputs of out_sizes[n] samples, padded to
-    `length`:
-    (i0, i1) int64 [N, length] source indices and (l0, l1) float32 [N, length] weights, computed with the same
-    float32 operations as PyTorch's upsample_bilinear2d so that values tie-break identically at the
-    threshold."""
+    `length`: (i0, i1) int64 [N, length] source indices and (l0, l1) float32 [N, length] weights, computed
+    with the same float32 operations as PyTorch's upsample_bilinear2d so that values tie-break identically at
+    the threshold."""
     pos = torch.arange(length, dtype=torch.float32, device=out_sizes.device)
     out_sizes = out_sizes.to(torch.float32)
     # a true float32 division (`int / tensor` would multiply by the reciprocal and round differently)

@@ -111,8 +111,8 @@ def fast_rcnn_losses(
     class_logits: Tensor, box_deltas: Tensor, labels: Tensor, regression_targets: Tensor
 ) -> dict[str, Tensor]:
     """Softmax cross-entropy over the sampled RoIs, and smooth-L1 (beta 1/9) on the ground-truth class's
-    deltas of
-    the positives, summed and divided by the number of sampled RoIs. labels [R]; regression_targets [R, 4]."""
+    deltas of the positives, summed and divided by the number of sampled RoIs. labels [R];
+    regression_targets [R, 4]."""
     loss_classifier = F.cross_entropy(class_logits, labels)
     pos = torch.where(labels > 0)[0]
     deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)
@@ -144,10 +144,8 @@ class RoIHeads(nn.Module):
     Training: adds the ground-truth boxes to the proposals, matches them (IoU >= fg_iou positive), samples
     `batch_size_per_image` RoIs at `positive_fraction`, and returns loss_classifier, loss_box_reg, loss_mask.
     Inference: per-class boxes -> score threshold, class-aware NMS, top `detections_per_img`; then the mask
-    head
-    on the kept boxes. Returns per image {"boxes" [D, 4], "scores" [D], "labels" [D], "mask_probs" [D, 1,
-    28, 28]}
-    in the coordinates of the resized image.
+    head on the kept boxes. Returns per image {"boxes" [D, 4], "scores" [D], "labels" [D], "mask_probs"
+    [D, 1, 28, 28]} in the coordinates of the resized image.
     """
 
     def __init__(

@@ -1,6 +1,5 @@
 """Oracles for the model tests: torchvision's Mask R-CNN built with seeded random weights, and ours loaded
-with
-the same weights through the state-dict converter."""
+with the same weights through the state-dict converter."""
 
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ def perturb_norms(model: nn.Module, generator: torch.Generator) -> None:
 
 def make_detections_visible(model: nn.Module) -> None:
     """Random weights give ~uniform class scores: raise a few classes above the 0.05 score threshold, and
-    scale
-    the mask logits so masks have clear insides and outsides."""
+    scale the mask logits so masks have clear insides and outsides."""
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[[1, 3, 18]] += 6.0
         model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(30.0)
