@@ -10,6 +10,7 @@ _engine = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_engine)
 
 tiny_weights = _engine.tiny_weights
+one_thread = _engine.one_thread
 nuts_images = _engine.nuts_images
 tiny_coco_weights = _engine.tiny_coco_weights
 skimage_photos = _engine.skimage_photos

@@ -31,17 +31,7 @@ def _shrink(nuts_images, folder: Path, n: int) -> list[Path]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Every run here, in this process or a subprocess (torchrun sets OMP_NUM_THREADS=1 too), uses one thread,
-    so results can be compared exactly: another thread count sums in another order, and a mask pixel whose
-    probability sits at 0.5 may flip."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _run(*args):

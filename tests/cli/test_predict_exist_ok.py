@@ -18,14 +18,7 @@ from mrseg.cli import main
 COMMON = ["--score", "0.2", "--format", "labelme,yolo,overlay", "--workers", "0", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _photos(nuts_images, folder: Path, names: list[str]) -> None:

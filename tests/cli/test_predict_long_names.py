@@ -21,14 +21,7 @@ LONG_B = "a" * 230 + "-other"
 LONG_U = "é" * 118  # 236 bytes of 2-byte characters
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _photos(nuts_images, folder: Path) -> list[Path]:

@@ -43,14 +43,7 @@ main(sys.argv[1:], prog_name="mrseg")
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _video(path: Path, size: tuple[int, int], frames: int) -> Path:

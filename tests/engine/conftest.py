@@ -44,6 +44,18 @@ def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
+@pytest.fixture()
+def one_thread():
+    """The test runs with one torch thread (in this process; torchrun children get OMP_NUM_THREADS=1), so
+    results can be compared exactly: another thread count sums in another order, and a mask pixel whose
+    probability sits at 0.5 may flip. A module opts in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt")

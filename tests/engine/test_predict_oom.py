@@ -22,12 +22,7 @@ from mrseg.engine.predictor import InferenceOutOfMemory, Predictor, predict
 SIDE = 48  # inputs with a longer side "don't fit"; 96x72 photos fall back to 48x48 tiles
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 @pytest.fixture()

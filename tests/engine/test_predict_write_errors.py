@@ -17,14 +17,7 @@ from mrseg.outputs import YoloWriter
 OPTS = {"score": 0.2, "workers": 0, "quiet": True, "formats": "coco,labelme,yolo,overlay"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 @pytest.fixture()
