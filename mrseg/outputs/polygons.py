@@ -164,12 +164,12 @@ def _fit(local: np.ndarray, target: np.ndarray, convention: str, tol: float) -> 
             polys = _coco_candidate(local, t, (h, w))
         else:
             polys = _centre_candidate(local, t)
-        if t == 0 or _consumer_iou(polys, convention, target) >= FIDELITY_IOU:
+        if t == 0 or consumer_iou(polys, convention, target) >= FIDELITY_IOU:
             return polys
     return polys
 
 
-def _consumer_iou(polygons: list[np.ndarray], convention: str, target: np.ndarray) -> float:
+def consumer_iou(polygons: list[np.ndarray], convention: str, target: np.ndarray) -> float:
     """IoU of `polygons` as their consumer rasterises them with `target` (bool `[h, w]`). COCO's is computed
     on pycocotools' RLEs (its `decode` warns under NumPy 2, which a caller may have made an error)."""
     h, w = target.shape

@@ -38,7 +38,7 @@ from mrseg.outputs.labelme import instance_polygons
 from mrseg.outputs.mask_crop import MaskCrop, instance_crop
 from mrseg.outputs.masks import DEFAULT_MIN_AREA, DEFAULT_SIMPLIFY, hole_areas
 from mrseg.outputs.paths import output_path, output_stem
-from mrseg.outputs.polygons import FIDELITY_IOU
+from mrseg.outputs.polygons import FIDELITY_IOU, consumer_iou
 
 YOLO_DIR = "yolo"
 
@@ -162,15 +162,10 @@ def hole_rings(mask: MaskCrop, min_area: float = DEFAULT_MIN_AREA) -> list[np.nd
 MAX_PRUNED_PARTS = 24  # the smallest parts of a fragmented mask that `_ring` tries leaving out
 
 
-def _consumer_iou(ring: np.ndarray, mask: MaskCrop) -> float:
-    """IoU of `ring` (pixel-centre vertices, image coordinates) drawn as ultralytics draws a YOLO-seg line
-    (`cv2.fillPoly` on the int32 points) with the tightened mask crop `mask`."""
-    canvas = np.zeros(mask.crop.shape, np.uint8)
-    pts = np.rint(ring - (mask.x0, mask.y0)).astype(np.int32).reshape(-1, 1, 2)
-    cv2.fillPoly(canvas, [pts], 1)
-    drawn, target = canvas.astype(bool), mask.crop.astype(bool)
-    union = int((drawn | target).sum())
-    return 1.0 if union == 0 else int((drawn & target).sum()) / union
+def ring_iou(ring: np.ndarray, mask: MaskCrop) -> float:
+    """IoU of `ring` (pixel-centre vertices, image coordinates) as ultralytics draws a YOLO-seg line, with the
+    tightened mask crop `mask`."""
+    return consumer_iou([ring - (mask.x0, mask.y0)], "yolo", mask.crop.astype(bool))
 
 
 def _ring(parts: list[np.ndarray], holes: list[np.ndarray], mask: MaskCrop) -> tuple[np.ndarray, int]:
@@ -182,7 +177,7 @@ def _ring(parts: list[np.ndarray], holes: list[np.ndarray], mask: MaskCrop) -> t
     if len(parts) < 2:
         return ring, 0
     mask = mask.tightened()
-    best = _consumer_iou(ring, mask)
+    best = ring_iou(ring, mask)
     if best >= FIDELITY_IOU:
         return ring, 0
     keep = list(range(len(parts)))
@@ -192,7 +187,7 @@ def _ring(parts: list[np.ndarray], holes: list[np.ndarray], mask: MaskCrop) -> t
         if not trial:
             break
         candidate = merge_parts([parts[j] for j in trial] + holes)
-        iou = _consumer_iou(candidate, mask)
+        iou = ring_iou(candidate, mask)
         if iou > best:
             keep, ring, best = trial, candidate, iou
     return ring, len(parts) - len(keep)

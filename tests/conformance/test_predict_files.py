@@ -36,14 +36,6 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match_masks(oracle, found: list[tuple[int, np.ndarray]]) -> list[tuple[object, float]]:
     """Pairs each oracle detection with the unused found (label, mask) of the same label and the best mask
     IoU: [(oracle detection, IoU)], IoU 0 where nothing is left."""

@@ -56,7 +56,7 @@ def test_a_far_speck_is_left_out_when_its_bridge_costs_more_than_it_brings():
 
     from mrseg.outputs.mask_crop import MaskCrop
     from mrseg.outputs.masks import mask_to_polygons
-    from mrseg.outputs.yolo import _consumer_iou, _ring, merge_parts
+    from mrseg.outputs.yolo import _ring, merge_parts, ring_iou
 
     for speck_x, kept in ((90, False), (33, True)):
         mask = np.zeros((60, 100), bool)
@@ -67,4 +67,4 @@ def test_a_far_speck_is_left_out_when_its_bridge_costs_more_than_it_brings():
         assert len(parts) == 2
         ring, left_out = _ring(parts, [], crop)
         assert left_out == (0 if kept else 1)
-        assert _consumer_iou(ring, crop.tightened()) >= _consumer_iou(merge_parts(parts), crop.tightened())
+        assert ring_iou(ring, crop.tightened()) >= ring_iou(merge_parts(parts), crop.tightened())
