@@ -11,6 +11,7 @@ _spec.loader.exec_module(_engine)
 
 tiny_weights = _engine.tiny_weights
 one_thread = _engine.one_thread
+pycocotools_printed = _engine.pycocotools_printed
 nuts_images = _engine.nuts_images
 tiny_coco_weights = _engine.tiny_coco_weights
 skimage_photos = _engine.skimage_photos

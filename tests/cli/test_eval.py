@@ -117,19 +117,6 @@ def test_fatal_errors_exit_1_without_traceback(files, tmp_path):
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def printed_figures(path: Path) -> dict[str, list[float]]:
-    """The 12 figures per iou type that pycocotools printed (val2014_fake_eval_res.txt)."""
-    figures: dict[str, list[float]] = {}
-    current = None
-    for line in path.read_text().splitlines():
-        if line.startswith("type="):
-            current = line.split("=", 1)[1].strip()
-            figures[current] = []
-        elif current and "] = " in line:
-            figures[current].append(float(line.rsplit("=", 1)[1]))
-    return figures
-
-
 def pycocotools_stats(gt_path: Path, results_path: Path, iou_type: str) -> list[float]:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_path))
@@ -145,7 +132,7 @@ def pycocotools_stats(gt_path: Path, results_path: Path, iou_type: str) -> list[
         ("bbox", "instances_val2014_fakebbox100_results.json"),
     ],
 )
-def test_reference_run_through_the_cli(tmp_path, iou_type, results):
+def test_reference_run_through_the_cli(tmp_path, iou_type, results, pycocotools_printed):
     """`python -m mrseg eval` on the COCO API's fake results prints and writes pycocotools' own figures."""
     out = tmp_path / "m.json"
     gt = COCOAPI / "instances_val2014_100.json"
@@ -156,7 +143,7 @@ def test_reference_run_through_the_cli(tmp_path, iou_type, results):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     got = [json.loads(out.read_text())[iou_type][name] for name in METRIC_NAMES]
-    printed = printed_figures(COCOAPI / "val2014_fake_eval_res.txt")[iou_type]
+    printed = pycocotools_printed[iou_type]
     assert [f"{v:.3f}" for v in got] == [f"{v:.3f}" for v in printed]
     np.testing.assert_allclose(got, pycocotools_stats(gt, COCOAPI / results, iou_type), rtol=0, atol=1e-12)
     assert f"{100 * got[0]:.1f}" in proc.stdout

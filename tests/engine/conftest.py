@@ -57,6 +57,23 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def pycocotools_printed() -> dict[str, list[float]]:
+    """The 12 figures per iou type that pycocotools printed for the COCO API's val2014 sample and its fake
+    results (tests/assets/cocoapi-val2014-100/val2014_fake_eval_res.txt)."""
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    path = assets / "cocoapi-val2014-100" / "val2014_fake_eval_res.txt"
+    figures: dict[str, list[float]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if line.startswith("type="):
+            current = line.split("=", 1)[1].strip()
+            figures[current] = []
+        elif current and "] = " in line:
+            figures[current].append(float(line.rsplit("=", 1)[1]))
+    return figures
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt")
 

@@ -25,19 +25,6 @@ from mrseg.engine.evaluator import (
 COCOAPI = Path(__file__).resolve().parents[1] / "assets" / "cocoapi-val2014-100"
 
 
-def parse_reference(path: Path) -> dict[str, list[float]]:
-    """The 12 printed figures per iou type from pycocotools' reference summary."""
-    figures: dict[str, list[float]] = {}
-    current = None
-    for line in path.read_text().splitlines():
-        if line.startswith("type="):
-            current = line.split("=", 1)[1].strip()
-            figures[current] = []
-        elif current and "] = " in line:
-            figures[current].append(float(line.rsplit("=", 1)[1]))
-    return figures
-
-
 @pytest.mark.parametrize(
     "iou_type,results",
     [
@@ -45,8 +32,8 @@ def parse_reference(path: Path) -> dict[str, list[float]]:
         ("bbox", "instances_val2014_fakebbox100_results.json"),
     ],
 )
-def test_reproduces_pycocotools_reference_run(iou_type, results):
-    expected = parse_reference(COCOAPI / "val2014_fake_eval_res.txt")[iou_type]
+def test_reproduces_pycocotools_reference_run(iou_type, results, pycocotools_printed):
+    expected = pycocotools_printed[iou_type]
     assert len(expected) == 12
     metrics = evaluate(COCOAPI / "instances_val2014_100.json", COCOAPI / results, iou_types=(iou_type,))
     got = [metrics[iou_type][name] for name in METRIC_NAMES]
