@@ -19,19 +19,22 @@ NUTS = Path(__file__).resolve().parents[1] / "assets" / "nuts"
 CLASSES = [{"id": 1, "name": "date"}, {"id": 2, "name": "fig"}, {"id": 3, "name": "hazelnut"}]
 
 
+def rpn_to_whole_image(model) -> None:
+    """Makes the RPN regress every anchor to the whole image, so NMS leaves one proposal per FPN level (call
+    under torch.no_grad)."""
+    deltas = model.rpn.head.anchor_deltas
+    deltas.weight.zero_()
+    whole = torch.tensor([0.0, 0.0, math.log(1000.0 / 16), math.log(1000.0 / 16)])
+    deltas.bias.copy_(whole.repeat(deltas.bias.numel() // 4))
+
+
 def build_tiny_model(seed: int = 0):
     from mrseg.model.zoo import build_model
 
     torch.manual_seed(seed)
     model = build_model("r18-fpn", len(CLASSES), min_size=96, max_size=128)
     with torch.no_grad():
-        deltas = model.rpn.head.anchor_deltas
-        deltas.weight.zero_()
-        deltas.bias.copy_(
-            torch.tensor([0.0, 0.0, math.log(1000.0 / 16), math.log(1000.0 / 16)]).repeat(
-                deltas.bias.numel() // 4
-            )
-        )
+        rpn_to_whole_image(model)
         model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([-4.0, 1.0, 0.9, 0.8]))
     return model.eval()
 
@@ -126,13 +129,7 @@ def build_tiny_coco_model(seed: int = 0):
     torch.manual_seed(seed)
     model = build_model("r18-fpn", 90, min_size=96, max_size=128).eval()
     with torch.no_grad():
-        deltas = model.rpn.head.anchor_deltas
-        deltas.weight.zero_()
-        deltas.bias.copy_(
-            torch.tensor([0.0, 0.0, math.log(1000.0 / 16), math.log(1000.0 / 16)]).repeat(
-                deltas.bias.numel() // 4
-            )
-        )
+        rpn_to_whole_image(model)
         cls = model.roi_heads.box_predictor.cls_score
         feats = []
         hook = cls.register_forward_hook(lambda mod, args, out: feats.append(args[0]))
