@@ -20,7 +20,9 @@ from click.testing import CliRunner
 from pycocotools.coco import COCO
 
 from mrseg.cli import main
-from tests.outputs.consumers import labelme_mask, yolo_mask
+from tests.outputs.consumers import labelme_instances, labelme_mask, yolo_mask
+
+AREA_KINDS = ("polygon", "rectangle", "circle", "mask")  # labelme shapes with an area
 
 ASSETS = Path(__file__).parents[1] / "assets"
 NUTS = ASSETS / "nuts" / "trainval.json"
@@ -112,13 +114,11 @@ def test_labelme_files_draw_the_source_masks_in_labelme(case, request):
     for file_name, instances in want.items():
         doc = json.loads((run["out"] / "labelme" / Path(file_name).with_suffix(".json")).read_text())
         h, w = doc["imageHeight"], doc["imageWidth"]
-        groups = defaultdict(list)
-        for k, shape in enumerate(doc["shapes"]):
-            groups[(shape["label"], shape["group_id"]) if shape["group_id"] is not None else k].append(shape)
-        assert [g[0]["label"] for g in groups.values()] == [n for n, _ in instances]
+        groups = labelme_instances(doc)
+        assert [g[0]["label"] for g in groups] == [n for n, _ in instances]
         ious += [
             (_iou(m, labelme_mask(g, h, w)), int(m.sum()))
-            for (_, m), g in zip(instances, groups.values(), strict=True)
+            for (_, m), g in zip(instances, groups, strict=True)
         ]
     _check_ious(ious)
 
@@ -271,15 +271,6 @@ def test_good_file_converts(tmp_path):
     assert "score" not in back.dataset["annotations"][0]
 
 
-def _labelme_instances(doc: dict) -> list[list[dict]]:
-    groups = defaultdict(list)
-    for k, shape in enumerate(doc["shapes"]):
-        if shape["shape_type"] in ("polygon", "rectangle", "circle", "mask"):
-            key = (shape["label"], shape["group_id"]) if shape["group_id"] is not None else k
-            groups[key].append(shape)
-    return list(groups.values())
-
-
 def test_labelme_read_exactly_as_labelme_draws_it(val):
     """labelme -> COCO RLE is exact: every annotation is labelme's own rasterisation of its shapes."""
     back = val["tmp"] / "labelme-rle"
@@ -289,7 +280,7 @@ def test_labelme_read_exactly_as_labelme_draws_it(val):
     for image in gt.dataset["images"]:
         doc = json.loads((val["out"] / "labelme" / Path(image["file_name"]).with_suffix(".json")).read_text())
         anns = gt.loadAnns(gt.getAnnIds(imgIds=[image["id"]]))
-        groups = _labelme_instances(doc)
+        groups = labelme_instances(doc, AREA_KINDS)
         assert len(anns) == len(groups)
         for ann, shapes in zip(anns, groups, strict=True):
             want = labelme_mask(shapes, doc["imageHeight"], doc["imageWidth"])
@@ -338,7 +329,7 @@ def test_labelme_shapes_of_every_kind(tmp_path):
     assert done.exit_code == 0, done.output
     gt = _coco(tmp_path / "out" / "annotations.json")
     anns = gt.dataset["annotations"]
-    groups = _labelme_instances(doc)
+    groups = labelme_instances(doc, AREA_KINDS)
     assert [gt.cats[a["category_id"]]["name"] for a in anns] == ["box", "disc", "two"]
     for ann, group in zip(anns, groups, strict=True):
         assert np.array_equal(gt.annToMask(ann).astype(bool), labelme_mask(group, 40, 40))

@@ -137,13 +137,9 @@ def test_annotations_json_polygons_through_pycocotools(predict_run):
 
 
 def _labelme_instances(doc: dict, shape: tuple[int, int]) -> list[tuple[str, np.ndarray]]:
-    """(label, mask) per instance of a labelme file, rasterised as labelme does; shapes sharing a group_id
-    are parts of one instance."""
-    groups: dict[object, list[dict]] = {}
-    for k, s in enumerate(doc["shapes"]):
-        key = ("group", s["group_id"]) if s.get("group_id") is not None else ("shape", k)
-        groups.setdefault(key, []).append(s)
-    return [(shapes[0]["label"], consumers.labelme_mask(shapes, *shape)) for shapes in groups.values()]
+    """(label, mask) per instance of a labelme file, grouped and rasterised as labelme does."""
+    groups = consumers.labelme_instances(doc)
+    return [(shapes[0]["label"], consumers.labelme_mask(shapes, *shape)) for shapes in groups]
 
 
 def test_annotations_json_imports_into_datumaro(predict_run):

@@ -81,6 +81,18 @@ def labelme_mask(shapes: list[dict], height: int, width: int) -> np.ndarray:
     return out
 
 
+def labelme_instances(doc: dict, kinds: tuple[str, ...] | None = None) -> list[list[dict]]:
+    """A labelme file's shapes grouped into instances as labelme's `shapes_to_label` does: shapes with the
+    same label and `group_id` are one instance, a shape without a `group_id` is its own; in file order.
+    `kinds`: only shapes of these `shape_type`s (None: all)."""
+    groups: dict[object, list[dict]] = {}
+    for k, shape in enumerate(doc["shapes"]):
+        if kinds is None or shape["shape_type"] in kinds:
+            group = shape.get("group_id")
+            groups.setdefault((shape["label"], group) if group is not None else k, []).append(shape)
+    return list(groups.values())
+
+
 def yolo_mask(line: str, height: int, width: int) -> np.ndarray:
     """ultralytics' `polygon2mask` of one YOLO-seg label line, denormalised by (W, H) as its loader does."""
     polygon2mask = pytest.importorskip("ultralytics.data.utils").polygon2mask
