@@ -9,7 +9,6 @@ threshold, one of them an unnamed COCO slot ("N/A", label 12) that no output may
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -48,11 +47,9 @@ def _photos() -> dict[str, np.ndarray]:
 
 
 def _oracle_model() -> torch.nn.Module:
-    path = REPO / "tests" / "model" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_mrseg_model_conftest", path)
-    model_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(model_conftest)
-    model = model_conftest.build_torchvision_maskrcnn(50, seed=3)
+    from tests.model.conftest import build_torchvision_maskrcnn
+
+    model = build_torchvision_maskrcnn(50, seed=3)
     with torch.no_grad():
         bias = model.roi_heads.box_predictor.cls_score.bias
         bias.fill_(-4.0)

@@ -3,7 +3,6 @@ torchvision's Mask R-CNN (same weights). See conftest.py for the run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,14 +14,10 @@ import pytest
 from pycocotools.coco import COCO
 
 from mrseg.model.coco_classes import COCO_LABEL_NAMES
+from tests.outputs import consumers  # the consumers' own rasterisers (labelme without Qt)
 
 REPO = Path(__file__).resolve().parents[2]
 
-_spec = importlib.util.spec_from_file_location(
-    "_mrseg_consumers", Path(__file__).resolve().parents[1] / "outputs" / "consumers.py"
-)
-consumers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(consumers)  # the consumers' own rasterisers (labelme without Qt)
 
 # A 1-px shift of the paste window (two boxes 1e-3 px apart round apart) is the only expected difference
 # between two fp32 implementations; it costs a crisp mask a few percent of IoU.
