@@ -47,7 +47,7 @@ def box_detections(
         boxes = boxes[:, 1:].reshape(-1, 4)
         scores = scores[:, 1:].reshape(-1)
         labels = labels[:, 1:].reshape(-1)
-        keep = torch.where(scores > score_thresh)[0]
+        keep = torch.where(scores >= score_thresh)[0]  # the one rule: a score equal to the threshold passes
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = remove_small_boxes(boxes, min_size=1e-2)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]

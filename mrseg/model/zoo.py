@@ -124,13 +124,16 @@ def build_model(
     rpn_post_nms_top_n_train: int = 2000,
     rpn_post_nms_top_n_test: int = 1000,
     box_batch_size_per_image: int = 512,
+    box_score_thresh: float = 0.05,
+    box_nms_thresh: float = 0.5,
+    box_detections_per_img: int = 100,
+    paste_masks: bool = True,
 ) -> MaskRCNN:
     """A Mask R-CNN of a named architecture with random heads.
 
     num_classes: K, the number of object classes WITHOUT background (the heads predict K + 1; torchvision's
-    COCO
-    models have K = 90, labels 1..90 = COCO category ids). min_size / max_size: resize limits of the input
-    transform. aligned: override the arch's RoIAlign flavour.
+    COCO models have K = 90, labels 1..90 = COCO category ids). min_size / max_size: resize limits of the
+    input transform. aligned: override the arch's RoIAlign flavour.
     norm: the backbone's normalisation (see mrseg.model.backbone.NORMS): None = the arch's own (frozen BN for
     v1, BN for v2; what pretrained weights need); "bn" (BatchNorm2d with batch statistics) or "gn"
     (GroupNorm(32)) put that norm in the ResNet and the FPN, for training from scratch, where frozen BN leaves
@@ -139,6 +142,8 @@ def build_model(
     is much cheaper for a small model trained from scratch).
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
     it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training.
+    box_score_thresh (detections scoring at least this are kept), box_nms_thresh, box_detections_per_img:
+    eval-mode post-processing; paste_masks: False returns `mask_probs` instead of pasted masks (see MaskRCNN).
     Defaults are the paper's (torchvision's names and values); they change no weight shape, so a checkpoint
     loads whatever they are set to.
     """
@@ -198,12 +203,14 @@ def build_model(
         matcher=Matcher(0.5, 0.5, allow_low_quality_matches=False),
         sampler=BalancedSampler(box_batch_size_per_image, 0.25),
         box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)),
-        score_thresh=0.05,
-        nms_thresh=0.5,
-        detections_per_img=100,
+        score_thresh=box_score_thresh,
+        nms_thresh=box_nms_thresh,
+        detections_per_img=box_detections_per_img,
     )
     transform = ImageTransform(min_size=min_size, max_size=max_size)
-    return MaskRCNN(transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads)
+    return MaskRCNN(
+        transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads, paste_masks=paste_masks
+    )
 
 
 # torchvision's weight files are named NAME-HASH.EXT, HASH being the first hex digits of the file's SHA-256
@@ -360,10 +367,12 @@ def _default_classes(num_classes: int) -> list[dict]:
 
 
 def load_model(
-    weights: str | Path, arch: str | None = None, device: str | torch.device = "cpu"
+    weights: str | Path, arch: str | None = None, device: str | torch.device = "cpu", **model_kwargs
 ) -> tuple[MaskRCNN, ModelInfo]:
     """(model in eval mode on `device`, ModelInfo) from a zoo name (coco-r50-fpn, coco-r50-fpn-v2), an mrseg
-    checkpoint (.pt written by `mrseg train`), or a state-dict file (torchvision's or ours) with `arch`."""
+    checkpoint (.pt written by `mrseg train`), or a state-dict file (torchvision's or ours) with `arch`.
+    `model_kwargs`: inference settings for `build_model` (box_score_thresh, box_nms_thresh,
+    box_detections_per_img, paste_masks)."""
     name = str(weights)
     if name in WEIGHTS:
         spec = WEIGHTS[name]
@@ -372,7 +381,7 @@ def load_model(
                 f"--weights {name} is a {spec.arch} model; drop --arch or pass --arch {spec.arch}"
             )
         state = read_file(fetch(spec.url))
-        model = build_model(spec.arch, 90, frozen_bn_eps=spec.frozen_bn_eps)
+        model = build_model(spec.arch, 90, frozen_bn_eps=spec.frozen_bn_eps, **model_kwargs)
         load_state_dict(model, state, name)
         info = ModelInfo(arch=spec.arch, classes=coco_label_classes(), source=name)
     else:
@@ -384,7 +393,7 @@ def load_model(
                 raise WeightsError(str(e)) from e
             if ckpt.arch not in ARCHS:
                 raise WeightsError(f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCHS)}")
-            model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs)
+            model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs, **model_kwargs)
             load_state_dict(model, ckpt.state_dict, name)
             info = ModelInfo(arch=ckpt.arch, classes=ckpt.classes, source=name)
         else:
@@ -397,7 +406,7 @@ def load_model(
             if arch not in ARCHS:
                 raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
             num_classes = _num_classes_of(state)  # same key in torchvision's and our naming
-            model = build_model(arch, num_classes)
+            model = build_model(arch, num_classes, **model_kwargs)
             load_state_dict(model, state, name)
             info = ModelInfo(arch=arch, classes=_default_classes(num_classes), source=name)
     return model.to(device).eval(), info

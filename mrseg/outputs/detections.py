@@ -38,7 +38,8 @@ class Detections:
     masks: bool [N, H, W], or None; or a `mrseg.outputs.mask_crop.CroppedMasks` (the same masks held as
     per-instance crops, which the writers encode without building full-size masks; it indexes like the array,
     `np.asarray` gives the array); track_ids: int64 [N] for video frames, else None.
-    width, height: the original image size.
+    width, height: the original image size. image: the decoded input, uint8 RGB [H, W, 3], only when asked
+    for (`Predictor.stream(..., keep_images=True)`, which overlays need); else None.
     """
 
     width: int
@@ -48,6 +49,7 @@ class Detections:
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     masks: np.ndarray | None = None
     track_ids: np.ndarray | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.scores)

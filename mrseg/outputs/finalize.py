@@ -1,4 +1,5 @@
-"""The final files of a predict run, built once from the run journal(s) after every rank is done.
+"""The end-of-run files of a predict run (annotations.json, results.json, predictions.jsonl, data.yaml), built
+once from the run journal(s) after every rank is done; `formats.finalize` picks them per format.
 
 `read_records` streams the journal lines (`{"image": {...}, "instances": [...]}`) of one or more record
 files sorted by image id: a line that is torn (no newline at the end, as after a crash) or not valid JSON is
@@ -19,10 +20,8 @@ from pathlib import Path
 from mrseg import __version__
 from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_open
-from mrseg.outputs.jsonl import JSONL_NAME
 from mrseg.outputs.masks import segmentation_area_bbox, segmentation_to_rle
 from mrseg.outputs.records import public_line
-from mrseg.outputs.video_segments import finish_videos
 from mrseg.outputs.yolo import YOLO_DIR, data_yaml
 
 COCO_NAME = "annotations.json"
@@ -164,41 +163,3 @@ def write_yolo_yaml(path: str | os.PathLike, categories: list[dict]) -> None:
     (path.parent / "images").mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w", fsync=True) as f:
         f.write(data_yaml(categories))
-
-
-def finalize(
-    out_dir: str | os.PathLike,
-    formats: Iterable[str],
-    records_paths: Iterable[str | os.PathLike],
-    categories: list[dict],
-    description: str = "mrseg predict",
-) -> dict[str, Path]:
-    """Write the run's final files into `out_dir` for the requested `formats`; returns {format: path}.
-
-    `coco` -> annotations.json, `coco-results` -> results.json, `jsonl` -> predictions.jsonl (rewritten from
-    the journals sorted by id, which also merges the ranks of a torchrun), `yolo` -> yolo/data.yaml,
-    `overlay` -> builds any overlay video not yet joined from its segments and removes the segments (see
-    `video_segments.finish_videos`; the videos themselves are written by the overlay writer). labelme is
-    per-item only. `categories`: the model's `{"id", "name"}` per label; `description`: annotations.json's
-    `info.description` (the command that wrote it).
-    Missing record files count as empty (a rank that got no inputs).
-    """
-    out = Path(out_dir)
-    formats = set(formats)
-    records_paths = list(records_paths)
-    written: dict[str, Path] = {}
-    if "coco" in formats:
-        write_coco(out / COCO_NAME, records_paths, categories, description)
-        written["coco"] = out / COCO_NAME
-    if "coco-results" in formats:
-        write_results(out / RESULTS_NAME, records_paths)
-        written["coco-results"] = out / RESULTS_NAME
-    if "jsonl" in formats:
-        write_jsonl(out / JSONL_NAME, records_paths)
-        written["jsonl"] = out / JSONL_NAME
-    if "yolo" in formats:
-        write_yolo_yaml(out / YOLO_YAML, categories)
-        written["yolo"] = out / YOLO_YAML
-    if "overlay" in formats:
-        finish_videos(out, read_records(records_paths))
-    return written
