@@ -199,6 +199,9 @@ def build_model(
     rpn_post_nms_top_n_train: int = 2000,
     rpn_post_nms_top_n_test: int = 1000,
     box_batch_size_per_image: int = 512,
+    box_score_thresh: float = 0.05,
+    box_nms_thresh: float = 0.5,
+    box_detections_per_img: int = 100,
 ) -> MaskRCNN:
     """A Mask R-CNN (Keypoint R-CNN, Faster R-CNN: see the module doc for the arch names) with random heads.
 
@@ -215,7 +218,9 @@ def build_model(
     images). channels: the width of the FPN outputs and of the mask head's convs (256 in the paper; narrower
     is much cheaper for a small model trained from scratch).
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
-    it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training.
+    it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training;
+    box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold, class-wise NMS
+    IoU and detections kept per image.
     Defaults are the paper's (torchvision's names and values); they change no weight shape, so a checkpoint
     loads whatever they are set to.
     """
@@ -284,9 +289,9 @@ def build_model(
         matcher=Matcher(0.5, 0.5, allow_low_quality_matches=False),
         sampler=BalancedSampler(box_batch_size_per_image, 0.25),
         box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)),
-        score_thresh=0.05,
-        nms_thresh=0.5,
-        detections_per_img=100,
+        score_thresh=box_score_thresh,
+        nms_thresh=box_nms_thresh,
+        detections_per_img=box_detections_per_img,
     )
     transform = ImageTransform(min_size=min_size, max_size=max_size)
     return MaskRCNN(transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads)
