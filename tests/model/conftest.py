@@ -125,3 +125,19 @@ def ours_from():
 @pytest.fixture
 def torchvision_detector():
     return build_torchvision_detector
+
+
+def keep_every_sample(tv_model: nn.Module, ours: nn.Module) -> None:
+    """Samplers that keep every candidate make the losses deterministic; fewer proposals keep the tests
+    quick."""
+    tv_model.rpn.fg_bg_sampler.batch_size_per_image = 10**9
+    tv_model.roi_heads.fg_bg_sampler.batch_size_per_image = 10**9
+    ours.rpn.sampler.batch_size = 10**9
+    ours.roi_heads.sampler.batch_size = 10**9
+    tv_model.rpn._pre_nms_top_n["training"] = ours.rpn.pre_nms_top_n["train"] = 200
+    tv_model.rpn._post_nms_top_n["training"] = ours.rpn.post_nms_top_n["train"] = 60
+
+
+@pytest.fixture
+def deterministic_sampling():
+    return keep_every_sample

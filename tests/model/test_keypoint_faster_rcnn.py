@@ -43,7 +43,8 @@ def _compare(tv_model, ours, image) -> dict:
     }
     assert diffs["box"] <= 1e-2 and diffs["score"] <= 1e-4
     if "keypoints" in expected:
-        assert got["keypoints"].dtype == torch.float32 and got["keypoints"].shape == expected["keypoints"].shape
+        assert got["keypoints"].dtype == torch.float32
+        assert got["keypoints"].shape == expected["keypoints"].shape
         assert torch.equal(got["keypoints"][..., 2], expected["keypoints"][..., 2])  # visibility
         diffs["keypoint"] = float((got["keypoints"][..., :2] - expected["keypoints"][..., :2]).abs().max())
         diffs["keypoint_score"] = float((got["keypoints_scores"] - expected["keypoints_scores"]).abs().max())
