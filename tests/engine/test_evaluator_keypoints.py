@@ -11,44 +11,33 @@ detections, a category the ground truth lacks.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
+import importlib.util
 import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from mrseg.engine.evaluator import KEYPOINT_METRIC_NAMES, EvalInputError, EvalWarning, evaluate
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "coco-keypoints-sample"
-SETTINGS = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+# the bbox/segm property test's settings and its pycocotools oracle, one definition
+_spec = importlib.util.spec_from_file_location(
+    "_mrseg_evaluator_properties", Path(__file__).parent / "test_evaluator_properties.py"
 )
+_properties = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_properties)
+SETTINGS = _properties.SETTINGS
 RUNS = {"keypoints": 0}
 K = 17
 
 
 def pycocotools_stats(gt: dict, results: list[dict]) -> np.ndarray:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = copy.deepcopy(gt)
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), "keypoints")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return np.asarray(ev.stats, np.float64)
+    return _properties.pycocotools_stats(gt, results, "keypoints")
 
 
 def test_the_coco_sample_gives_the_figures_pycocotools_printed():
