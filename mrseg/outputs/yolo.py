@@ -116,28 +116,37 @@ class _RingTree:
 
     def __init__(self, root: np.ndarray):
         self.rings = [root]
-        self.kids: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self.kids: dict[int, dict[int, list[tuple[int, int]]]] = {}  # ring -> vertex -> (ring, its vertex)
 
     def hang(self, ring: np.ndarray, parent: int, vertex: int, own_vertex: int = 0) -> int:
         """Hangs `ring` by its vertex `own_vertex` from ring `parent`'s vertex `vertex` (the same pixel);
         its id."""
         self.rings.append(ring)
-        self.kids.setdefault((parent, vertex), []).append((len(self.rings) - 1, own_vertex))
+        self.kids.setdefault(parent, {}).setdefault(vertex, []).append((len(self.rings) - 1, own_vertex))
         return len(self.rings) - 1
 
     def line(self) -> np.ndarray:
         """The walk `[K, 2]`."""
-        out, stack = [], [(0, 0, 0)]  # (ring, starting vertex, steps done)
+        out: list[np.ndarray] = []
+        stack: list = [(0, 0)]  # (ring, starting vertex) to walk, or an array of points to emit
         while stack:
-            node, start, t = stack.pop()
-            ring = self.rings[node]
-            v = (start + t) % len(ring)
-            out.append(ring[v])
-            if t == len(ring):
+            item = stack.pop()
+            if isinstance(item, np.ndarray):
+                out.append(item)
                 continue
-            stack.append((node, start, t + 1))
-            stack.extend((k, kv, 0) for k, kv in reversed(self.kids.get((node, v), [])))
-        ring = _compress(np.asarray(out[:-1]))
+            node, start = item
+            ring = self.rings[node]
+            walk = np.concatenate([ring[start:], ring[:start], ring[start : start + 1]])
+            kids = self.kids.get(node, {})
+            pieces: list = []
+            done = 0
+            for t in sorted((v - start) % len(ring) for v in kids):  # the walk to each vertex with rings
+                pieces.append(walk[done : t + 1])  # hanging there, then those rings
+                pieces.extend(kids[(start + t) % len(ring)])
+                done = t + 1
+            pieces.append(walk[done:])
+            stack.extend(reversed(pieces))
+        ring = _compress(np.concatenate(out)[:-1])
         # at least 3 points: ultralytics reads a line of 2 points (5 numbers) as a box
         return np.concatenate([ring, np.repeat(ring[-1:], max(0, 3 - len(ring)), axis=0)])
 
@@ -195,6 +204,8 @@ def _spanning_bridges(rings: list[np.ndarray], shape: tuple[int, int]) -> list[t
     a, b = a[cross], b[cross]
     length = np.hypot(*(points[a] - points[b]).T)
     order = np.argsort(length, kind="stable")
+    lo, hi = np.minimum(owner[a], owner[b])[order], np.maximum(owner[a], owner[b])[order]
+    order = order[np.sort(np.unique(lo * len(rings) + hi, return_index=True)[1])]  # shortest per pair
     group = list(range(len(rings)))
 
     def find(k: int) -> int:
@@ -240,14 +251,15 @@ def mask_ring(mask: MaskCrop, simplify: float = DEFAULT_SIMPLIFY) -> tuple[np.nd
     reach a high IoU in one ring."""
     mc = mask.tightened()
     crop = mc.crop
+    contours, _ = cv2.findContours(np.pad(crop.astype(np.uint8), 1), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if len(contours) == 1:  # one part, no hole
+        ring = trace_polygons(mc, "yolo", simplify)[0]
+        return ring.astype(np.float64), 0
     count, labels, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
     parts = []
     for k in range(1, count):
         x, y, bw, bh, _ = stats[k]
         parts.append(_contours(labels[y : y + bh, x : x + bw] == k, x, y))
-    if len(parts) == 1 and not parts[0][1]:
-        ring = trace_polygons(mc, "yolo", simplify)[0]
-        return ring.astype(np.float64), 0
     area = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
     hole_bridges, hole_cost = [], np.zeros(len(parts))
     for k, (outer, holes) in enumerate(parts):
