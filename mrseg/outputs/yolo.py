@@ -206,26 +206,11 @@ def _spanning_bridges(rings: list[np.ndarray], shape: tuple[int, int]) -> list[t
     order = np.argsort(length, kind="stable")
     lo, hi = np.minimum(owner[a], owner[b])[order], np.maximum(owner[a], owner[b])[order]
     order = order[np.sort(np.unique(lo * len(rings) + hi, return_index=True)[1])]  # shortest per pair
-    group = list(range(len(rings)))
-
-    def find(k: int) -> int:
-        while group[k] != k:
-            group[k] = group[group[k]]
-            k = group[k]
-        return k
-
     starts = np.concatenate([[0], np.cumsum([len(r) for r in rings])[:-1]])
-    bridges = []
-    for e in order:
-        ra, rb = find(int(owner[a[e]])), find(int(owner[b[e]]))
-        if ra != rb:
-            group[ra] = rb
-            i, j = int(a[e]), int(b[e])
-            ri, rj = int(owner[i]), int(owner[j])
-            bridges.append((ri, i - int(starts[ri]), rj, j - int(starts[rj])))
-            if len(bridges) == len(rings) - 1:
-                break
-    return bridges
+    oa, ob = owner[a[order]], owner[b[order]]
+    va, vb = a[order] - starts[oa], b[order] - starts[ob]
+    edges = zip(length[order], oa.tolist(), va.tolist(), ob.tolist(), vb.tolist(), strict=True)
+    return _kruskal(len(rings), edges)
 
 
 MAX_SEARCH_PARTS = 12  # masks of at most this many parts: also try leaving out parts inside the tree
@@ -270,12 +255,16 @@ def mask_ring(mask: MaskCrop, simplify: float = DEFAULT_SIMPLIFY) -> tuple[np.nd
         for ra, va, rb, vb in found:
             path = _segment(rings[ra][va] + (x, y), rings[rb][vb] + (x, y))
             hole_cost[k] += _background(path, crop)
-    best = _kept_parts(parts, list(range(len(parts))), area, hole_cost, crop)
-    if best[0] < FIDELITY_IOU and len(parts) <= MAX_SEARCH_PARTS:
+    outers = [outer for outer, _ in parts]
+    nearest = _nearest_pairs(outers, crop.shape) if len(parts) <= MAX_SEARCH_PARTS else None
+    best = _kept_parts(outers, list(range(len(parts))), area, hole_cost, crop, nearest)
+    if best[0] < FIDELITY_IOU and nearest is not None:
         # a part in the middle of the tree may cost more than it brings while the parts around it do
         # not: try leaving each kept part out of the tree (not only a branch), keep the best, again
         while len(best[1]) > 1:
-            trials = [_kept_parts(parts, sorted(best[1] - {k}), area, hole_cost, crop) for k in best[1]]
+            trials = [
+                _kept_parts(outers, sorted(best[1] - {k}), area, hole_cost, crop, nearest) for k in best[1]
+            ]
             trial = max(trials, key=lambda t: t[0])
             if trial[0] <= best[0] * (1 + 1e-12):
                 break
@@ -286,12 +275,56 @@ def mask_ring(mask: MaskCrop, simplify: float = DEFAULT_SIMPLIFY) -> tuple[np.nd
     return ring.astype(np.float64), len(parts) - len(keep)
 
 
-def _kept_parts(parts, among: list[int], area: np.ndarray, hole_cost: np.ndarray, crop: np.ndarray):
-    """(IoU, kept parts, their bridges): the minimum spanning tree of bridges of the parts `among`; all of
-    them if that draws the mask at IoU >= FIDELITY_IOU, else its best branch (`_best_branch`)."""
-    bridges = _spanning_bridges([parts[k][0] for k in among], crop.shape) if len(among) > 1 else []
-    bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
-    costs = [_background(_segment(parts[a][0][i], parts[b][0][j]), crop) for a, i, b, j in bridges]
+def _nearest_pairs(rings: list[np.ndarray], shape: tuple[int, int]) -> dict:
+    """`{(a, b): (length, vertex of a, vertex of b)}`: the shortest bridge between each two of `rings`
+    (`[K, 2]` pixels in a `shape` frame), a < b; one distance transform per ring."""
+    out = {}
+    for a, ring in enumerate(rings[:-1]):
+        near = _nearest_points(ring, shape)
+        for b in range(a + 1, len(rings)):
+            i = near[rings[b][:, 1], rings[b][:, 0]]
+            length = np.hypot(*(ring[i] - rings[b]).T)
+            j = int(np.argmin(length))
+            out[a, b] = (float(length[j]), int(i[j]), j)
+    return out
+
+
+def _kruskal(n: int, edges) -> list[tuple[int, int, int, int]]:
+    """The bridges `(a, vertex, b, vertex)` of a minimum spanning tree of `n` rings, from `edges`
+    `(length, a, vertex, b, vertex)` in increasing length."""
+    group = list(range(n))
+
+    def find(k: int) -> int:
+        while group[k] != k:
+            group[k] = group[group[k]]
+            k = group[k]
+        return k
+
+    bridges = []
+    for _, a, i, b, j in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            group[ra] = rb
+            bridges.append((a, i, b, j))
+            if len(bridges) == n - 1:
+                break
+    return bridges
+
+
+def _kept_parts(outers, among: list[int], area, hole_cost, crop: np.ndarray, nearest: dict | None):
+    """(IoU, kept parts, their bridges): the minimum spanning tree of bridges of the parts `among` (outer
+    boundaries `outers`; `nearest`: `_nearest_pairs` of them, or None to find the tree in one pass with
+    `_spanning_bridges`); all of them if that draws the mask at IoU >= FIDELITY_IOU, else its best branch
+    (`_best_branch`)."""
+    if nearest is None:
+        bridges = _spanning_bridges([outers[k] for k in among], crop.shape) if len(among) > 1 else []
+        bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
+    else:
+        pairs = sorted((*nearest[a, b], a, b) for a in among for b in among if a < b)
+        local = {k: n for n, k in enumerate(among)}
+        bridges = _kruskal(len(among), [(d, local[a], i, local[b], j) for d, i, j, a, b in pairs])
+        bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
+    costs = [_background(_segment(outers[a][i], outers[b][j]), crop) for a, i, b, j in bridges]
     iou = area[among].sum() / (area.sum() + sum(costs) + hole_cost[among].sum())
     if iou >= FIDELITY_IOU:
         return iou, set(among), bridges
