@@ -44,8 +44,8 @@ def draw_keypoints(
     """Draws one instance's keypoints `points` [K, 3] (x, y, visibility > 0 when predicted) into `out`
     (uint8 [H, W, 3], in place): the limbs of `skeleton` (1-based keypoint pairs, COCO's) as lines, each
     keypoint as a dot with a dark rim."""
-    shift = 4  # sub-pixel positions: cv2 draws at coordinates * 2**shift
-    pts = np.round(np.asarray(points, np.float64)[:, :2] * (1 << shift)).astype(np.int64)
+    shift = 4  # sub-pixel positions: cv2 draws at coordinates * 2**shift, pixel centres at integers
+    pts = np.round((np.asarray(points, np.float64)[:, :2] - 0.5) * (1 << shift)).astype(np.int64)
     seen = np.asarray(points)[:, 2] > 0
     for a, b in skeleton or ():
         a, b = int(a) - 1, int(b) - 1
