@@ -21,6 +21,13 @@ are drawn in excess. Where far-apart parts would cost more bridge pixels than th
 An instance whose mask is empty (no pixel over the threshold) is written as its box, the only shape YOLO-seg
 can give it, so that every instance has a line.
 `yolo/data.yaml` with the class names is written by `finalize`.
+
+Models without masks write the YOLO format that holds what they predict (`box_lines`): a box-only model
+(Faster R-CNN) YOLO detection lines `class cx cy w h`; a keypoint model YOLO-pose lines
+`class cx cy w h x1 y1 v1 ... xK yK vK` (keypoints divided by the image size as ultralytics' own COCO
+converter does; v = 2 predicted, `0 0 0` not), with `kpt_shape: [K, 3]`, `flip_idx` (left/right keypoint
+pairs by name) and `kpt_names` in data.yaml. A model with masks and keypoints writes YOLO-pose (one YOLO line
+can't hold both; its masks are in the other formats).
 """
 
 from __future__ import annotations
@@ -66,7 +73,45 @@ def data_yaml(classes: list[dict]) -> str:
     ]
     # A JSON string is a valid YAML double-quoted scalar, so any name round-trips.
     lines += [f"  {i}: {json.dumps(str(c['name']))}  # category_id {c['id']}" for i, c in enumerate(names)]
+    lines += keypoint_yaml_lines(names)
     return "\n".join(lines) + "\n"
+
+
+def flip_index(keypoint_names: list[str]) -> list[int] | None:
+    """ultralytics' `flip_idx`: for each keypoint, the one it becomes in a left-right mirrored image (pairs
+    found by name, `left_*` <-> `right_*`); None when no name has a left/right partner."""
+    index = {name: k for k, name in enumerate(keypoint_names)}
+    swap = {"left": "right", "right": "left"}
+    out = []
+    for name in keypoint_names:
+        side, _, rest = name.partition("_")
+        out.append(index.get(f"{swap[side]}_{rest}", index[name]) if side in swap else index[name])
+    return None if out == list(range(len(keypoint_names))) else out
+
+
+def keypoint_yaml_lines(categories: list[dict]) -> list[str]:
+    """data.yaml's YOLO-pose keys for categories with `keypoints` names: `kpt_shape: [K, 3]`, `flip_idx`
+    and `kpt_names` per class index; none when no category has keypoints. YOLO-pose has one K for a
+    dataset: categories with another number of keypoints are refused."""
+    named = {i: list(c["keypoints"]) for i, c in enumerate(categories) if c.get("keypoints")}
+    if not named:
+        return []
+    first = next(iter(named.values()))
+    if any(len(v) != len(first) for v in named.values()):
+        sizes = {categories[i]["name"]: len(v) for i, v in named.items()}
+        raise ValueError(f"yolo: YOLO-pose needs one number of keypoints for every class, got {sizes}")
+    lines = [
+        "# YOLO-pose: each line is 'class cx cy w h' then x y v per keypoint (v: 2 predicted, 0 not).",
+        f"kpt_shape: [{len(first)}, 3]",
+    ]
+    flip = flip_index(first)
+    if flip is not None:
+        lines.append(f"flip_idx: [{', '.join(map(str, flip))}]")
+    lines.append("kpt_names:")
+    for i, kpt_names in named.items():
+        lines.append(f"  {i}:")
+        lines += [f"    - {json.dumps(str(n))}" for n in kpt_names]
+    return lines
 
 
 def link_image(src: str | os.PathLike, dst: Path) -> None:
@@ -441,6 +486,47 @@ def yolo_lines(
     return lines
 
 
+def _box_fields(instance: dict, width: int, height: int) -> list[float]:
+    """YOLO's normalised `cx cy w h` of an instance record's box, clipped to the image."""
+    x, y, w, h = instance["bbox"]
+    x0, x1 = np.clip([x, x + w], 0.0, width) / width
+    y0, y1 = np.clip([y, y + h], 0.0, height) / height
+    return [(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0]
+
+
+def box_lines(det: Detections, instances: list[dict], class_index: dict[int, int] | None = None) -> list[str]:
+    """One YOLO detection line `class cx cy w h` (normalised, 6 decimals) per instance; with keypoints
+    (`instance["keypoints"]`, COCO's flat [x, y, v] x K), the YOLO-pose line: the box then `x y v` per
+    keypoint, x / W and y / H (a keypoint not predicted: `0 0 0`). `class_index` as in `yolo_lines`."""
+    lines = []
+    for inst in instances:
+        fields = _box_fields(inst, det.width, det.height)
+        flat = inst.get("keypoints")
+        if flat is not None:
+            for x, y, v in np.asarray(flat, np.float64).reshape(-1, 3):
+                if v > 0:
+                    fields += [min(max(x / det.width, 0.0), 1.0), min(max(y / det.height, 0.0), 1.0), v]
+                else:
+                    fields += [0.0, 0.0, 0.0]
+        cls = int(inst["label"]) - 1 if class_index is None else class_index[int(inst["category_id"])]
+        lines.append(" ".join([str(cls), *(f"{v:.6f}" for v in fields)]))
+    return lines
+
+
+def label_lines(
+    det: Detections,
+    instances: list[dict],
+    simplify: float = DEFAULT_SIMPLIFY,
+    class_index: dict[int, int] | None = None,
+    stats: dict | None = None,
+) -> list[str]:
+    """The label file's lines for what the model predicts: YOLO-pose lines with keypoints, detection lines
+    without masks (`box_lines`), else YOLO-seg polygons (`yolo_lines`)."""
+    if det.keypoints is not None or det.masks is None:
+        return box_lines(det, instances, class_index)
+    return yolo_lines(det, instances, simplify, class_index, stats)
+
+
 class YoloWriter:
     """Writes `OUT/yolo/labels/<name>.txt` per input (atomically; an empty file when nothing was found) and
     links the input image to `OUT/yolo/images/<name><ext>`. `classes`: the model's `{"id", "name"}` per label
@@ -469,7 +555,7 @@ class YoloWriter:
     def write(
         self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
     ) -> None:
-        lines = yolo_lines(det, instances, self.simplify, self.class_index, self.stats)
+        lines = label_lines(det, instances, self.simplify, self.class_index, self.stats)
         atomic_write_text(self.path_for(item), "".join(line + "\n" for line in lines))
         image = self.image_path_for(item)
         if image is not None and os.path.isfile(item.path):
