@@ -4,7 +4,7 @@ Random weights can't answer this: their ~100 detections an image have nearly equ
 reorders them (see benchmarks/README.md). This script takes a trained checkpoint and its labelled images and
 runs our `Predictor` twice over them, at fp32 and at `--precision`, interleaved image by image:
 
-- COCO box and mask AP of each against the ground truth (pycocotools, through `mrseg.engine.evaluator`):
+- COCO box and mask AP of each against the ground truth (pycocotools, via `mrseg.engine.evaluate.evaluator`):
   issue 7's "box AP unchanged";
 - the detections of the low precision against the fp32 ones: fp32 detections matched (same label, box IoU
   >= 0.9) and the mask IoU of matched pairs (issue 7's >= 0.98), from `predict_parity.AutocastParity`;
@@ -61,8 +61,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from mrseg.data.images import read_image
-    from mrseg.engine.evaluator import class_mapping, evaluate, image_paths, load_ground_truth
-    from mrseg.engine.predictor import Predictor
+    from mrseg.engine.evaluate.evaluator import class_mapping, evaluate, image_paths, load_ground_truth
+    from mrseg.engine.predict.predictor import Predictor
 
     gt = load_ground_truth(args.coco)
     paths = list(image_paths(gt, args.images).items())[: args.limit]

@@ -158,7 +158,7 @@ class StageTimer:
 def our_paste_owners(predictor) -> list[tuple[object, str]]:
     """Where ours pastes masks: the model's postprocess and, when the Predictor pastes box crops itself after
     the model, the predictor module's crop paste."""
-    import mrseg.engine.predictor as predictor_module
+    import mrseg.engine.predict.predictor as predictor_module
 
     owners: list[tuple[object, str]] = [(predictor.net, "postprocess")]
     if hasattr(predictor_module, "_cropped_masks"):
@@ -441,7 +441,7 @@ def add_autocast_pair(parity: AutocastParity, ref: dict, det) -> None:
 def rss_child(which: str, weights: str, arch: str, device: str) -> None:
     """Child process: one model alone, loaded from a weights file as `mrseg predict` / a torchvision user
     would, predicting 1066x800 photos (~100 detections each) to RLE records; prints its peak RSS."""
-    from mrseg.engine.predictor import Predictor
+    from mrseg.engine.predict.predictor import Predictor
     from mrseg.outputs.records import instance_records
 
     dev = torch.device(device)

@@ -61,8 +61,8 @@ def _rss_mb() -> float:
 
 
 def run_one(n: int, workdir: Path, formats: str) -> dict:
-    from mrseg.engine.predict_run import predict
-    from mrseg.engine.predictor import Predictor
+    from mrseg.engine.predict.predictor import Predictor
+    from mrseg.engine.predict.run import predict
 
     images = workdir / f"images{n}"
     images.mkdir(exist_ok=True)

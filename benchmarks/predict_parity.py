@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrseg.engine.tracker import box_iou
+from mrseg.engine.predict.tracker import box_iou
 from mrseg.model.postprocess import _paste_boxes
 
 BOX_TOL, SCORE_TOL, IOU_MIN = 1e-2, 1e-4, 0.99

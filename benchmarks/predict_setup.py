@@ -161,7 +161,7 @@ def our_model(tv_state: dict | None, arch: str = "r50-fpn", calibrate_on=None, s
 
 def our_predictor(model: nn.Module, classes, device: torch.device, precision: str, fuse: bool):
     """A Predictor running `model` as `mrseg predict` does (masks as box crops) at `precision`."""
-    from mrseg.engine.predictor import Predictor
+    from mrseg.engine.predict.predictor import Predictor
 
     return Predictor(model=model, model_classes=classes, device=device, score=0.0, fuse=fuse,
                      precision=precision, mask_crops=True)  # fmt: skip

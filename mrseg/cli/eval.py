@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mrseg.engine.evaluator import (
+from mrseg.engine.evaluate.evaluator import (
     IOU_TYPES,
     EvalInputError,
     EvalWarning,
@@ -141,10 +141,10 @@ def eval_cmd(
 
 
 def run_model(gt, images_dir: str, weights: str, arch, device: str, score: float, err: Console) -> list[dict]:
-    """COCO results of `weights` on the ground truth's images (see mrseg.engine.evaluator.predict_results)."""
+    """COCO results of `weights` on the ground truth's images (see evaluate.evaluator.predict_results)."""
     from rich.progress import Progress
 
-    from mrseg.engine.predictor import Predictor
+    from mrseg.engine.predict.predictor import Predictor
 
     predictor = Predictor(weights=weights, arch=arch, device=device, score=score, mask_crops=True)
     with Progress(console=err, transient=True) as progress:

@@ -10,7 +10,7 @@ import click
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG to write [default: RUN_DIR/results.png].")
 def plot_cmd(run_dir: str, out: str | None) -> None:
     """Draw the training curves of RUN_DIR (its metrics.jsonl) into a PNG."""
-    from mrseg.engine.plots import PlotError, plot_run
+    from mrseg.engine.train.plots import PlotError, plot_run
 
     try:
         path = plot_run(run_dir, out)

@@ -1,6 +1,6 @@
 """`mrseg predict SOURCE...`: instance masks for images and videos, written in the chosen formats.
 
-Thin: parses the options and calls `mrseg.engine.predict_run.predict`. Exit status: 0 all inputs processed,
+Thin: parses the options and calls `mrseg.engine.predict.run.predict`. Exit status: 0 all inputs processed,
 3 finished but some inputs failed (failures.jsonl), 1 fatal error, 2 bad usage, 130 interrupted.
 """
 
@@ -152,8 +152,8 @@ def predict_cmd(
     precision,
 ):
     """Annotate images and videos. SOURCE: files, folders, globs, .txt lists, videos, - (paths on stdin)."""
-    from mrseg.engine.predict_run import PredictInterrupted, predict
-    from mrseg.engine.predict_sink import describe_failure
+    from mrseg.engine.predict.run import PredictInterrupted, predict
+    from mrseg.engine.predict.sink import describe_failure
     from mrseg.outputs.formats import FormatError, parse_formats
 
     try:

@@ -1,4 +1,4 @@
-"""`mrseg train`: parse options into a TrainConfig and call mrseg.engine.trainer.train."""
+"""`mrseg train`: parse options into a TrainConfig and call mrseg.engine.train.trainer.train."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from mrseg.engine.checkpoint import CheckpointError
+from mrseg.engine.train.checkpoint import CheckpointError
 from mrseg.model.zoo import ARCHS
 
 DEFAULT_MIN_SIZES = "640,672,704,736,768,800"
@@ -131,7 +131,7 @@ def train_cmd(ctx: click.Context, **opts) -> None:
     """
     from mrseg.data.coco import DatasetError
     from mrseg.engine.device import DeviceError
-    from mrseg.engine.trainer import TrainConfig, TrainError, resume_config, resume_path, train
+    from mrseg.engine.train.trainer import TrainConfig, TrainError, resume_config, resume_path, train
     from mrseg.model.zoo import WeightsError
 
     if not logging.getLogger().handlers:

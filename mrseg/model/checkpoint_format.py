@@ -5,7 +5,7 @@ format ("mrseg-checkpoint"), version, arch, classes (`{"id", "name"}` for labels
 ({"min_size": int, "max_size": int}, the test-time resize), frozen_bn_eps, norm, anchor_sizes (5 ints),
 channels, heads (the RoI heads beyond boxes: [] Faster R-CNN, ["mask"], ["keypoint"], ["mask", "keypoint"]),
 num_keypoints (with a keypoint head), model (the state dict). `mrseg train` adds iteration, total_iters,
-best_ap, config and, in last.pt, the training state (see mrseg.engine.checkpoint). Files from before
+best_ap, config and, in last.pt, the training state (see mrseg.engine.train.checkpoint). Files from before
 frozen_bn_eps / norm / anchor_sizes / channels / heads were recorded still load: the defaults below fill them
 in (no heads key = a Mask R-CNN).
 """

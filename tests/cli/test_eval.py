@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from mrseg.cli import main
-from mrseg.engine.evaluator import METRIC_NAMES, evaluate
+from mrseg.engine.evaluate.evaluator import METRIC_NAMES, evaluate
 
 COCOAPI = Path(__file__).resolve().parents[1] / "assets" / "cocoapi-val2014-100"
 
@@ -166,7 +166,7 @@ def test_unknown_category_is_a_note_and_mixed_boxes_an_error(files, tmp_path):
 def test_images_and_weights_mode(tiny_weights, tmp_path):
     import cv2
 
-    from mrseg.engine.predictor import Predictor
+    from mrseg.engine.predict.predictor import Predictor
     from mrseg.export.exporter import synthetic_image
     from mrseg.outputs.records import instance_records
 

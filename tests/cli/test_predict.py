@@ -167,7 +167,7 @@ def _journal_lines(out: Path) -> int:
 _SLOW_PREDICT = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
-from mrseg.engine.predictor import Predictor
+from mrseg.engine.predict.predictor import Predictor
 infer = Predictor.infer
 def slow_infer(self, images):
     time.sleep(0.25)

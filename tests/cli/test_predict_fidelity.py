@@ -30,7 +30,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from mrseg.cli import main
-from mrseg.engine.predictor import Predictor
+from mrseg.engine.predict.predictor import Predictor
 from mrseg.model.coco_classes import COCO_LABEL_NAMES
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "motorcycle", "ihc")

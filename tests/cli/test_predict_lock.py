@@ -22,13 +22,13 @@ import pytest
 from click.testing import CliRunner
 
 from mrseg.cli import main
-from mrseg.engine import run_lock
-from mrseg.engine.run_lock import RunLock, RunLockError
+from mrseg.engine.predict import run_lock
+from mrseg.engine.predict.run_lock import RunLock, RunLockError
 
 COMMON = ["--score", "0.2", "--format", "coco", "--workers", "0", "--device", "cpu"]
 HOLD = (
     "import sys, time\n"
-    "from mrseg.engine.run_lock import RunLock\n"
+    "from mrseg.engine.predict.run_lock import RunLock\n"
     "RunLock.acquire(sys.argv[1])\n"
     "print('locked', flush=True)\n"
     "time.sleep(600)\n"

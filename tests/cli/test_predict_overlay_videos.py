@@ -27,7 +27,7 @@ FRAMES = {"a": 4, "b": 3}
 _KILL_IN_SECOND_VIDEO = """
 import os, signal, sys, time
 from pathlib import Path
-from mrseg.engine.predictor import Predictor
+from mrseg.engine.predict.predictor import Predictor
 forward = Predictor._forward
 overlay = Path(sys.argv[-1]) / "overlay" / "a.mp4"
 def forward_or_die(self, inputs):

@@ -16,8 +16,8 @@ import torch
 from onnx import TensorProto, helper
 
 import mrseg_kernels
-from mrseg.engine import predictor as predictor_mod
 from mrseg.engine.device import DeviceError, resolve_device
+from mrseg.engine.predict import predictor as predictor_mod
 from mrseg.export.spec import METADATA_KEY, GraphSpec
 
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mrseg.engine.evaluator import KEYPOINT_METRIC_NAMES, EvalInputError, EvalWarning, evaluate
+from mrseg.engine.evaluate.evaluator import KEYPOINT_METRIC_NAMES, EvalInputError, EvalWarning, evaluate
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "coco-keypoints-sample"
 # the bbox/segm property test's settings and its pycocotools oracle, one definition

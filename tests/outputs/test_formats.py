@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from mrseg.engine.run_folder import FINAL_FILES
+from mrseg.engine.predict.run_folder import FINAL_FILES
 from mrseg.outputs.formats import (
     FORMATS,
     FormatError,

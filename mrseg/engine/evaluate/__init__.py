@@ -1,0 +1,1 @@
+"""The `mrseg eval` job (see mrseg/engine/__init__.py)."""

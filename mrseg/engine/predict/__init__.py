@@ -1,0 +1,1 @@
+"""The `mrseg predict` job (see mrseg/engine/__init__.py)."""

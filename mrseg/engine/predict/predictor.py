@@ -1,0 +1,406 @@
+"""`Predictor`: one model, images in, `Detections` out — for one image, a list, or a stream of inputs.
+
+`Predictor(weights)(image)` predicts one RGB array or path; `predict_batch` a list; `stream(sources)` yields
+`(item, Detections | Failure)` for files, folders, globs, lists and videos, decoded by workers and batched,
+with track ids on video frames (`mrseg.engine.predict.stream`). `mrseg predict` drains that stream into its
+output folder (`mrseg.engine.predict.run`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrseg.engine.device import DeviceError, resolve_device
+from mrseg.engine.predict.oom import infer_with_fallback
+from mrseg.engine.predict.stream import Failure, TrackerSeed, stream_predictions
+from mrseg.engine.predict.tiling import merge_tiles, tile_windows
+from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.mask_crop import CroppedMasks
+
+BOX_SCORE_THRESH = 0.05  # the box head's own threshold (the paper's, torchvision's): `score` never goes lower
+
+__all__ = [
+    "DeviceError",
+    "Failure",
+    "InferenceOutOfMemory",
+    "PredictError",
+    "Predictor",
+    "autocast_dtype",
+    "device_note",
+    "load_weights",
+    "resolve_class_filter",
+    "resolve_device",
+]
+
+
+class PredictError(ValueError):
+    """A run can't start or go on as asked; the message says what and what to do."""
+
+
+class InferenceOutOfMemory(MemoryError):
+    """An image ran out of memory in a batch, alone and in tiles; the message says what to try. `results`:
+    every image's Detections, or for each image that failed, why (a `str`)."""
+
+    def __init__(self, message: str, results: list | None = None):
+        super().__init__(message)
+        self.results = results
+
+
+def device_note(predictor: Predictor) -> str:
+    """`device: cuda:1 (NVIDIA H100, torch)` / `device: cpu (onnxruntime CPUExecutionProvider)`: what runs."""
+    dev = predictor.device
+    where = str(dev)
+    if dev.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(dev)})"
+    runs_on = getattr(predictor.model, "runs_on", None) or "torch"
+    return f"device: {where}, model run by {runs_on}"
+
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The `torch.autocast` dtype for `--precision` on `device`: None for fp32 (no autocast); PredictError for
+    a name or a device that can't run it."""
+    if precision not in PRECISIONS:
+        raise PredictError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return None
+    if device.type == "cpu" and dtype == torch.float16:
+        raise PredictError(
+            "--precision fp16 runs on CUDA devices only (CPU kernels for float16 are slow or missing); "
+            "on the CPU use --precision bf16, or fp32 (the default)"
+        )
+    if not torch.amp.is_autocast_available(device.type):
+        raise PredictError(f"--precision {precision}: torch.autocast doesn't run on {device}; use fp32")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise PredictError(f"--precision bf16: {device} has no bfloat16 support; use --precision fp16")
+    return dtype
+
+
+def load_weights(weights: str | Path, arch: str | None, device: torch.device, **model_kwargs):
+    """(model, ModelInfo) for a zoo name, an mrseg checkpoint, a state-dict file or an exported .onnx.
+    `model_kwargs` (see `zoo.build_model`) configure a torch model; an .onnx graph has them built in."""
+    if str(weights).lower().endswith(".onnx"):
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise PredictError(
+                f"--weights {weights}: running .onnx models needs onnxruntime (pip install onnxruntime); or "
+                "pass the .pt checkpoint the model was exported from"
+            )
+        from mrseg.export.runtime import load_onnx
+
+        model = load_onnx(weights, device)
+        return model, model.info
+    from mrseg.model import zoo
+
+    return zoo.load_model(weights, arch=arch, device=device, **model_kwargs)
+
+
+def resolve_class_filter(wanted: Iterable[str | int] | None, classes: Sequence[dict]) -> set[int] | None:
+    """Model labels (1..K) to emit: those of `--classes` (names, case-insensitive, or category ids), else
+    every label whose class is a real category; None when that is every label (nothing to drop).
+
+    Placeholder slots ("N/A", e.g. COCO ids 12, 26, 29, ...) are never emitted: their detections are dropped
+    here, before any writer, so no output names a category its category list lacks. Asking for one, or for a
+    name / id the model lacks, raises PredictError listing the valid names.
+    """
+    from mrseg.model.coco_classes import is_placeholder
+
+    real = {i + 1 for i, c in enumerate(classes) if not is_placeholder(c)}
+    wanted = [w for w in (wanted or []) if str(w).strip()]
+    if not wanted:
+        return None if len(real) == len(classes) else real
+    by_name = {str(c["name"]).lower(): i + 1 for i, c in enumerate(classes) if i + 1 in real}
+    by_id = {int(c["id"]): i + 1 for i, c in enumerate(classes) if i + 1 in real}
+    labels = set()
+    for w in wanted:
+        key = str(w).strip()
+        if key.lower() in by_name:
+            labels.add(by_name[key.lower()])
+        elif key.isdigit() and int(key) in by_id:
+            labels.add(by_id[int(key)])
+        else:
+            raise PredictError(_class_filter_error(key, classes, real))
+    return labels
+
+
+def _class_filter_error(key: str, classes: Sequence[dict], real: set[int]) -> str:
+    slots = {str(c["name"]).lower() for c in classes} | {str(c["id"]) for c in classes}
+    what = "an unused slot with no category" if key.lower() in slots else "not a class of this model"
+    names = ", ".join(f"{c['name']} ({c['id']})" for i, c in enumerate(classes) if i + 1 in real)
+    return f"--classes: {key!r} is {what}; give names or category ids (comma-separated) from: {names}"
+
+
+class Predictor:
+    """A loaded model that turns images into `Detections`.
+
+    >>> p = Predictor(weights="coco-r50-fpn", device="auto", score=0.5)
+    >>> det = p("photo.jpg")          # or an RGB uint8 [H, W, 3] array
+    >>> dets = p.predict_batch([a, b])
+
+    Args:
+        weights: zoo name, mrseg checkpoint, state-dict file (with `arch`) or `.onnx`.
+        model, model_classes: an already built model with the forward contract of docs/internals.md and its
+            class list, instead of `weights`.
+        score: keep instances scoring at least this. classes: keep only these class names / ids.
+            Placeholder classes ("N/A" slots of COCO's 91 labels) are never returned (`resolve_class_filter`).
+        tile, tile_overlap: predict images larger than `tile` pixels in overlapping tiles.
+        batch: images per model call in `predict_batch` (and tiles per call).
+        fuse: run an inference copy of an mrseg Mask R-CNN with its BatchNorms folded into the convs and
+            channels_last weights (`mrseg.model.fuse.fuse_for_inference`): faster, same detections up to
+            float rounding. `self.model` stays the model as given; the copy is made once, here.
+        precision: "fp32" (default), or "fp16" (CUDA) / "bf16" to run an mrseg Mask R-CNN under
+            `torch.autocast`: faster on GPUs, detections may differ slightly. Boxes and scores come back
+            float32 and masks bool whatever the precision.
+        mask_crops: return masks as `mrseg.outputs.mask_crop.CroppedMasks` (each instance's mask as the crop
+            of its box; reads like the bool [N, H, W] array, `np.asarray` gives that array) instead of a
+            bool [N, H, W] array. `predict` uses crops: no full-size mask per instance is ever made.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        arch: str | None = None,
+        device: str | torch.device = "auto",
+        score: float = 0.5,
+        classes: Iterable[str | int] | None = None,
+        tile: int | None = None,
+        tile_overlap: float = 0.2,
+        batch: int | None = None,
+        max_pixels: int | None = None,
+        model: torch.nn.Module | None = None,
+        model_classes: Sequence[dict] | None = None,
+        fuse: bool = True,
+        precision: str = "fp32",
+        mask_crops: bool = False,
+    ):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = precision
+        self.autocast_dtype = autocast_dtype(precision, self.device)  # before the (slow) model load
+        if not 0.0 <= score <= 1.0:
+            raise PredictError(f"--score must be in [0, 1], got {score}")
+        if model is None:
+            if weights is None:
+                raise PredictError("Predictor needs weights= (a zoo name or a file) or model=")
+            # Detections scoring under `score` are dropped before the mask head and the paste, not after (NMS
+            # only lets a box suppress lower-scoring ones, so the kept set is the same); masks come back as
+            # probabilities in their boxes and are pasted in `_filter`, into box-sized crops.
+            model, info = load_weights(
+                weights, arch, self.device, box_score_thresh=max(BOX_SCORE_THRESH, score), paste_masks=False
+            )
+            model_classes = info.classes
+        if model_classes is None:
+            raise PredictError("Predictor(model=...) also needs model_classes=[{'id':..,'name':..}, ...]")
+        if tile is not None:
+            tile_windows(tile, tile, tile, tile_overlap)  # validates both
+        self.model = model.eval().to(self.device) if isinstance(model, torch.nn.Module) else model
+        self.net = self.model  # what runs: the model, or its fused inference copy
+        if fuse:
+            from mrseg.model.fuse import fuse_for_inference
+            from mrseg.model.maskrcnn import MaskRCNN
+
+            if isinstance(self.model, MaskRCNN):
+                self.net = fuse_for_inference(self.model)
+        self.classes = list(model_classes)
+        self.score = float(score)
+        self.keep_labels = resolve_class_filter(classes, self.classes)
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.batch = batch or (4 if self.device.type == "cuda" else 1)
+        self.max_pixels = max_pixels
+        self.mask_crops = mask_crops
+        if self.autocast_dtype is not None:
+            from mrseg.model.maskrcnn import MaskRCNN
+
+            if not isinstance(self.model, MaskRCNN):
+                raise PredictError(
+                    f"--precision {precision} runs mrseg's own Mask R-CNN under torch.autocast; this model "
+                    f"({type(self.model).__name__}, e.g. from an .onnx file) runs at the precision it was "
+                    "built with: use --precision fp32, or the .pt checkpoint it was exported from"
+                )
+
+    def __call__(self, image: np.ndarray | str | Path) -> Detections:
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray | str | Path]) -> list[Detections]:
+        """Detections for each image (RGB uint8 [H, W, 3] arrays or paths), `batch` at a time."""
+        out: list[Detections] = []
+        for start in range(0, len(images), self.batch):
+            chunk = [self._as_tensor(im) for im in images[start : start + self.batch]]
+            out.extend(self.infer(chunk))
+        return out
+
+    def stream(
+        self,
+        sources: Sequence[str | Path] | Sequence[InputItem],
+        *,
+        vid_stride: int = 1,
+        workers: int = 2,
+        batch: int | None = None,
+        max_pixels: int | None = None,
+        keep_images: bool = False,
+        seed_tracker: TrackerSeed | None = None,
+        on_video_end: Callable[[InputItem], None] | None = None,
+    ) -> Iterator[tuple[InputItem, Detections | Failure]]:
+        """`(item, Detections | Failure)` for every input of `sources`, in input order, as each is done.
+
+        sources: what `mrseg predict` takes (image files, folders, globs, `.txt` lists, videos: every
+            `vid_stride`-th frame), or `InputItem`s already listed. Items carry the COCO image id, the path
+            and, for a video frame, its index. Files are decoded by `workers` DataLoader workers and
+            predicted `batch` at a time (default: the Predictor's); video frames get `track_ids`.
+        keep_images: also return each decoded image as `Detections.image` (uint8 RGB [H, W, 3]).
+        seed_tracker: `(tracker, video)` called before a video's first frame (continue its tracks).
+        on_video_end: `(last item)` called once a video's last frame has been yielded, before the next input.
+        A bad input (unreadable, a missing frame, out of memory alone and in tiles) is a `Failure(reason)`,
+        never an exception; bad sources (nothing found, a missing file named) raise ValueError at once.
+        """
+        items = list(sources)
+        if not all(isinstance(it, InputItem) for it in items):
+            from mrseg.data.sources import collect_items
+
+            items = collect_items([str(s) for s in items], vid_stride=vid_stride)
+        return stream_predictions(
+            self,
+            items,
+            batch=batch or self.batch,
+            workers=workers,
+            vid_stride=vid_stride,
+            max_pixels=self.max_pixels if max_pixels is None else max_pixels,
+            keep_images=keep_images,
+            seed_tracker=seed_tracker,
+            on_video_end=on_video_end,
+        )
+
+    def _as_tensor(self, image: np.ndarray | str | Path) -> torch.Tensor:
+        if isinstance(image, (str, Path)):
+            from mrseg.data.images import read_image
+
+            image = (
+                read_image(str(image)) if self.max_pixels is None else read_image(str(image), self.max_pixels)
+            )
+        if isinstance(image, torch.Tensor):
+            return image
+        arr = np.asarray(image)
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise PredictError(
+                f"Predictor takes an RGB uint8 array [H, W, 3]; got dtype {arr.dtype}, shape {arr.shape}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    @torch.inference_mode()
+    def infer(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Detections for uint8 [H, W, 3] tensors (CPU, pinned when the model is on a GPU). A batch that runs
+        out of memory is retried image by image, then each such image in tiles, one per call
+        (`mrseg.engine.predict.oom`); `InferenceOutOfMemory` (with the other images' detections in `results`)
+        when an image can't be predicted even so."""
+        out = infer_with_fallback(images, self._infer_whole, self._infer_tiled, self.device, self.tile)
+        failed = [r for r in out if isinstance(r, str)]
+        if failed:
+            raise InferenceOutOfMemory(failed[0], results=out)
+        return out
+
+    def _infer_whole(self, images: list[torch.Tensor]) -> list[Detections]:
+        out: list[Detections | None] = [None] * len(images)
+        whole = [i for i, im in enumerate(images) if not self._needs_tiles(im)]
+        if whole:
+            results = self._run_model([images[i] for i in whole], self.mask_crops)
+            for i, res in zip(whole, results, strict=True):
+                h, w = images[i].shape[:2]
+                out[i] = Detections(width=w, height=h, **res)
+        for i, im in enumerate(images):
+            if out[i] is None:
+                out[i] = self._infer_tiled(im)
+        return out
+
+    def _needs_tiles(self, image: torch.Tensor) -> bool:
+        return self.tile is not None and max(image.shape[0], image.shape[1]) > self.tile
+
+    def _run_model(self, images: list[torch.Tensor], crops: bool) -> list[dict[str, np.ndarray]]:
+        inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]
+        outputs = self._forward(inputs)
+        return [self._filter(o, im.shape[:2], crops) for o, im in zip(outputs, images, strict=True)]
+
+    def _forward(self, inputs: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """The model call, under torch.autocast at `precision` (the model keeps box coordinates float32)."""
+        if self.autocast_dtype is None:
+            return self.net(inputs)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            return self.net(inputs)
+
+    def _filter(self, o: dict, image_size: tuple[int, int], crops: bool) -> dict[str, np.ndarray]:
+        keep = o["scores"] >= self.score
+        if self.keep_labels is not None:
+            wanted = torch.tensor(sorted(self.keep_labels), device=o["labels"].device)
+            keep &= torch.isin(o["labels"], wanted)
+        all_kept = bool(keep.all())  # the model already dropped what scores under `score`: usually no copy
+
+        def kept(t: torch.Tensor) -> torch.Tensor:
+            return t if all_kept else t[keep]
+
+        boxes = kept(o["boxes"])
+        res = {
+            "boxes": boxes.float().cpu().numpy().reshape(-1, 4),
+            "scores": kept(o["scores"]).float().cpu().numpy(),
+            "labels": kept(o["labels"]).to(torch.int64).cpu().numpy(),
+            "masks": None,
+            "keypoints": None,
+            "keypoint_scores": None,
+        }
+        if o.get("keypoints") is not None:
+            res["keypoints"] = kept(o["keypoints"]).float().cpu().numpy()
+            res["keypoint_scores"] = kept(o["keypoints_scores"]).float().cpu().numpy()
+        if o.get("mask_probs") is not None:
+            threshold = getattr(self.net, "mask_threshold", 0.5)
+            masks = _cropped_masks(kept(o["mask_probs"]), boxes, image_size, threshold)
+            res["masks"] = masks if crops else np.asarray(masks)
+        elif o.get("masks") is not None:
+            masks = kept(o["masks"])
+            if masks.dim() == 4:
+                masks = masks[:, 0]
+            if masks.dtype != torch.bool:
+                masks = masks > 0.5
+            res["masks"] = masks.cpu().numpy()
+        return res
+
+    def _infer_tiled(self, image: torch.Tensor, tile: int | None = None) -> Detections:
+        """Detections of one image [H, W, 3] predicted in overlapping tiles: of side `tile` one per model call
+        when given (the out-of-memory fallback), else of side `self.tile`, `self.batch` per call."""
+        h, w = image.shape[:2]
+        per_call = self.batch if tile is None else 1
+        windows = tile_windows(h, w, tile or self.tile, self.tile_overlap)
+        tiles = []
+        for start in range(0, len(windows), per_call):
+            crops = [image[y0:y1, x0:x1] for x0, y0, x1, y1 in windows[start : start + per_call]]
+            tiles.extend(self._run_model(crops, crops=True))
+        merged = merge_tiles(tiles, windows, h, w)
+        masks = merged.pop("masks", None)
+        if masks is not None and not self.mask_crops:
+            masks = np.asarray(masks)
+        return Detections(width=w, height=h, masks=masks, **merged)
+
+
+def _cropped_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size, threshold: float) -> CroppedMasks:
+    """Mask probabilities [N, 1, M, M] in the frame of `boxes` [N, 4] (image pixels) -> the pasted,
+    thresholded masks as box-sized crops on the CPU (one copy per chunk of similar box sizes, not one per
+    instance)."""
+    from mrseg.model.postprocess import paste_mask_crops
+
+    height, width = int(image_size[0]), int(image_size[1])
+    crops: list = [None] * probs.shape[0]
+    origins = np.zeros((probs.shape[0], 2), np.int64)
+    for chunk in paste_mask_crops(probs, boxes, (height, width), threshold=threshold):
+        index, windows = chunk.index.cpu().numpy(), chunk.crops.cpu().numpy()
+        corners, sizes = chunk.origins.cpu().numpy(), chunk.sizes.cpu().numpy()
+        for k, i in enumerate(index):
+            crops[i] = windows[k, : sizes[k, 1], : sizes[k, 0]]
+            origins[i] = corners[k]
+    return CroppedMasks.from_crops(crops, origins, height, width)
+
+

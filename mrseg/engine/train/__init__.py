@@ -1,0 +1,1 @@
+"""The `mrseg train` job (see mrseg/engine/__init__.py)."""

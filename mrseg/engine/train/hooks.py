@@ -1,0 +1,234 @@
+"""The hooks of `mrseg train` (see mrseg.engine.train.loop for when hooks run). `mrseg.engine.train.trainer`
+registers them in this order, which is the order they act after each step:
+
+MetricsWriter -> PeriodicEval -> StepCallback -> StopOnSignal -> RngState -> PeriodicCheckpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mrseg.data.coco import CocoDataset
+from mrseg.engine.train import distributed
+from mrseg.engine.train.checkpoint import rng_state, save_atomic, set_rng_state
+from mrseg.engine.train.loop import HookBase
+from mrseg.engine.train.metrics import MetricsLog, memory_mb
+from mrseg.engine.train.progress import TrainReporter
+from mrseg.engine.train.validation import validate
+
+
+def _due(iteration: int, period: int, last: int) -> bool:
+    return iteration % period == 0 or iteration == last
+
+
+class MetricsWriter(HookBase):
+    """Every `period` iterations and at the last: the mean losses since the previous record (averaged over
+    processes), lr, s/iter and images/s of the steps themselves (evaluation and checkpoint time left out),
+    memory -> a "train" record in metrics.jsonl (`log`, main process only) and a log line; the progress bar
+    advances after every step. epoch_of(iteration) -> epoch as a float; batch: images per step, all processes.
+    """
+
+    def __init__(
+        self,
+        log: MetricsLog | None,
+        reporter: TrainReporter,
+        *,
+        period: int,
+        batch: int,
+        epoch_of: Callable[[int], float],
+    ):
+        self.log, self.reporter, self.period = log, reporter, period
+        self.batch, self.epoch_of = batch, epoch_of
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count, self.seconds = 0, 0.0
+
+    def before_step(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        self.seconds += time.perf_counter() - self._t0
+        for k, v in t.losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.sums["loss"] = self.sums.get("loss", 0.0) + t.loss
+        self.count += 1
+        info = None
+        if _due(t.iter, self.period, t.max_iter):
+            means = distributed.all_reduce_mean({k: v / self.count for k, v in self.sums.items()}, t.device)
+            record = {
+                "type": "train",
+                "iter": t.iter,
+                "epoch": round(self.epoch_of(t.iter), 4),
+                "lr": t.lr,
+                **{k: round(v, 6) for k, v in means.items()},
+                "sec_per_iter": round(self.seconds / self.count, 4),
+                "images_per_sec": round(self.count * self.batch / max(self.seconds, 1e-9), 3),
+                "memory_mb": round(memory_mb(t.device), 1),
+            }
+            info = f"loss {means['loss']:.3f} lr {t.lr:.4g}"
+            self.reporter.log_line(
+                f"iter {t.iter}/{t.max_iter} {info} "
+                f"{record['sec_per_iter']:.2f} s/it {record['images_per_sec']:.1f} img/s"
+            )
+            if self.log is not None:
+                self.log.write(record)
+            self._reset()
+        self.reporter.advance(t.iter, info)
+
+
+class PeriodicEval(HookBase):
+    """Every `period` iterations and at the last (when there is a validation set): on the main process,
+    validates `model` (box and mask AP), writes an "eval" record to metrics.jsonl, and when the mask AP beats
+    the best so far writes `save_best(best_ap)` (the model checkpoint, no training state) to `best_path`;
+    all processes wait for it. State: best_ap."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        val_set: CocoDataset | None,
+        *,
+        period: int,
+        is_main: bool,
+        log: MetricsLog | None,
+        reporter: TrainReporter,
+        best_path: Path,
+        describe: Callable[[], dict],
+    ):
+        self.model, self.val_set, self.period, self.is_main = model, val_set, period, is_main
+        self.log, self.reporter, self.best_path, self.describe = log, reporter, best_path, describe
+        self.best_ap: float | None = None
+        self.last_eval: dict = {}
+
+    def state_dict(self) -> dict:
+        return {"best_ap": self.best_ap}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_ap = state.get("best_ap")
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if self.val_set is None or not _due(t.iter, self.period, t.max_iter):
+            return
+        if self.is_main:
+            self.last_eval = validate(self.model, self.val_set, t.device)
+            ap = self.last_eval["segm"]["AP"]
+            self.log.write({"type": "eval", "iter": t.iter, **self.last_eval})
+            self.reporter.say(
+                f"eval at iter {t.iter}: mask AP {ap:.4f}, box AP {self.last_eval['bbox']['AP']:.4f}"
+            )
+            if self.best_ap is None or ap > self.best_ap:
+                self.best_ap = ap
+                save_atomic({**self.describe(), **self.state_dict()}, self.best_path)
+        distributed.barrier()
+
+
+class StepCallback(HookBase):
+    """Calls `fn(iteration)` after each step (a caller's own logging, or a test raising a signal)."""
+
+    def __init__(self, fn: Callable[[int], None]):
+        self.fn = fn
+
+    def after_step(self) -> None:
+        self.fn(self.trainer.iter)
+
+
+class StopOnSignal(HookBase):
+    """From before_train to after_train, SIGINT/SIGTERM only set a flag (a second Ctrl-C stops at once);
+    after each step, if any process got one, `trainer.stop_requested` is set, so the checkpoint hook saves
+    last.pt and the loop ends. Outside the main thread signals are left alone."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def before_train(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def after_step(self) -> None:
+        if distributed.any_rank(self.signum is not None, self.device):
+            self.trainer.stop_requested = True
+
+    def after_train(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class RngState(HookBase):
+    """Puts every process's RNG states (torch, CUDA, numpy, python) in the checkpoint as rng (rank 0's) and
+    rng_per_rank, and on resume sets them back before the first step, so the resumed run draws what the
+    uninterrupted one would. With another number of processes it reseeds from `seed` and the iteration (the
+    data order is kept, the weights are not bit-identical) and says so. state_dict is collective: every
+    process calls it."""
+
+    def __init__(self, dist: distributed.DistInfo, seed: int, reporter: TrainReporter):
+        self.dist, self.seed, self.reporter = dist, seed, reporter
+        self._saved: list | None = None
+
+    def state_dict(self) -> dict:
+        states = [rng_state()]
+        if self.dist.enabled:
+            states = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(states, rng_state())
+        return {"rng": states[0], "rng_per_rank": states}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._saved = state.get("rng_per_rank") or [state["rng"]]
+
+    def before_train(self) -> None:
+        if self._saved is None:
+            return
+        if len(self._saved) == self.dist.world_size:
+            set_rng_state(self._saved[self.dist.rank])
+        else:
+            torch.manual_seed(self.seed + self.trainer.start_iter * 7919 + self.dist.rank)
+            self.reporter.say(
+                f"resume: the run had {len(self._saved)} processes, now {self.dist.world_size}; the RNG is "
+                "reseeded (the data order is kept, but the result will not be bit-identical)"
+            )
+        self._saved = None
+
+
+class PeriodicCheckpoint(HookBase):
+    """Every `period` iterations, at the last, and when a stop was requested: `describe()` (the model
+    checkpoint) plus `trainer.state_dict()` (training state, every hook's state) -> `path` (last.pt), written
+    atomically by the main process (every process takes part in gathering the state). After a stop it says
+    how to go on."""
+
+    def __init__(
+        self, path: Path, *, period: int, is_main: bool, describe: Callable[[], dict], reporter: TrainReporter
+    ):
+        self.path, self.period, self.is_main = path, period, is_main
+        self.describe, self.reporter = describe, reporter
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if not (_due(t.iter, self.period, t.max_iter) or t.stop_requested):
+            return
+        state = t.state_dict()
+        if self.is_main:
+            save_atomic({**self.describe(), **state}, self.path)
+        if t.stop_requested:
+            self.reporter.say(
+                f"stopped by a signal at iteration {t.iter}/{t.max_iter}; {self.path} saved: continue with "
+                "--resume"
+            )
