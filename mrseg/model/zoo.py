@@ -403,6 +403,22 @@ def read_file(path: str | Path) -> dict:
     return obj
 
 
+def compare_state_dict(model: nn.Module, state_dict: dict) -> tuple[dict, list[str], list[str], list[str]]:
+    """How `state_dict` (our keys) fits `model`: (the state dict less BatchNorm counters the model lacks,
+    missing keys (counters aside), unexpected keys, keys whose shapes differ), the key lists sorted. The
+    one comparison behind every load: strict, ImageNet backbone, fine-tuning."""
+    own = model.state_dict()
+    state_dict = {
+        k: v for k, v in state_dict.items() if not (k.endswith("num_batches_tracked") and k not in own)
+    }
+    missing = sorted(k for k in own if k not in state_dict and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state_dict if k not in own)
+    mismatched = sorted(
+        k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
+    )
+    return state_dict, missing, unexpected, mismatched
+
+
 def load_state_dict(model: nn.Module, state_dict: dict, source: str = "weights") -> None:
     """Loads a state dict (ours or torchvision's keys) strictly; a mismatch raises a WeightsError naming the
     missing / unexpected / mis-shaped keys."""
@@ -411,17 +427,11 @@ def load_state_dict(model: nn.Module, state_dict: dict, source: str = "weights")
             state_dict = torchvision_to_mrseg(state_dict)
     except KeyError as e:
         raise WeightsError(f"{source}: {e.args[0]}") from e
-    own = model.state_dict()
-    state_dict = {
-        k: v for k, v in state_dict.items() if not (k.endswith("num_batches_tracked") and k not in own)
-    }
-    missing = sorted(k for k in own if k not in state_dict and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state_dict if k not in own)
-    shapes = sorted(
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    )
+    state_dict, missing, unexpected, mismatched = compare_state_dict(model, state_dict)
+    shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(model.state_dict()[k].shape)}"
+        for k in mismatched
+    ]
     if missing or unexpected or shapes:
         parts = []
         for name, keys in (
@@ -539,10 +549,8 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str
     if name == "imagenet":
         depth = ARCHS[split_arch(arch)[0]].depth
         state = resnet_to_mrseg(read_file(fetch(IMAGENET_URLS[depth])))
-        own = model.state_dict()
-        state = {k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in own)}
-        missing = [k for k in own if k.startswith("backbone.bottom_up.") and k not in state]
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        state, missing, _, _ = compare_state_dict(model, state)
+        missing = [k for k in missing if k.startswith("backbone.bottom_up.")]
         if missing:
             raise WeightsError(
                 f"ImageNet ResNet-{depth} weights lack {len(missing)} backbone keys: {missing[:5]}"
@@ -561,12 +569,9 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str
         state = obj["model"] if isinstance(obj.get("model"), dict) else obj
     if is_torchvision_state_dict(state):
         state = torchvision_to_mrseg(state)
-    own = model.state_dict()
-    skipped = sorted(k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
-    state = {k: v for k, v in state.items() if k not in skipped}
-    fitting = {k: v for k, v in state.items() if k in own}
-    missing = sorted(k for k in own if k not in fitting and k not in skipped)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    state, missing, unexpected, skipped = compare_state_dict(model, state)
+    fitting = {k: v for k, v in state.items() if k not in skipped and k not in unexpected}
+    missing = [k for k in missing if k not in skipped]
     if missing:
         raise WeightsError(f"{name} does not fit --arch {arch}: {len(missing)} missing keys: {missing[:8]}")
     model.load_state_dict(fitting, strict=False)
