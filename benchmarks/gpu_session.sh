@@ -116,7 +116,7 @@ step_kernels() {
     timed 60 "$PY" -m mrseg_kernels.selfcheck
     # every test with a CUDA variant: the kernels' own and the predictor's precision tests
     timed 120 "$PY" -m pytest -q -p no:cacheprovider -n 4 tests/mrseg_kernels \
-        tests/engine/test_predictor_precision.py tests/cli/test_predict_precision.py
+        tests/engine/predict/test_predictor_precision.py tests/cli/test_predict_precision.py
     timed 60 "$PY" benchmarks/roi_align.py --device "$DEVICE" --repeats 5
     timed 60 "$PY" benchmarks/roi_align.py --device "$DEVICE" --repeats 5 --channels-last
 }
