@@ -22,7 +22,7 @@ from mrseg.engine.evaluate.evaluator import (
     write_json,
 )
 
-COCOAPI = Path(__file__).resolve().parents[1] / "assets" / "cocoapi-val2014-100"
+COCOAPI = Path(__file__).resolve().parents[2] / "assets" / "cocoapi-val2014-100"
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from mrseg.engine.evaluate.evaluator import KEYPOINT_METRIC_NAMES, EvalInputError, EvalWarning, evaluate
 
-SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "coco-keypoints-sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "coco-keypoints-sample"
 # the bbox/segm property test's settings and its pycocotools oracle, one definition
 _spec = importlib.util.spec_from_file_location(
     "_mrseg_evaluator_properties", Path(__file__).parent / "test_evaluator_properties.py"

@@ -27,7 +27,7 @@ from mrseg.engine.train.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.train.trainer import TrainConfig, TrainError, resume_config, train
 from mrseg.model.zoo import load_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _shapes_module():

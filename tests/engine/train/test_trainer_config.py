@@ -12,7 +12,7 @@ from mrseg.engine.train.trainer import TrainConfig, train
 from mrseg.model.checkpoint_format import make_checkpoint
 from mrseg.model.zoo import build_model
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_finetuning_a_narrow_checkpoint_resolves_channels_without_touching_the_config(tmp_path):
