@@ -32,7 +32,7 @@ def _leftovers(out):
 def test_a_killed_runs_temporary_files_are_removed_when_the_folder_is_taken_up(tmp_path, resume):
     out = tmp_path / "out"
     start_state(out, META, resume=False)
-    keep = [out / "labelme" / "a.json", out / ".hidden-user-file", out / "notes.tmp", out / "labelme" / ".x.tmp"]
+    keep = [out / "labelme" / "a.json", out / ".hidden", out / "notes.tmp", out / "labelme" / ".x.tmp"]
     for p in keep:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("keep")
