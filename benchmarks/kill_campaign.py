@@ -364,6 +364,9 @@ def compare_train(got: Path, want: Path, iters: int) -> list[str]:
     for key, value in b["model"].items():
         if not torch.equal(a["model"][key], value):
             problems.append(f"last.pt: {key} differs from the uninterrupted run's")
+    names, clean_names = sorted(p.name for p in got.iterdir()), sorted(p.name for p in want.iterdir())
+    if names != clean_names:
+        problems.append(f"the run folder holds {names}, the uninterrupted run's {clean_names}")
     lines = (got / "metrics.jsonl").read_text().splitlines()
     its = [json.loads(x)["iter"] for x in lines if json.loads(x).get("type") == "train"]
     if its != list(range(1, iters + 1)):
