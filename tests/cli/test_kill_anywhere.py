@@ -35,7 +35,7 @@ def warm(tmp_path_factory):
 
 
 def _cold_last_resume(tmp_path):
-    return kc.ColdRunner(tmp_path / "cold-logs", commit_seconds=0.2)
+    return kc.ColdRunner(tmp_path / "cold-logs")  # `python -m mrseg predict ... --resume`, as a user runs it
 
 
 @pytest.mark.parametrize("case", list(CASES))
