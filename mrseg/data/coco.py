@@ -100,12 +100,13 @@ def _entry_name(entry: Any, index: int | None) -> str:
 
 
 def as_int(value: Any) -> int | None:
-    """`value` as an int when it is an integral, finite number (not a bool), else None."""
+    """`value` as an int when it is an integral, finite number (not a bool) that fits int64 (ids end up in
+    int64 tensors), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         return None
-    return int(value)
+    return int(value) if -(2**63) <= value < 2**63 else None
 
 
 def _read_json(path: str) -> dict:

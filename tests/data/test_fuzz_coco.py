@@ -92,7 +92,7 @@ WEIRD_VALUES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from([0, -1, -5, 10**9, 2**31, 2**63, 1e308, -0.0, 0.5]),
+    st.sampled_from([0, -1, -5, 10**9, 2**31, 2**63, -(2**63) - 1, 1e308, -0.0, 0.5]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=8),
     st.sampled_from(["", "\ud800", "é/ü.png", "../../etc/passwd", "/abs.png", "a\x00b.png", "a.png"]),
