@@ -43,7 +43,7 @@ import json, os, signal, sys, time
 import torch
 torch.set_num_threads(1)
 import cv2, pycocotools.mask
-import mrseg.cli, mrseg.engine.predictor, mrseg.engine.trainer, mrseg.outputs, mrseg.model.zoo
+import mrseg.cli, mrseg.engine.predict_run, mrseg.engine.trainer, mrseg.outputs, mrseg.model.zoo
 from mrseg.cli import main
 from mrseg.engine import journal
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mrseg.engine import journal
-from mrseg.engine.predictor import predict
+from mrseg.engine.predict_run import predict
 from mrseg.outputs import video_segments
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
