@@ -208,7 +208,6 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
 # A temporary sibling of an output file (`outputs.atomic.temp_sibling`: `.<name>.<pid>.<8 hex>.tmp[.mp4]`, the
 # YOLO image link's `.<name>.<pid>.tmp`) that a killed run left behind.
 _STALE_TEMP = re.compile(r"\..+\.\d+(\.[0-9a-f]{8})?\.tmp(\.mp4)?")
-OUTPUT_FOLDERS = ("labelme", "yolo", "overlay")
 
 
 def remove_stale_temps(out_dir: Path) -> int:
@@ -217,7 +216,7 @@ def remove_stale_temps(out_dir: Path) -> int:
     died, never a file a finished input or the final files depend on."""
     out_dir = Path(out_dir)
     found = [p for p in out_dir.glob(".*") if p.is_file()]
-    for folder in OUTPUT_FOLDERS:
+    for folder in item_folders():
         if (out_dir / folder).is_dir():
             found += [p for p in (out_dir / folder).rglob(".*") if p.is_file() or p.is_symlink()]
     removed = 0
