@@ -164,7 +164,7 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
         if [as_int(size[0]), as_int(size[1])] != [height, width]:
             return None, "RLE size differs from the image size"
         if isinstance(counts, list) and not all(as_int(c) is not None and c >= 0 for c in counts):
-            return None, "malformed RLE"  # pycocotools reads a negative run as a huge one: a crash
+            return None, "malformed RLE"  # pycocotools raises OverflowError on a negative run, when decoding
         if isinstance(counts, list) and sum(counts) != height * width:
             return None, "malformed RLE"
         if isinstance(counts, (str, bytes)):

@@ -192,8 +192,8 @@ def gt_entry_problem(key: str, entry: dict, seen: set[int], sizes: dict[int, tup
     return None
 
 
-# check_segmentation's reasons for segmentations that crash pycocotools (a segfault for far-out polygons and
-# negative runs; TypeError / undefined behaviour for the others)
+# check_segmentation's reasons for segmentations that crash pycocotools (SIGSEGV for far-out polygons; errors
+# from its C code for the others)
 _CRASHING_SEGMENTATIONS = (
     "non-numeric polygon",
     "non-finite polygon coordinate",
