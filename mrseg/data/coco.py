@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from mrseg.data.images import ImageReadError, read_image
+from mrseg.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -46,39 +46,67 @@ class DatasetError(ValueError):
 
 @dataclass
 class DatasetReport:
-    """What was left out while reading the annotation file: counts per reason and a few examples."""
+    """What was left out while reading the annotation file: counts per reason, and every skipped entry
+    named in `skipped` as (kind, its name: "annotation id N", "image id N (file name)" or by its position
+    "annotation #i (...)", reason).
+    `dropped_with_images`: annotations left out with their image (missing file, ...)."""
 
     skipped_annotations: Counter = field(default_factory=Counter)
     skipped_images: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
     crowd: int = 0
+    dropped_with_images: int = 0
 
-    def skip_annotation(self, reason: str, ann: dict) -> None:
+    def skip_annotation(self, reason: str, ann: Any, index: int | None = None) -> None:
         self.skipped_annotations[reason] += 1
-        if len(self.examples) < 5:
-            self.examples.append(f"annotation id {ann.get('id')} (image {ann.get('image_id')}): {reason}")
+        self.skipped.append(("annotation", "annotation " + _entry_name(ann, index), reason))
 
-    def skip_image(self, reason: str, info: dict) -> None:
+    def skip_image(self, reason: str, info: Any, index: int | None = None) -> None:
         self.skipped_images[reason] += 1
-        if len(self.examples) < 5:
-            self.examples.append(f"image id {info.get('id')} ({info.get('file_name')}): {reason}")
+        name = "image " + _entry_name(info, index)
+        if isinstance(info, dict) and info.get("file_name") is not None:
+            name += f" ({_show(info['file_name'])})"
+        self.skipped.append(("image", name, reason))
 
-    def summary(self, name: str) -> str | None:
-        """One message for the log, or None when nothing was skipped."""
-        if not self.skipped_annotations and not self.skipped_images:
+    def summary(self, name: str, per_reason: int = 3) -> str | None:
+        """One message for the log (each reason with its count and the first few entries it names), or None
+        when nothing was skipped."""
+        if not self.skipped:
             return None
-
-        def fmt(c: Counter) -> str:
-            return ", ".join(f"{n} {reason}" for reason, n in c.most_common())
-
+        groups: dict[tuple[str, str], list[str]] = {}
+        for kind, entry, reason in self.skipped:
+            groups.setdefault((kind, reason), []).append(entry)
         parts = []
-        if self.skipped_annotations:
-            parts.append(
-                f"{sum(self.skipped_annotations.values())} annotations ({fmt(self.skipped_annotations)})"
-            )
-        if self.skipped_images:
-            parts.append(f"{sum(self.skipped_images.values())} images ({fmt(self.skipped_images)})")
-        return f"{name}: skipped " + " and ".join(parts) + ". Examples: " + "; ".join(self.examples)
+        for (kind, reason), entries in groups.items():
+            shown = ", ".join(entries[:per_reason])
+            more = f" and {len(entries) - per_reason} more" if len(entries) > per_reason else ""
+            parts.append(f"{len(entries)} {kind}(s) with {reason}: {shown}{more}")
+        return f"{name}: skipped " + "; ".join(parts)
+
+
+def _show(value: Any) -> str:
+    """A value from the file for a message: repr (so odd characters and types show), cut at 60 characters."""
+    text = ascii(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _entry_name(entry: Any, index: int | None) -> str:
+    """How a message names an entry of the file: `id N`, else its position in its list (`#i`)."""
+    entry_id = as_int(entry.get("id")) if isinstance(entry, dict) else None
+    if entry_id is not None:
+        return f"id {entry_id}"
+    shown = _show(entry.get("id")) if isinstance(entry, dict) else _show(entry)
+    return f"#{index} ({shown})" if index is not None else shown
+
+
+def as_int(value: Any) -> int | None:
+    """`value` as an int when it is an integral, finite number (not a bool) that fits int64 (ids end up in
+    int64 tensors), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if -(2**63) <= value < 2**63 else None
 
 
 def _read_json(path: str) -> dict:
@@ -95,6 +123,13 @@ def _read_json(path: str) -> dict:
         )
     if not isinstance(data.get("categories"), list) or not data["categories"]:
         raise DatasetError(f"{path}: has no 'categories'; a COCO training file lists its classes there")
+    for i, c in enumerate(data["categories"]):  # the class list must be right: no skipping here
+        if not isinstance(c, dict) or as_int(c.get("id")) is None:
+            raise DatasetError(
+                f"{path}: categories[{i}] = {_show(c)} needs an integer 'id' (and a 'name'); fix the entry"
+            )
+    if data.get("annotations") is not None and not isinstance(data["annotations"], list):
+        raise DatasetError(f"{path}: 'annotations' is {_show(data['annotations'])}, not a list")
     return data
 
 
@@ -107,13 +142,18 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
     """(cleaned segmentation, None) or (None, reason). Polygons keep rings with >= 3 points and area > 0."""
     if isinstance(seg, list):
         rings = []
+        # pycocotools rasterises at 5x in int32 with no check: a coordinate past ~4e8 crashes the process
+        # (SIGSEGV), and a far one costs memory in proportion; no real polygon reaches this far out
+        reach = 8 * max(height, width) + 1024
         for ring in seg:
             if not isinstance(ring, list) or len(ring) < 6 or len(ring) % 2:
                 continue
-            if not all(isinstance(v, (int, float)) for v in ring):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ring):
                 return None, "non-numeric polygon"
             if not all(math.isfinite(v) for v in ring):
                 return None, "non-finite polygon coordinate"
+            if any(abs(v) > reach for v in ring):
+                return None, "polygon coordinate far outside the image"
             if _polygon_area(ring) > 0:
                 rings.append([float(v) for v in ring])
         return (rings, None) if rings else (None, "degenerate polygon")
@@ -121,8 +161,10 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
         size, counts = seg.get("size"), seg.get("counts")
         if not isinstance(size, list) or len(size) != 2 or counts is None:
             return None, "malformed RLE"
-        if [int(size[0]), int(size[1])] != [height, width]:
+        if [as_int(size[0]), as_int(size[1])] != [height, width]:
             return None, "RLE size differs from the image size"
+        if isinstance(counts, list) and not all(as_int(c) is not None and c >= 0 for c in counts):
+            return None, "malformed RLE"  # pycocotools raises OverflowError on a negative run, when decoding
         if isinstance(counts, list) and sum(counts) != height * width:
             return None, "malformed RLE"
         if isinstance(counts, (str, bytes)):
@@ -179,37 +221,52 @@ class CocoDataset(torch.utils.data.Dataset):
         data = _read_json(self.ann_file)
         self.report = DatasetReport()
 
-        categories = sorted(data["categories"], key=lambda c: int(c["id"]))
-        self.classes = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
+        categories = sorted(data["categories"], key=lambda c: as_int(c["id"]))
+        self.classes = [{"id": as_int(c["id"]), "name": str(c.get("name", c["id"]))} for c in categories]
         self.cat_to_label = {c["id"]: i + 1 for i, c in enumerate(self.classes)}
         if len(self.cat_to_label) != len(self.classes):
             raise DatasetError(f"{self.ann_file}: duplicate category ids in 'categories'")
 
         images = {}
-        for info in data["images"]:
-            try:
-                image_id, h, w = int(info["id"]), int(info["height"]), int(info["width"])
-                name = str(info["file_name"])
-            except (KeyError, TypeError, ValueError):
-                self.report.skip_image("entry without id/file_name/width/height", info)
+        for index, info in enumerate(data["images"]):
+            if not isinstance(info, dict):
+                self.report.skip_image("entry without id/file_name/width/height", info, index)
+                continue
+            image_id, h, w = (as_int(info.get(k)) for k in ("id", "height", "width"))
+            name = info.get("file_name")
+            if None in (image_id, h, w) or not isinstance(name, str) or not name:
+                self.report.skip_image("entry without id/file_name/width/height", info, index)
                 continue
             if h <= 0 or w <= 0:
-                self.report.skip_image("zero width or height", info)
+                self.report.skip_image("zero width or height", info, index)
+                continue
+            if h * w > DEFAULT_MAX_PIXELS:  # read_image would refuse it; its masks would not fit in memory
+                self.report.skip_image("size over the image pixel limit", info, index)
+                continue
+            if image_id in images:
+                self.report.skip_image("duplicate image id", info, index)
                 continue
             images[image_id] = {"id": image_id, "file_name": name, "height": h, "width": w}
 
         per_image: dict[int, list[dict]] = {i: [] for i in images}
         crowd_only: Counter = Counter()
         had_annotations: set[int] = set()
-        for ann in data.get("annotations") or []:
-            parsed = self._check_annotation(ann, images)
+        seen_ids: set[int] = set()
+        for index, ann in enumerate(data.get("annotations") or []):
+            ann_id = as_int(ann.get("id")) if isinstance(ann, dict) else None
+            if ann_id is not None and ann_id in seen_ids:
+                self.report.skip_annotation("duplicate annotation id", ann, index)
+                continue
+            seen_ids.add(ann_id)
+            parsed = self._check_annotation(ann, images, index)
+            image_id = as_int(ann.get("image_id")) if isinstance(ann, dict) else None
             if parsed == "crowd":
-                crowd_only[int(ann["image_id"])] += 1
-                had_annotations.add(int(ann["image_id"]))
+                crowd_only[image_id] += 1
+                had_annotations.add(image_id)
             elif parsed is not None:
                 per_image[parsed["image_id"]].append(parsed)
-            elif isinstance(ann, dict) and ann.get("image_id") in images:
-                had_annotations.add(int(ann["image_id"]))
+            elif image_id in images:
+                had_annotations.add(image_id)
 
         self.images: list[dict] = []
         self.annotations: list[list[dict]] = []
@@ -217,6 +274,7 @@ class CocoDataset(torch.utils.data.Dataset):
             info = images[image_id]
             if check_files and not os.path.isfile(os.path.join(self.image_dir, info["file_name"])):
                 self.report.skip_image("missing image file", info)
+                self.report.dropped_with_images += len(per_image[image_id])
                 continue
             anns = per_image[image_id]
             if train and not anns and image_id in had_annotations:
@@ -234,46 +292,51 @@ class CocoDataset(torch.utils.data.Dataset):
                 + (message or "the file lists no images")
             )
 
-    def _check_annotation(self, ann: Any, images: dict) -> dict | str | None:
+    def _check_annotation(self, ann: Any, images: dict, index: int) -> dict | str | None:
         """A parsed annotation, "crowd", or None (recorded in the report)."""
         if not isinstance(ann, dict):
-            self.report.skip_annotation("not an object", {})
+            self.report.skip_annotation("not an object", ann, index)
             return None
-        image_id = ann.get("image_id")
+        image_id = as_int(ann.get("image_id"))
         if image_id not in images:
-            self.report.skip_annotation("unknown image_id", ann)
+            self.report.skip_annotation("unknown image_id", ann, index)
             return None
-        if ann.get("category_id") not in self.cat_to_label:
-            self.report.skip_annotation("unknown category_id", ann)
+        category_id = as_int(ann.get("category_id"))
+        if category_id not in self.cat_to_label:
+            self.report.skip_annotation("unknown category_id", ann, index)
             return None
         if ann.get("iscrowd", 0):
             self.report.crowd += 1
             return "crowd"
         info = images[image_id]
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            self.report.skip_annotation("missing or malformed bbox", ann)
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ):
+            self.report.skip_annotation("missing or malformed bbox", ann, index)
             return None
         if not all(math.isfinite(v) for v in bbox):
-            self.report.skip_annotation("non-finite bbox", ann)
+            self.report.skip_annotation("non-finite bbox", ann, index)
             return None
         x, y, w, h = (float(v) for v in bbox)
         area = ann.get("area")
         if w <= 0 or h <= 0 or (isinstance(area, (int, float)) and area <= 0):
-            self.report.skip_annotation("zero area", ann)
+            self.report.skip_annotation("zero area", ann, index)
             return None
         x1, y1 = max(x, 0.0), max(y, 0.0)
         x2, y2 = min(x + w, float(info["width"])), min(y + h, float(info["height"]))
         if x2 - x1 < 1.0 or y2 - y1 < 1.0:
-            self.report.skip_annotation("box outside the image", ann)
+            self.report.skip_annotation("box outside the image", ann, index)
             return None
         seg, reason = check_segmentation(ann.get("segmentation"), info["height"], info["width"])
         if reason:
-            self.report.skip_annotation(reason, ann)
+            self.report.skip_annotation(reason, ann, index)
             return None
         return {
             "image_id": image_id,
-            "label": self.cat_to_label[ann["category_id"]],
+            "label": self.cat_to_label[category_id],
             "box": [x1, y1, x2, y2],
             "segmentation": seg,
         }

@@ -20,7 +20,8 @@ from mrseg.data.annotation_source import (
     SourceInstance,
     image_size_from_file,
 )
-from mrseg.data.coco import check_segmentation, decode_segmentation
+from mrseg.data.coco import as_int, check_segmentation, decode_segmentation
+from mrseg.data.images import DEFAULT_MAX_PIXELS
 from mrseg.outputs.mask_crop import MaskCrop
 
 
@@ -38,9 +39,9 @@ def load_json(path: Path, what: str):
 
 
 def _int(value, context: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if as_int(value) is None:
         raise SourceError(f"{context}: expected an integer, got {value!r}")
-    return int(value)
+    return as_int(value)
 
 
 def _categories(data: dict, name: str) -> list[dict]:
@@ -80,15 +81,23 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
             raise SourceError(f"{name}: image id {iid} occurs twice in 'images'")
         images[iid] = info
     by_image: dict[int, list[dict]] = defaultdict(list)
-    for ann in data.get("annotations") or []:
+    annotations = data.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise SourceError(f"{name}: 'annotations' is {annotations!r}, not a list of annotations")
+    ann_ids: set[int] = set()
+    for ann in annotations:
         if not isinstance(ann, dict):
             raise SourceError(f"{name}: annotation {ann!r} is not an object")
-        context = f"{name}: annotation id {ann.get('id')}"
-        image_id = ann.get("image_id")
+        context = f"{name}: annotation id {ann.get('id')!r}"
+        image_id = as_int(ann.get("image_id"))
         if image_id not in images:
-            raise SourceError(f"{context}: image id {image_id!r} is not in 'images'")
-        if ann.get("category_id") not in known:
+            raise SourceError(f"{context}: image id {ann.get('image_id')!r} is not in 'images'")
+        if as_int(ann.get("category_id")) not in known:
             raise SourceError(f"{context}: category id {ann.get('category_id')!r} is not in 'categories'")
+        if as_int(ann.get("id")) is not None:
+            if as_int(ann["id"]) in ann_ids:
+                raise SourceError(f"{context}: the annotation id occurs twice in 'annotations'")
+            ann_ids.add(as_int(ann["id"]))
         by_image[image_id].append(ann)
 
     def _images() -> Iterator[SourceImage]:
@@ -102,6 +111,11 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
                 )
             else:
                 width, height = image_size_from_file(file_path, context)
+            if width <= 0 or height <= 0 or width * height > DEFAULT_MAX_PIXELS:
+                raise SourceError(
+                    f"{context}: size {width}x{height} is not a usable image size (positive, at most "
+                    f"{DEFAULT_MAX_PIXELS:,} pixels)"
+                )
             image = SourceImage(iid, str(info["file_name"]), str(file_path), width, height)
             for ann in by_image.get(iid, []):
                 image.instances.append(
@@ -130,7 +144,7 @@ def _instance(ann: dict, height: int, width: int, context: str) -> SourceInstanc
     score = ann.get("score")
     return SourceInstance(
         mask=MaskCrop.from_mask(mask),
-        category_id=int(ann["category_id"]),
+        category_id=as_int(ann["category_id"]),
         iscrowd=bool(ann.get("iscrowd", 0)),
         score=float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
     )

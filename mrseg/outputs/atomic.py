@@ -49,6 +49,15 @@ def atomic_open(
         raise
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file that another library wrote (an OpenCV video) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_open(path, "wb") as f:

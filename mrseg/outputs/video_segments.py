@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mrseg.outputs.atomic import atomic_write_text, temp_sibling
+from mrseg.outputs.atomic import atomic_write_text, fsync_path, temp_sibling
 
 STATE_DIR = ".mrseg"  # the run's state folder (the engine's journal lives there too)
 STORE = "overlay"
@@ -90,6 +90,7 @@ class SegmentWriter:
             return None
         video = self.parts / f"part-{self.number:04d}.mp4"
         try:
+            fsync_path(self.tmp)  # the manifest, once on disk, vouches for a whole segment
             os.replace(self.tmp, video)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
@@ -131,6 +132,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, tmp)
     except OSError:  # no hard links here (another file system, FAT, ...): copy
         shutil.copyfile(src, tmp)
+        fsync_path(tmp)
     os.replace(tmp, dst)
 
 
@@ -176,6 +178,7 @@ def _join(segments: list[tuple[Path, dict]], plan: list[tuple[int, int]], dst: P
                 frame = cv2.resize(frame, size)
             writer.write(frame)
         writer.release()
+        fsync_path(tmp)  # the `assembled.json` stamp written next vouches for it
         os.replace(tmp, dst)
     except BaseException:
         writer.release()

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -125,17 +126,25 @@ def load_ground_truth(
         )
     if not data["images"]:
         raise EvalInputError(f"Ground truth{name} has no images: there is nothing to evaluate against.")
+    sizes: dict[int, tuple[int, int]] = {}  # image id -> (height, width)
     for key, fields in (
         ("images", ("id", "width", "height")),
         ("categories", ("id",)),
         ("annotations", ("id", "image_id", "category_id", "bbox", "area", "iscrowd")),
     ):
+        seen: set[int] = set()
         for i, entry in enumerate(data[key]):
             lacking = [f for f in fields if not isinstance(entry, dict) or f not in entry]
             if lacking:
                 raise EvalInputError(
                     f"Ground truth{name}: {key}[{i}] lacks {', '.join(repr(f) for f in lacking)}; "
                     "a COCO ground truth needs them (fix or regenerate the file)."
+                )
+            problem = gt_entry_problem(key, entry, seen, sizes)
+            if problem:
+                raise EvalInputError(
+                    f"Ground truth{name}: {key}[{i}] (id {entry.get('id')!r}): {problem}; fix or regenerate "
+                    "the file."
                 )
     data = copy.deepcopy(data)  # pycocotools' COCOeval rewrites ground-truth segmentations in place
     data.setdefault("info", {})
@@ -144,6 +153,57 @@ def load_ground_truth(
     with _quiet(not verbose):
         coco.createIndex()
     return coco
+
+
+def gt_entry_problem(key: str, entry: dict, seen: set[int], sizes: dict[int, tuple[int, int]]) -> str | None:
+    """What makes a ground-truth entry unusable for pycocotools (ids that are not integers or occur twice,
+    which its index silently overwrites; sizes, boxes or masks that would crash its C code), or None.
+    `seen`: the ids of the section so far; `sizes`: image id -> (height, width), filled from the images."""
+    from mrseg.data.coco import as_int, check_segmentation
+
+    ints = ("id", "width", "height") if key == "images" else ("id",)
+    if key == "annotations":
+        ints += ("image_id", "category_id")
+    for f in ints:
+        if as_int(entry[f]) is None:
+            return f"{f!r} is {entry[f]!r}, not an integer"
+    if entry["id"] in seen:
+        return f"the id {entry['id']} occurs twice in {key!r}"
+    seen.add(as_int(entry["id"]))
+    if key == "images":
+        if entry["width"] <= 0 or entry["height"] <= 0:
+            return f"its size {entry['width']}x{entry['height']} is not positive"
+        sizes[as_int(entry["id"])] = (as_int(entry["height"]), as_int(entry["width"]))
+    if key != "annotations":
+        return None
+    bbox, area = entry["bbox"], entry["area"]
+    numbers = isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox)
+    if not numbers or not _finite(area):
+        return f"bbox {bbox!r} / area {area!r} must be 4 finite numbers / a finite number"
+    seg = entry.get("segmentation")
+    if seg is None or seg == []:
+        return None
+    size = sizes.get(as_int(entry["image_id"]))
+    if size is None:  # pycocotools never rasterises an annotation of an image it does not score
+        return None
+    _, reason = check_segmentation(seg, *size)
+    if reason in _CRASHING_SEGMENTATIONS:  # the rest pycocotools reads (and scores) as it does
+        return f"its segmentation is unusable ({reason})"
+    return None
+
+
+# check_segmentation's reasons for segmentations that crash pycocotools (SIGSEGV for far-out polygons; errors
+# from its C code for the others)
+_CRASHING_SEGMENTATIONS = (
+    "non-numeric polygon",
+    "non-finite polygon coordinate",
+    "polygon coordinate far outside the image",
+    "malformed RLE",
+)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def load_results(results: str | os.PathLike | list, name: str | None = None) -> list[dict]:

@@ -151,6 +151,11 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
     listing = input_listing(items) if items is not None else None
     if listing is not None:
         meta = {**meta, "inputs": inputs_fingerprint(listing)}
+    if resume and not run_json.exists() and not _journaled_anything(out_dir):
+        # killed between taking the lock (which creates OUT/.mrseg) and writing run.json: nothing to resume
+        print(f"note: {out_dir} holds no run to resume (it was stopped before its first input): starting it",
+              file=sys.stderr)  # fmt: skip
+        resume = False
     if resume:
         try:
             old = json.loads(run_json.read_text(encoding="utf-8"))
@@ -175,7 +180,9 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
             # Inputs go to other ranks now: the journals so far become an older generation (see journal).
             archive_generation(out_dir)
             write_json_atomic(run_json, {**old, "world_size": meta.get("world_size", 1)})
+        remove_stale_temps(out_dir)
         return
+    remove_stale_temps(out_dir)
     if state.exists():
         removed, listed = remove_owned(out_dir, state)
         if not listed and any((out_dir / f).exists() for f in item_folders()):
@@ -196,6 +203,33 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
             state / INPUTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in listing)
         )
     write_json_atomic(run_json, meta)
+
+
+# A temporary sibling of an output file (`outputs.atomic.temp_sibling`: `.<name>.<pid>.<8 hex>.tmp[.mp4]`, the
+# YOLO image link's `.<name>.<pid>.tmp`) that a killed run left behind.
+_STALE_TEMP = re.compile(r"\..+\.\d+(\.[0-9a-f]{8})?\.tmp(\.mp4)?")
+
+
+def remove_stale_temps(out_dir: Path) -> int:
+    """Remove the temporary files a killed run left in OUT and its output folders (the run lock is held, so
+    no other run is writing them); returns how many. Each is a copy of a file being written when the run
+    died, never a file a finished input or the final files depend on."""
+    out_dir = Path(out_dir)
+    found = [p for p in out_dir.glob(".*") if p.is_file()]
+    for folder in item_folders():
+        if (out_dir / folder).is_dir():
+            found += [p for p in (out_dir / folder).rglob(".*") if p.is_file() or p.is_symlink()]
+    removed = 0
+    for p in found:
+        if _STALE_TEMP.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _journaled_anything(out_dir: Path) -> bool:
+    state = out_dir / STATE_DIR
+    return any(p.stat().st_size for p in state.glob("*.jsonl") if p.name != INPUTS_FILE)
 
 
 def _clear_state(state: Path) -> None:

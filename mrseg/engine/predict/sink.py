@@ -85,6 +85,8 @@ class OutputSink:
     def _end_video(self, item: InputItem) -> None:
         """`item`'s video has no more frames in this run: commit its overlay (frees its encoder). A failure
         is reported, not fatal: the video's frames are then in no committed segment, to redo on resume."""
+        if self.journal is not None:  # its held lines first: a committed overlay then means journaled frames
+            self.journal.commit()
         for writer in self.item_writers:
             end = getattr(writer, "end_video", None)
             if end is None:

@@ -25,6 +25,8 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename over `path` (never a torn file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):  # a run killed while saving left it (model-sized)
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from mrseg.outputs.atomic import atomic_write_text
+
 
 class MetricsLog:
     """Appends lines to OUT/metrics.jsonl (flushed per line). On resume, lines past the resumed iteration are
@@ -22,7 +24,7 @@ class MetricsLog:
                 for line in self.path.read_text(encoding="utf-8").splitlines()
                 if _iteration(line) is not None and _iteration(line) <= resume_iter
             ]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))  # a kill here loses nothing
         elif resume_iter is None:
             self.path.write_text("", encoding="utf-8")
         self._file = open(self.path, "a", encoding="utf-8")
