@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mrseg.engine import journal  # noqa: E402
+from mrseg.engine.predict import journal  # noqa: E402
 from mrseg.outputs.atomic import atomic_write_bytes, atomic_write_text, fsync_path  # noqa: E402
 
 

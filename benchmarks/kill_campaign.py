@@ -43,9 +43,9 @@ import json, os, signal, sys, time
 import torch
 torch.set_num_threads(1)
 import cv2, pycocotools.mask
-import mrseg.cli, mrseg.engine.predict_run, mrseg.engine.trainer, mrseg.outputs, mrseg.model.zoo
+import mrseg.cli, mrseg.engine.predict.run, mrseg.engine.train.trainer, mrseg.outputs, mrseg.model.zoo
 from mrseg.cli import main
-from mrseg.engine import journal
+from mrseg.engine.predict import journal
 
 reply = os.fdopen(os.dup(1), "w")
 for line in sys.stdin:
@@ -154,7 +154,7 @@ class ColdRunner:
             cmd = [sys.executable, "-m", "mrseg"]
         else:
             cmd = [sys.executable, "-c",
-                   "import runpy, sys; import mrseg.engine.journal as j; "
+                   "import runpy, sys; import mrseg.engine.predict.journal as j; "
                    f"j.COMMIT_SECONDS = {self.commit_seconds!r}; sys.argv[0] = 'mrseg'; "
                    "runpy.run_module('mrseg', run_name='__main__')"]  # fmt: skip
         start = time.monotonic()

@@ -1,5 +1,5 @@
 """Bad input anywhere (issue 13): corrupt COCO json through the readers that train, eval and convert use
-(`mrseg.data.coco.CocoDataset`, `mrseg.engine.evaluator.load_ground_truth` + `evaluate`,
+(`mrseg.data.coco.CocoDataset`, `mrseg.engine.evaluate.evaluator.load_ground_truth` + `evaluate`,
 `mrseg.data.coco_reader.read_coco`), property-based with hypothesis. Each reader either works or raises its
 own error type with a message naming the file; the training dataset never raises on a bad entry but skips
 it, counted under a reason and named (by id, else position); a training sample is then always loadable. The
@@ -28,7 +28,7 @@ from pycocotools import mask as mask_utils
 from mrseg.data.annotation_source import SourceError
 from mrseg.data.coco import CocoDataset, DatasetError
 from mrseg.data.coco_reader import read_coco
-from mrseg.engine.evaluator import EvalInputError, evaluate, load_ground_truth
+from mrseg.engine.evaluate.evaluator import EvalInputError, evaluate, load_ground_truth
 
 W, H = 32, 24
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from mrseg.engine import journal
-from mrseg.engine.run_folder import RunFolderError, remove_stale_temps, start_state
-from mrseg.engine.run_lock import RunLock
+from mrseg.engine.predict import journal
+from mrseg.engine.predict.run_folder import RunFolderError, remove_stale_temps, start_state
+from mrseg.engine.predict.run_lock import RunLock
 from mrseg.outputs.atomic import temp_sibling
 
 META = {"sources": ["imgs"], "vid_stride": 1, "formats": ["coco", "labelme", "yolo", "overlay"]}

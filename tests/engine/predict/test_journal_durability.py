@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mrseg.engine import journal
-from mrseg.engine.predict_run import predict
+from mrseg.engine.predict import journal
+from mrseg.engine.predict.run import predict
 from mrseg.outputs import video_segments
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from mrseg.engine import metrics
-from mrseg.engine.checkpoint import save_atomic
-from mrseg.engine.metrics import MetricsLog
+from mrseg.engine.train import metrics
+from mrseg.engine.train.checkpoint import save_atomic
+from mrseg.engine.train.metrics import MetricsLog
 
 
 def test_a_killed_saves_temp_file_goes_with_the_next_save(tmp_path):
