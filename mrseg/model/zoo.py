@@ -273,6 +273,8 @@ def build_model(
         fc_dims=(1024,) if spec.v2 else (1024, 1024),
         norm=bn,
     )
+    # built before the optional branches: a seeded model's random weights stay what they were before them
+    box_predictor = BoxPredictor(in_features=box_head.out_features, num_classes=num_classes)
     branches = {}
     if "mask" in heads:
         branches["mask_pooler"] = MultiScaleRoIAlign(output_size=14, sampling_ratio=2, aligned=aligned)
@@ -285,7 +287,7 @@ def build_model(
     roi_heads = RoIHeads(
         box_pooler=MultiScaleRoIAlign(output_size=7, sampling_ratio=2, aligned=aligned),
         box_head=box_head,
-        box_predictor=BoxPredictor(in_features=box_head.out_features, num_classes=num_classes),
+        box_predictor=box_predictor,
         **branches,
         matcher=Matcher(0.5, 0.5, allow_low_quality_matches=False),
         sampler=BalancedSampler(box_batch_size_per_image, 0.25),
