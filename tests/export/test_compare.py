@@ -66,7 +66,8 @@ def test_scores_and_keypoints_need_their_tolerances():
         changed[key][index] += 1.5 * tol
         c = compare_detections(ref, changed, score=0.5)
         assert not c.ok and c.matched == 2, key
-        got = {"scores": c.max_score_diff, "keypoints": c.max_keypoint_diff}.get(key, c.max_keypoint_score_diff)
+        diffs = {"scores": c.max_score_diff, "keypoints": c.max_keypoint_diff}
+        got = diffs.get(key, c.max_keypoint_score_diff)
         assert abs(got - 2 * tol) < 1e-5, key
 
 
