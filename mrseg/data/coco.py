@@ -319,12 +319,13 @@ class CocoDataset(torch.utils.data.Dataset):
         if self.keypoints:
             count = len(self.keypoint_names)
             if "keypoints" in self.classes[parsed["label"] - 1]:
+                value = ann.get("keypoints")
+                if "num_keypoints" not in ann or not isinstance(value, list) or len(value) != 3 * count:
+                    self.unscorable_keypoints += 1
                 keypoints, reason = check_keypoints(ann, count)
                 if reason:
                     self.report.skip_annotation(reason, ann)
                     return None
-                if "num_keypoints" not in ann or len(ann.get("keypoints") or ()) != 3 * count:
-                    self.unscorable_keypoints += 1
             else:  # a category without keypoints in a keypoint dataset: boxes only
                 keypoints = np.zeros((count, 3), np.float32)
             parsed["keypoints"] = keypoints

@@ -82,7 +82,7 @@ def test_broken_keypoints_are_skipped_and_counted(sample, tmp_path):
         "non-numeric keypoints",
         "non-finite keypoint coordinate",
     }
-    assert ds.unscorable_keypoints == 2  # the two without keypoints / num_keypoints
+    assert ds.unscorable_keypoints == 3  # 16 triples, no keypoints, no num_keypoints
     _, target = ds[0]
     assert len(target["keypoints"]) == 9 and not target["keypoints"][0].any()
 
