@@ -124,3 +124,26 @@ def test_box_only_onnx_has_no_mask_branch_and_matches_the_model(tmp_path, pictur
     (got,) = exported([picture(100, 140, seed=1)])
     assert set(got) == {"boxes", "scores", "labels"}
     check_sizes(model, exported, picture)
+
+
+def test_cli_exports_a_keypoint_checkpoint_with_its_check_table(tmp_path, keypoint_model):
+    """`mrseg export --weights best.pt` of a keypoint checkpoint: the check covers keypoints, not masks."""
+    from click.testing import CliRunner
+
+    from mrseg.cli import main
+    from mrseg.engine.checkpoint import save_atomic
+    from mrseg.model.checkpoint_format import make_checkpoint
+
+    model, info = keypoint_model
+    ckpt = make_checkpoint(
+        model, arch=info.arch, classes=info.classes, min_size=HEIGHT, max_size=WIDTH, norm=None, channels=64
+    )
+    save_atomic(ckpt, tmp_path / "best.pt")
+    result = CliRunner().invoke(
+        main, ["export", "--weights", str(tmp_path / "best.pt"), "--check-score", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "keypoints within 0.5 px" in output and "mask IoU" not in output and "yes" in output
+    exported, loaded = load_exported(tmp_path / "best.onnx")
+    assert loaded.heads == ("keypoint",) and loaded.classes == info.classes
