@@ -349,7 +349,12 @@ class Predictor:
             "scores": kept(o["scores"]).float().cpu().numpy(),
             "labels": kept(o["labels"]).to(torch.int64).cpu().numpy(),
             "masks": None,
+            "keypoints": None,
+            "keypoint_scores": None,
         }
+        if o.get("keypoints") is not None:
+            res["keypoints"] = kept(o["keypoints"]).float().cpu().numpy()
+            res["keypoint_scores"] = kept(o["keypoints_scores"]).float().cpu().numpy()
         if o.get("mask_probs") is not None:
             threshold = getattr(self.net, "mask_threshold", 0.5)
             masks = _cropped_masks(kept(o["mask_probs"]), boxes, image_size, threshold)

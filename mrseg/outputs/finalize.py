@@ -75,11 +75,16 @@ def read_records(records_paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
 def coco_categories(categories: list[dict]) -> list[dict]:
     """COCO `categories` (id, name, supercategory): the model's real classes (`real_categories`: no "N/A"
     placeholders, sorted by id). The predictor never emits a placeholder, so every annotation's
-    `category_id` is declared here."""
-    return [
-        {"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
-        for c in real_categories(categories)
-    ]
+    `category_id` is declared here. A keypoint model's categories also carry COCO's `keypoints` (names) and
+    `skeleton` (1-based pairs)."""
+    out = []
+    for c in real_categories(categories):
+        cat = {"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
+        for key in ("keypoints", "skeleton"):
+            if key in c:
+                cat[key] = c[key]
+        out.append(cat)
+    return out
 
 
 def _dump(obj) -> str:
@@ -96,7 +101,9 @@ def write_coco(
     `area` and `bbox` are pycocotools' `area` / `toBbox` of its segmentation (the ground-truth convention: the
     box is tight around the segmentation's pixels; an empty mask keeps the detector's box, with area 0); the
     detector's box stays in results.json. The score is `score` and `attributes.score` (CVAT's COCO importer
-    reads `attributes`)."""
+    reads `attributes`). A box-only model's annotations have `bbox` and `area` (the box's) and no
+    `segmentation`; a keypoint model's also `keypoints` ([x, y, v] x K, v = 2 for a predicted keypoint) and
+    `num_keypoints`."""
     info = {
         "description": description,
         "version": __version__,
@@ -121,6 +128,8 @@ def write_coco(
                     size = (record["image"]["height"], record["image"]["width"])
                     area, bbox = segmentation_area_bbox(ann["segmentation"], *size)
                     ann.update(area=area, bbox=bbox if area else inst["bbox"])
+                if "keypoints" in inst:
+                    ann.update(keypoints=inst["keypoints"], num_keypoints=inst["num_keypoints"])
                 ann["iscrowd"] = int(inst.get("iscrowd", 0))  # set by `mrseg convert` for crowd regions
                 if "score" in inst:  # a converted ground truth has none
                     ann.update(score=inst["score"], attributes={"score": inst["score"]})
@@ -132,7 +141,9 @@ def write_coco(
 
 def write_results(path: str | os.PathLike, records_paths: list) -> None:
     """`results.json`: the list `COCO.loadRes` takes; segmentations always the exact compressed RLE of the
-    model's masks, whatever `--mask-format` (journals of older versions may hold polygons: rasterised)."""
+    model's masks, whatever `--mask-format` (journals of older versions may hold polygons: rasterised);
+    `keypoints` ([x, y, v] x K) for a keypoint model, whose `score` is the box's (what pycocotools' OKS
+    evaluation ranks by)."""
     with atomic_open(path, "w", fsync=True) as f:
         f.write("[")
         first = True
@@ -144,6 +155,8 @@ def write_results(path: str | os.PathLike, records_paths: list) -> None:
                 if "segmentation" in inst:
                     seg = inst["segmentation"]
                     res["segmentation"] = segmentation_to_rle(seg, image["height"], image["width"])
+                if "keypoints" in inst:
+                    res["keypoints"] = inst["keypoints"]
                 f.write(("" if first else ",") + "\n" + _dump(res))
                 first = False
         f.write("\n]\n")

@@ -60,7 +60,7 @@ class OutputFormat:
 def _labelme_writer(opts: WriterOptions):
     from mrseg.outputs.labelme import LabelmeWriter
 
-    return LabelmeWriter(opts.out_dir, simplify=opts.simplify)
+    return LabelmeWriter(opts.out_dir, simplify=opts.simplify, classes=opts.classes)
 
 
 def _yolo_writer(opts: WriterOptions):
@@ -72,7 +72,7 @@ def _yolo_writer(opts: WriterOptions):
 def _overlay_writer(opts: WriterOptions):
     from mrseg.outputs.overlay import OverlayWriter
 
-    return OverlayWriter(opts.out_dir, vid_stride=opts.vid_stride)
+    return OverlayWriter(opts.out_dir, vid_stride=opts.vid_stride, classes=opts.classes)
 
 
 def _finish_overlays(out_dir: Path, records_paths: list, categories: list[dict], description: str) -> None:

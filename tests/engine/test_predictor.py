@@ -32,6 +32,12 @@ def small_folder(tmp_path, nuts_images):
     return folder
 
 
+def _assert_same_masks_but_rounding(masks: np.ndarray, ref: np.ndarray) -> None:
+    """The Predictor runs a BN-folded copy: a mask probability within rounding of 0.5 may flip a pixel."""
+    assert masks.shape == ref.shape
+    assert (masks != ref).sum() <= 1e-3 * max(1, ref.sum())
+
+
 def test_predictor_returns_the_wrapped_models_detections_filtered_by_score(
     tiny_model, tiny_classes, nuts_images
 ):
@@ -51,7 +57,7 @@ def test_predictor_returns_the_wrapped_models_detections_filtered_by_score(
     np.testing.assert_allclose(det.scores, ref["scores"][keep].numpy(), rtol=1e-5)
     np.testing.assert_array_equal(det.labels, ref["labels"][keep].numpy())
     assert det.masks.dtype == bool and det.masks.shape == (len(det), *image.shape[:2])
-    np.testing.assert_array_equal(det.masks, ref["masks"][keep][:, 0].numpy())
+    _assert_same_masks_but_rounding(det.masks, ref["masks"][keep][:, 0].numpy())
     assert (det.width, det.height) == (image.shape[1], image.shape[0])
 
 
@@ -103,7 +109,7 @@ def test_predictor_builds_its_model_with_the_score_threshold_and_never_changes_i
     det = predictor(image)
     assert len(det) == keep.sum() >= 1
     np.testing.assert_allclose(det.scores, ref["scores"].numpy()[keep], atol=1e-5)
-    np.testing.assert_array_equal(det.masks, ref["masks"][keep][:, 0].numpy())
+    _assert_same_masks_but_rounding(det.masks, ref["masks"][keep][:, 0].numpy())
 
 
 def test_predictor_takes_paths_batches_and_a_class_filter(tiny_model, tiny_classes, nuts_images):
