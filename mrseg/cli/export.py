@@ -22,32 +22,35 @@ def default_out(weights: str, fmt: str) -> Path:
 
 
 def comparison_table(result) -> Table:
-    """The self-check of an `ExportResult`, one row per sample image."""
+    """The self-check of an `ExportResult`, one row per sample image; columns for the heads the model has."""
     fmt = "onnxruntime" if result.format == "onnx" else "TorchScript"
+    heads = result.spec.heads
+    rules = ["same detections", "boxes within 1e-2 px", "scores within 1e-4"]
+    rules += ["mask IoU >= 0.99 (or probabilities within 1e-4)"] if "mask" in heads else []
+    rules += ["keypoints within 0.5 px, their scores within 1e-3"] if "keypoint" in heads else []
     table = Table(
-        title=f"{fmt} vs PyTorch (same weights, same pre- and post-step)",
-        caption="ok: same detections, boxes within 1e-2 px, mask IoU >= 0.99 (or probabilities within 1e-4)",
+        title=f"{fmt} vs PyTorch (same weights, same pre- and post-step)", caption="ok: " + ", ".join(rules)
     )
-    for col in (
-        "image",
-        f"dets >= {result.comparisons[0].score:g} (torch / file)",
-        "matched",
-        "max |box diff| px",
-        "min mask IoU",
-        "max |mask prob diff|",
-        "ok",
-    ):
+    columns = {
+        "image": lambda i, c: str(i),
+        f"dets >= {result.comparisons[0].score:g} (torch / file)": lambda i, c: (
+            f"{c.reference} / {c.exported}"
+        ),
+        "matched": lambda i, c: str(c.matched),
+        "max |box diff| px": lambda i, c: f"{c.max_box_diff:.2e}",
+        "max |score diff|": lambda i, c: f"{c.max_score_diff:.1e}",
+    }
+    if "mask" in heads:
+        columns["min mask IoU"] = lambda i, c: f"{c.min_mask_iou:.4f}"
+        columns["max |mask prob diff|"] = lambda i, c: f"{c.max_prob_diff:.1e}"
+    if "keypoint" in heads:
+        columns["max |keypoint diff| px"] = lambda i, c: f"{c.max_keypoint_diff:.2e}"
+        columns["max |keypoint score diff|"] = lambda i, c: f"{c.max_keypoint_score_diff:.1e}"
+    columns["ok"] = lambda i, c: "[green]yes[/]" if c.ok else "[red]NO[/]"
+    for col in columns:
         table.add_column(col, justify="right")
     for i, c in enumerate(result.comparisons):
-        table.add_row(
-            str(i),
-            f"{c.reference} / {c.exported}",
-            str(c.matched),
-            f"{c.max_box_diff:.2e}",
-            f"{c.min_mask_iou:.4f}",
-            f"{c.max_prob_diff:.1e}",
-            "[green]yes[/]" if c.ok else "[red]NO[/]",
-        )
+        table.add_row(*(cell(i, c) for cell in columns.values()))
     return table
 
 
@@ -55,7 +58,9 @@ def comparison_table(result) -> Table:
 @click.option(
     "--weights", required=True, help="Zoo name, mrseg checkpoint (.pt) or state dict (with --arch)."
 )
-@click.option("--arch", default=None, help="Architecture of a bare state dict (r50-fpn, r18-fpn, ...).")
+@click.option(
+    "--arch", default=None, help="Architecture of a bare state dict (r50-fpn, r50-fpn-kp, r50-fpn-box, ...)."
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="File to write (default: beside the weights).")
 @click.option(
@@ -85,8 +90,9 @@ def export_cmd(weights, arch, fmt, out, imgsz, batch, sample, check, check_score
     """Export the inference model to ONNX (standard ops; runs in onnxruntime) or TorchScript.
 
     The file takes resized images of any size, padded to /32 (the batch size is fixed), and returns boxes,
-    scores, labels and 28x28 mask probabilities; `mrseg predict --weights FILE.onnx` does the resizing and
-    mask pasting around it, and gives the PyTorch model's detections.
+    scores, labels and, by the model's heads, 28x28 mask probabilities and 56x56 keypoint heatmaps;
+    `mrseg predict --weights FILE.onnx` does the resizing, mask pasting and keypoint decoding around it, and
+    gives the PyTorch model's detections.
     """
     from mrseg.export import ExportError, export_model
 

@@ -9,7 +9,7 @@ import sys
 import click
 
 from mrseg.engine.train.checkpoint import CheckpointError
-from mrseg.model.zoo import ARCHS
+from mrseg.model.zoo import ARCH_NAMES
 
 DEFAULT_MIN_SIZES = "640,672,704,736,768,800"
 
@@ -45,7 +45,14 @@ def _anchor_sizes(ctx: click.Context, param: click.Parameter, value: str | None)
 )
 @click.option("--val-coco", type=click.Path(dir_okay=False), help="Validation annotations (COCO json).")
 @click.option("--val-images", type=click.Path(file_okay=False), help="Folder of the validation images.")
-@click.option("--arch", type=click.Choice(list(ARCHS)), default="r50-fpn", show_default=True)
+@click.option(
+    "--arch",
+    type=click.Choice(list(ARCH_NAMES)),
+    default="r50-fpn",
+    show_default=True,
+    help="Backbone layout + heads: r50-fpn (masks), r50-fpn-kp (keypoints), r50-fpn-mask-kp (both), "
+    "r50-fpn-box (boxes only); likewise for r18/r34/r101 and r50-fpn-v2.",
+)
 @click.option(
     "--weights",
     default="imagenet",
@@ -124,10 +131,10 @@ def _anchor_sizes(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
 def train_cmd(ctx: click.Context, **opts) -> None:
-    """Train or fine-tune Mask R-CNN on a COCO dataset.
+    """Train or fine-tune Mask R-CNN (Keypoint R-CNN, Faster R-CNN: --arch) on a COCO dataset.
 
-    Writes last.pt, best.pt (best validation mask AP), metrics.jsonl and config.json into --out. Several GPUs
-    or CPU processes: torchrun --nproc-per-node N -m mrseg train ...
+    Writes last.pt, best.pt (best validation mask AP; keypoint AP for -kp, box AP for -box), metrics.jsonl
+    and config.json into --out. Several GPUs or CPU processes: torchrun --nproc-per-node N -m mrseg train ...
     """
     from mrseg.data.coco import DatasetError
     from mrseg.engine.device import DeviceError
@@ -160,7 +167,7 @@ def train_cmd(ctx: click.Context, **opts) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
     best = (
-        f"; best mask AP {result.best_ap:.4f} ({result.out_dir / 'best.pt'})"
+        f"; best AP {result.best_ap:.4f} ({result.out_dir / 'best.pt'})"
         if result.best_ap is not None
         else ""
     )

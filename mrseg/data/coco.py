@@ -1,7 +1,9 @@
 """A COCO instance-segmentation dataset for training and validation.
 
 `CocoDataset(ann_file, image_dir)[i] -> (image float [3, H, W] in 0..1, target)` where target holds
-"boxes" float32 [N, 4] xyxy pixels, "labels" int64 [N] in 1..K, "masks" uint8 [N, H, W], "image_id" int64 [].
+"boxes" float32 [N, 4] xyxy pixels, "labels" int64 [N] in 1..K, "masks" uint8 [N, H, W], "image_id" int64 [];
+with `keypoints=True` also "keypoints" float32 [N, P, 3] (x, y, visibility 0/1/2); with `masks=False` no
+"masks" (and segmentations are neither needed nor read: box-only and keypoint-only models).
 
 What it does with real-world annotation files:
 - category ids (any integers, gaps allowed) map to labels 1..K in ascending id order; `classes[label - 1]`
@@ -11,6 +13,9 @@ What it does with real-world annotation files:
   sampler may use a crowd region as background; images whose only annotations are crowd are left out of
   training;
 - images without annotations are kept as negatives;
+- keypoints (COCO person_keypoints layout, `keypoints=True`): the keypoint categories' `keypoints` names fix
+  P and the flip map (`keypoint_flip`: "left_*" <-> "right_*"); an annotation without keypoints or with
+  num_keypoints 0 stays a box whose keypoints are all unlabelled (visibility 0: no keypoint loss);
 - broken annotations (unknown image or category, zero area, degenerate polygons, boxes outside the image, RLE
   of another size) and images whose file is missing are skipped, and reported ONCE as counts (`report`,
   logged as a warning) when the dataset is built, so a bad line never stops an epoch. An image that fails to
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from mrseg.data.augment import keypoint_flip_map
 from mrseg.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
@@ -193,6 +199,29 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(np.uint8)
 
 
+def check_keypoints(ann: dict, num_keypoints: int) -> tuple[np.ndarray | None, str | None]:
+    """(keypoints float [P, 3] with unlabelled ones (visibility 0) at 0, None) or (None, reason).
+
+    An annotation without `keypoints`, or with num_keypoints 0 and no labelled triple, is a box with P
+    unlabelled keypoints. Otherwise `keypoints` is a flat list of P (x, y, v) triples of finite numbers with
+    v in {0, 1, 2}.
+    """
+    value = ann.get("keypoints")
+    if value is None or (ann.get("num_keypoints") == 0 and isinstance(value, list) and not any(value[2::3])):
+        return np.zeros((num_keypoints, 3), np.float32), None
+    if not isinstance(value, list) or len(value) != 3 * num_keypoints:
+        return None, f"keypoints not a list of {num_keypoints} (x, y, v) triples"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None, "non-numeric keypoints"
+    keypoints = np.asarray(value, np.float64).reshape(num_keypoints, 3)
+    if not np.isfinite(keypoints).all():
+        return None, "non-finite keypoint coordinate"
+    if not np.isin(keypoints[:, 2], (0, 1, 2)).all():
+        return None, "keypoint visibility not 0, 1 or 2"
+    keypoints[keypoints[:, 2] == 0] = 0
+    return keypoints.astype(np.float32), None
+
+
 class CocoDataset(torch.utils.data.Dataset):
     """Images and instance targets from a COCO json and an image folder (see the module docstring).
 
@@ -212,8 +241,11 @@ class CocoDataset(torch.utils.data.Dataset):
         transforms: Transform | None = None,
         train: bool = True,
         check_files: bool = True,
+        masks: bool = True,
+        keypoints: bool = False,
     ):
         self.ann_file = os.fspath(ann_file)
+        self.masks, self.keypoints = masks, keypoints
         self.image_dir = os.fspath(image_dir)
         self.transforms = transforms
         if not os.path.isdir(self.image_dir):
@@ -226,6 +258,12 @@ class CocoDataset(torch.utils.data.Dataset):
         self.cat_to_label = {c["id"]: i + 1 for i, c in enumerate(self.classes)}
         if len(self.cat_to_label) != len(self.classes):
             raise DatasetError(f"{self.ann_file}: duplicate category ids in 'categories'")
+        self.keypoint_names: list[str] = []
+        self.keypoint_flip: list[int] = []
+        # annotations pycocotools' keypoint evaluation cannot read (no num_keypoints, keypoints not 3 * P)
+        self.unscorable_keypoints = 0
+        if keypoints:
+            self._read_keypoint_categories(categories)
 
         images = {}
         for index, info in enumerate(data["images"]):
@@ -330,16 +368,57 @@ class CocoDataset(torch.utils.data.Dataset):
         if x2 - x1 < 1.0 or y2 - y1 < 1.0:
             self.report.skip_annotation("box outside the image", ann, index)
             return None
-        seg, reason = check_segmentation(ann.get("segmentation"), info["height"], info["width"])
-        if reason:
-            self.report.skip_annotation(reason, ann, index)
-            return None
-        return {
+        seg = None
+        if self.masks:
+            seg, reason = check_segmentation(ann.get("segmentation"), info["height"], info["width"])
+            if reason:
+                self.report.skip_annotation(reason, ann, index)
+                return None
+        parsed = {
             "image_id": image_id,
             "label": self.cat_to_label[category_id],
             "box": [x1, y1, x2, y2],
             "segmentation": seg,
         }
+        if self.keypoints:
+            count = len(self.keypoint_names)
+            if "keypoints" in self.classes[parsed["label"] - 1]:
+                value = ann.get("keypoints")
+                if "num_keypoints" not in ann or not isinstance(value, list) or len(value) != 3 * count:
+                    self.unscorable_keypoints += 1
+                keypoints, reason = check_keypoints(ann, count)
+                if reason:
+                    self.report.skip_annotation(reason, ann, index)
+                    return None
+            else:  # a category without keypoints in a keypoint dataset: boxes only
+                keypoints = np.zeros((count, 3), np.float32)
+            parsed["keypoints"] = keypoints
+        return parsed
+
+    def _read_keypoint_categories(self, categories: list[dict]) -> None:
+        """Keypoint names (one list, shared by every category that has keypoints), the flip map, and the
+        classes' `keypoints` / `skeleton` (COCO's category fields, which a keypoint model carries)."""
+        named = [c for c in categories if isinstance(c.get("keypoints"), list) and c["keypoints"]]
+        if not named:
+            raise DatasetError(
+                f"{self.ann_file}: no category lists 'keypoints' (names); a keypoint model trains on a COCO "
+                "person-keypoints file (e.g. person_keypoints_train2017.json), or pick an --arch without -kp"
+            )
+        names = [str(n) for n in named[0]["keypoints"]]
+        for c in named[1:]:
+            if [str(n) for n in c["keypoints"]] != names:
+                raise DatasetError(
+                    f"{self.ann_file}: categories {named[0]['id']} and {c['id']} list different 'keypoints'; "
+                    "one model predicts one set of keypoints"
+                )
+        self.keypoint_names = names
+        self.keypoint_flip = keypoint_flip_map(names)
+        by_id = {int(c["id"]): c for c in named}
+        for cls in self.classes:
+            if cls["id"] in by_id:
+                skeleton = by_id[cls["id"]].get("skeleton") or []
+                cls["keypoints"] = list(names)
+                cls["skeleton"] = [[int(a), int(b)] for a, b in skeleton]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -360,13 +439,18 @@ class CocoDataset(torch.utils.data.Dataset):
         target = {
             "boxes": np.array([a["box"] for a in anns], np.float32).reshape(-1, 4),
             "labels": np.array([a["label"] for a in anns], np.int64),
-            "masks": (
+            "image_id": info["id"],
+        }
+        if self.masks:
+            target["masks"] = (
                 np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns])
                 if anns
                 else np.zeros((0, h, w), np.uint8)
-            ),
-            "image_id": info["id"],
-        }
+            )
+        if self.keypoints:
+            target["keypoints"] = np.array([a["keypoints"] for a in anns], np.float32).reshape(
+                -1, len(self.keypoint_names), 3
+            )
         return image, target
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -388,12 +472,16 @@ class CocoDataset(torch.utils.data.Dataset):
 def to_tensors(image: np.ndarray, target: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """uint8 [H, W, 3] + numpy target -> float [3, H, W] in 0..1 + tensor target."""
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    return tensor, {
+    out = {
         "boxes": torch.from_numpy(np.ascontiguousarray(target["boxes"], np.float32)),
         "labels": torch.from_numpy(np.ascontiguousarray(target["labels"], np.int64)),
-        "masks": torch.from_numpy(np.ascontiguousarray(target["masks"], np.uint8)),
         "image_id": torch.tensor(int(target["image_id"]), dtype=torch.int64),
     }
+    if "masks" in target:
+        out["masks"] = torch.from_numpy(np.ascontiguousarray(target["masks"], np.uint8))
+    if "keypoints" in target:
+        out["keypoints"] = torch.from_numpy(np.ascontiguousarray(target["keypoints"], np.float32))
+    return tensor, out
 
 
 def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

@@ -1,4 +1,5 @@
-"""Detections of an exported model against PyTorch's: matched boxes within a pixel tolerance, mask IoU."""
+"""Detections of an exported model against PyTorch's: matched boxes within a pixel tolerance, scores, mask
+IoU, keypoints within a pixel tolerance."""
 
 from __future__ import annotations
 
@@ -22,15 +23,31 @@ class Comparison:
     box_tol: float
     min_iou: float
     prob_tol: float = 1e-4
+    max_score_diff: float = 0.0  # over matched pairs
+    max_keypoint_diff: float = 0.0  # px, max |x| or |y| difference over matched pairs' keypoints
+    max_keypoint_score_diff: float = 0.0  # over matched pairs' keypoints
+    score_tol: float = 1e-4
+    keypoint_tol: float = 0.5
+    keypoint_score_tol: float = 1e-3
 
     @property
     def ok(self) -> bool:
-        """Same detections, boxes within box_tol, and masks with IoU >= min_iou. A lower IoU still passes when
-        the mask probabilities agree within prob_tol: then only pixels at the threshold flipped (frequent with
-        random weights, whose probabilities sit near 0.5; a few flips weigh a lot in a small mask)."""
+        """Same detections, boxes within box_tol, scores within score_tol, masks with IoU >= min_iou,
+        keypoints within keypoint_tol px and their scores within keypoint_score_tol. A lower mask IoU still
+        passes when the mask probabilities agree within prob_tol: then only pixels at the threshold flipped
+        (frequent with random weights, whose probabilities sit near 0.5; a few flips weigh a lot in a small
+        mask)."""
         masks_ok = self.min_mask_iou >= self.min_iou or self.max_prob_diff <= self.prob_tol
+        keypoints_ok = (
+            self.max_keypoint_diff <= self.keypoint_tol
+            and self.max_keypoint_score_diff <= self.keypoint_score_tol
+        )
         return (
-            self.matched == self.reference == self.exported and self.max_box_diff <= self.box_tol and masks_ok
+            self.matched == self.reference == self.exported
+            and self.max_box_diff <= self.box_tol
+            and self.max_score_diff <= self.score_tol
+            and masks_ok
+            and keypoints_ok
         )
 
 
@@ -53,6 +70,7 @@ def compare_detections(
     exp_keep = torch.where(exported["scores"] >= score - 1e-4)[0]
     used: set[int] = set()
     max_diff, min_iou_seen, max_prob_diff, matched = 0.0, 1.0, 0.0, 0
+    max_score_diff, max_kp_diff, max_kp_score_diff = 0.0, 0.0, 0.0
     for i in ref_keep.tolist():
         best, best_diff = None, float("inf")
         for j in exp_keep.tolist():
@@ -68,6 +86,14 @@ def compare_detections(
         max_diff = max(max_diff, best_diff)
         if "masks" in reference and "masks" in exported:
             min_iou_seen = min(min_iou_seen, _mask_iou(reference["masks"][i], exported["masks"][best]))
+        max_score_diff = max(
+            max_score_diff, abs(float(reference["scores"][i]) - float(exported["scores"][best]))
+        )
+        if "keypoints" in reference and "keypoints" in exported:
+            diff = (reference["keypoints"][i, :, :2] - exported["keypoints"][best, :, :2]).abs().max().item()
+            max_kp_diff = max(max_kp_diff, diff)
+            diff = (reference["keypoints_scores"][i] - exported["keypoints_scores"][best]).abs().max().item()
+            max_kp_score_diff = max(max_kp_score_diff, diff)
         if "mask_probs" in reference and "mask_probs" in exported:
             diff = (reference["mask_probs"][i] - exported["mask_probs"][best]).abs().max().item()
             max_prob_diff = max(max_prob_diff, diff)
@@ -75,5 +101,16 @@ def compare_detections(
         1 for j in used if float(exported["scores"][j]) < score
     )
     return Comparison(
-        score, len(ref_keep), n_exported, matched, max_diff, min_iou_seen, max_prob_diff, box_tol, min_iou
+        score,
+        len(ref_keep),
+        n_exported,
+        matched,
+        max_diff,
+        min_iou_seen,
+        max_prob_diff,
+        box_tol,
+        min_iou,
+        max_score_diff=max_score_diff,
+        max_keypoint_diff=max_kp_diff,
+        max_keypoint_score_diff=max_kp_score_diff,
     )

@@ -1,4 +1,5 @@
-"""`export_model`: a Mask R-CNN to ONNX (standard ops only) or TorchScript, checked against PyTorch."""
+"""`export_model`: a Mask R-CNN (Keypoint R-CNN, Faster R-CNN) to ONNX (standard ops only) or TorchScript,
+checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mrseg.export.compare import Comparison, compare_detections
 from mrseg.export.graph import InferenceGraph
 from mrseg.export.nms import scripted_nms
 from mrseg.export.runtime import ExportedModel, load_onnx, load_torchscript
-from mrseg.export.spec import FORMATS, INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, GraphSpec, round_up
+from mrseg.export.spec import FORMATS, INPUT_NAMES, METADATA_KEY, GraphSpec, round_up
 from mrseg.export.steps import preprocess
 from mrseg.model.maskrcnn import MaskRCNN
 from mrseg.model.zoo import ModelInfo
@@ -64,6 +65,7 @@ def graph_spec(model: MaskRCNN, info: ModelInfo, imgsz: tuple[int, int] | None, 
         arch=info.arch,
         classes=list(info.classes),
         size_divisible=stride,
+        heads=list(model.heads),
     )
 
 
@@ -104,10 +106,10 @@ def _write_onnx(graph: InferenceGraph, example: tuple[Tensor, Tensor], spec: Gra
         dynamo=False,
         opset_version=ONNX_OPSET,
         input_names=list(INPUT_NAMES),
-        output_names=list(OUTPUT_NAMES),
+        output_names=list(spec.output_names),
         dynamic_axes={
             "images": {2: "height", 3: "width"},
-            **{name: {0: "detections"} for name in OUTPUT_NAMES},
+            **{name: {0: "detections"} for name in spec.output_names},
         },
     )
     proto = onnx.load(path)

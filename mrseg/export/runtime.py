@@ -2,8 +2,8 @@
 
 `load_exported(path, device) -> (ExportedModel, ModelInfo)`: `model(images)` takes a list of float
 [3, H, W] RGB tensors in 0..1 (any size) and returns per image {"boxes" float32 [D, 4] xyxy original pixels,
-"scores" [D], "labels" int64 [D], "masks" bool [D, 1, H, W]}, like `MaskRCNN` in eval mode
-(docs/internals.md).
+"scores" [D], "labels" int64 [D]} plus "masks" bool [D, 1, H, W] (mask models) and "keypoints" float32
+[D, K, 3] / "keypoints_scores" [D, K] (keypoint models), like `MaskRCNN` in eval mode (docs/internals.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mrseg.export.spec import INPUT_NAMES, METADATA_KEY, GraphSpec
 from mrseg.export.steps import postprocess, preprocess
 from mrseg.model.zoo import ModelInfo, WeightsError
 
-GraphOutputs = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+GraphOutputs = tuple[Tensor, ...]  # in the order of GraphSpec.output_names
 
 
 class ExportedModel:
@@ -51,7 +51,7 @@ class ExportedModel:
             # onnxruntime / the traced graph read host memory
             chunk = [im.cpu() for im in images[start : start + self.spec.batch]]
             canvas, sizes = preprocess(chunk, self.spec)
-            outputs = self.run(canvas, sizes)
+            outputs = dict(zip(self.spec.output_names, self.run(canvas, sizes), strict=True))
             originals = [(int(im.shape[-2]), int(im.shape[-1])) for im in chunk]
             results.extend(postprocess(outputs, sizes, originals, self.spec.mask_threshold))
         return results

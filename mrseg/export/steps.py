@@ -1,5 +1,6 @@
-"""The pre-step (resize, normalize, pad onto the canvas) and post-step (scale boxes back, paste masks) around
-an exported graph; the same numerics as `MaskRCNN.transform` and `MaskRCNN.postprocess`."""
+"""The pre-step (resize, normalize, pad onto the canvas) and post-step (scale boxes back, paste masks, decode
+keypoints) around an exported graph; the same numerics as `MaskRCNN.transform`, `RoIHeads` and
+`MaskRCNN.postprocess`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mrseg.export.spec import GraphSpec, round_up
-from mrseg.model.postprocess import paste_masks, scale_boxes
+from mrseg.model.keypoint_head import heatmaps_to_keypoints
+from mrseg.model.postprocess import paste_masks, scale_boxes, scale_keypoints
 
 
 def preprocess(images: list[Tensor], spec: GraphSpec) -> tuple[Tensor, Tensor]:
@@ -47,28 +49,34 @@ def preprocess(images: list[Tensor], spec: GraphSpec) -> tuple[Tensor, Tensor]:
 
 
 def postprocess(
-    outputs: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    outputs: dict[str, Tensor],
     sizes: Tensor,
     original_sizes: list[tuple[int, int]],
     mask_threshold: float = 0.5,
 ) -> list[dict[str, Tensor]]:
-    """Graph outputs (boxes, scores, labels, mask_probs, image_index) -> per original image
-    {"boxes" float32 [D, 4] xyxy original pixels, "scores" [D], "labels" int64 [D],
-    "masks" bool [D, 1, h, w], "mask_probs" float [D, 1, 28, 28] (what the masks were pasted from)}."""
-    boxes, scores, labels, mask_probs, image_index = outputs
+    """Graph outputs by name (boxes, scores, labels, [mask_probs], [keypoint_heatmaps], image_index; see
+    GraphSpec) -> per original image {"boxes" float32 [D, 4] xyxy original pixels, "scores" [D], "labels"
+    int64 [D]} plus, from mask_probs, "masks" bool [D, 1, h, w] and "mask_probs" float [D, 1, 28, 28] (what
+    the masks were pasted from), and from keypoint_heatmaps, "keypoints" float32 [D, K, 3] (x, y, 1) in
+    original pixels and "keypoints_scores" [D, K], as the model's eval output."""
+    boxes, image_index = outputs["boxes"], outputs["image_index"]
     results = []
     for i, original in enumerate(original_sizes):
         sel = image_index == i
         resized = (int(sizes[i, 0]), int(sizes[i, 1]))
         b = scale_boxes(boxes[sel], resized, original)
-        masks = paste_masks(mask_probs[sel], b, original, threshold=mask_threshold)
-        results.append(
-            {
-                "boxes": b,
-                "scores": scores[sel],
-                "labels": labels[sel].to(torch.int64),
-                "masks": masks[:, None],
-                "mask_probs": mask_probs[sel],
-            }
-        )
+        result = {
+            "boxes": b,
+            "scores": outputs["scores"][sel],
+            "labels": outputs["labels"][sel].to(torch.int64),
+        }
+        if "mask_probs" in outputs:
+            probs = outputs["mask_probs"][sel]
+            result["masks"] = paste_masks(probs, b, original, threshold=mask_threshold)[:, None]
+            result["mask_probs"] = probs
+        if "keypoint_heatmaps" in outputs:
+            keypoints, scores = heatmaps_to_keypoints(outputs["keypoint_heatmaps"][sel], boxes[sel])
+            result["keypoints"] = scale_keypoints(keypoints, resized, original)
+            result["keypoints_scores"] = scores
+        results.append(result)
     return results

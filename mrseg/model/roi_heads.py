@@ -246,8 +246,14 @@ class RoIHeads(nn.Module):
         return losses
 
     def _forward_test(
-        self, features: list[Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+        self,
+        features: list[Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        decode_keypoints: bool = True,
     ) -> list[dict[str, Tensor]]:
+        """decode_keypoints=False (export: decoding resizes each RoI to its own size, which a traced graph
+        cannot) returns "keypoint_heatmaps" [D, K, 56, 56] instead of "keypoints" / "keypoints_scores"."""
         box_features = self.box_head(self.box_pooler(features, proposals))
         class_logits, box_deltas = self.box_predictor(box_features)
         detections = box_detections(
@@ -274,5 +280,8 @@ class RoIHeads(nn.Module):
         if self.keypoint_head is not None:
             heatmaps = self.keypoint_head(self.keypoint_pooler(features, boxes))
             for result, maps in zip(results, heatmaps.split(counts), strict=True):
+                if not decode_keypoints:
+                    result["keypoint_heatmaps"] = maps
+                    continue
                 result["keypoints"], result["keypoints_scores"] = heatmaps_to_keypoints(maps, result["boxes"])
         return results

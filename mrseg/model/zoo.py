@@ -215,8 +215,8 @@ def build_model(
     v1, BN for v2; what pretrained weights need); "bn" (BatchNorm2d with batch statistics) or "gn"
     (GroupNorm(32)) put that norm in the ResNet and the FPN, for training from scratch, where frozen BN leaves
     the network un-normalised. anchor_sizes: one anchor size in pixels per FPN level P2..P6 (smaller for small
-    images). channels: the width of the FPN outputs and of the mask head's convs (256 in the paper; narrower
-    is much cheaper for a small model trained from scratch).
+    images). channels: the width of the FPN outputs and of the mask head's convs, and half the keypoint head's
+    (256 and 512 in the paper; narrower is much cheaper for a small model trained from scratch).
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
     it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training;
     box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a detection
@@ -283,7 +283,9 @@ def build_model(
         )
     if "keypoint" in heads:
         branches["keypoint_pooler"] = MultiScaleRoIAlign(output_size=14, sampling_ratio=2, aligned=aligned)
-        branches["keypoint_head"] = KeypointHead(in_channels=channels, num_keypoints=num_keypoints, norm=bn)
+        branches["keypoint_head"] = KeypointHead(
+            in_channels=channels, num_keypoints=num_keypoints, conv_dims=(2 * channels,) * 8, norm=bn
+        )
     roi_heads = RoIHeads(
         box_pooler=MultiScaleRoIAlign(output_size=7, sampling_ratio=2, aligned=aligned),
         box_head=box_head,

@@ -41,6 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mrseg.data.augment import keypoint_flip_map
 from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import Detections, InputItem
@@ -79,13 +80,9 @@ def data_yaml(classes: list[dict]) -> str:
 
 def flip_index(keypoint_names: list[str]) -> list[int] | None:
     """ultralytics' `flip_idx`: for each keypoint, the one it becomes in a left-right mirrored image (pairs
-    found by name, `left_*` <-> `right_*`); None when no name has a left/right partner."""
-    index = {name: k for k, name in enumerate(keypoint_names)}
-    swap = {"left": "right", "right": "left"}
-    out = []
-    for name in keypoint_names:
-        side, _, rest = name.partition("_")
-        out.append(index.get(f"{swap[side]}_{rest}", index[name]) if side in swap else index[name])
+    found by name, `left_*` <-> `right_*`: the map training's flip uses, `keypoint_flip_map`); None when no
+    name has a left/right partner."""
+    out = keypoint_flip_map(keypoint_names)
     return None if out == list(range(len(keypoint_names))) else out
 
 

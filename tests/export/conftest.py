@@ -6,11 +6,21 @@ box and mask heads are random, so boxes, scores and masks differ from detection 
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from mrseg.model.zoo import ModelInfo, build_model
+
+_spec = importlib.util.spec_from_file_location(
+    "_mrseg_engine_conftest", Path(__file__).parents[1] / "engine" / "conftest.py"
+)
+_engine = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_engine)
+one_thread = _engine.one_thread  # one definition, in tests/engine/conftest.py
 
 CLASSES = [{"id": 1, "name": "date"}, {"id": 2, "name": "fig"}, {"id": 3, "name": "hazelnut"}]
 HEIGHT, WIDTH = 128, 160

@@ -44,8 +44,31 @@ def test_extra_or_missing_detection_fails():
     c = compare_detections(ref, extra, score=0.5)
     assert not c.ok and c.exported == 3 and c.reference == 2
     # A score a hair below the threshold on the exported side is the same detection, not a missing one.
+    at_threshold = dict(ref, scores=torch.tensor([0.9, 0.50003, 0.2]))
     borderline = dict(ref, scores=torch.tensor([0.9, 0.49995, 0.2]))
-    assert compare_detections(ref, borderline, score=0.5).ok
+    assert compare_detections(at_threshold, borderline, score=0.5).ok
+
+
+def test_scores_and_keypoints_need_their_tolerances():
+    ref = detections()
+    g = torch.Generator().manual_seed(1)
+    ref["keypoints"] = torch.cat([torch.rand(3, 17, 2, generator=g) * 10, torch.ones(3, 17, 1)], dim=2)
+    ref["keypoints_scores"] = torch.randn(3, 17, generator=g)
+    assert compare_detections(ref, ref, score=0.5).ok
+    for key, index, tol in (
+        ("scores", (0,), 1e-4),
+        ("keypoints", (1, 5, 0), 0.5),
+        ("keypoints_scores", (0, 3), 1e-3),
+    ):
+        changed = {k: v.clone() for k, v in ref.items()}
+        changed[key][index] += tol / 2  # within tolerance
+        assert compare_detections(ref, changed, score=0.5).ok, key
+        changed[key][index] += 1.5 * tol
+        c = compare_detections(ref, changed, score=0.5)
+        assert not c.ok and c.matched == 2, key
+        diffs = {"scores": c.max_score_diff, "keypoints": c.max_keypoint_diff}
+        got = diffs.get(key, c.max_keypoint_score_diff)
+        assert abs(got - 2 * tol) < 1e-5, key
 
 
 def test_masks_need_iou_unless_only_threshold_pixels_flipped():

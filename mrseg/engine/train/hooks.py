@@ -20,7 +20,7 @@ from mrseg.engine.train.checkpoint import rng_state, save_atomic, set_rng_state
 from mrseg.engine.train.loop import HookBase
 from mrseg.engine.train.metrics import MetricsLog, memory_mb
 from mrseg.engine.train.progress import TrainReporter
-from mrseg.engine.train.validation import validate
+from mrseg.engine.train.validation import METRIC_NAMES, validate
 
 
 def _due(iteration: int, period: int, last: int) -> bool:
@@ -87,7 +87,8 @@ class MetricsWriter(HookBase):
 
 class PeriodicEval(HookBase):
     """Every `period` iterations and at the last (when there is a validation set): on the main process,
-    validates `model` (box and mask AP), writes an "eval" record to metrics.jsonl, and when the mask AP beats
+    validates `model` (the AP of each of `iou_types`), writes an "eval" record to metrics.jsonl, and when the
+    AP of the last of `iou_types` (mask AP; keypoint AP for a keypoint model, box AP for a box-only one) beats
     the best so far writes `save_best(best_ap)` (the model checkpoint, no training state) to `best_path`;
     all processes wait for it. State: best_ap."""
 
@@ -102,8 +103,10 @@ class PeriodicEval(HookBase):
         reporter: TrainReporter,
         best_path: Path,
         describe: Callable[[], dict],
+        iou_types: tuple[str, ...] = ("bbox", "segm"),
     ):
         self.model, self.val_set, self.period, self.is_main = model, val_set, period, is_main
+        self.iou_types = iou_types
         self.log, self.reporter, self.best_path, self.describe = log, reporter, best_path, describe
         self.best_ap: float | None = None
         self.last_eval: dict = {}
@@ -119,12 +122,13 @@ class PeriodicEval(HookBase):
         if self.val_set is None or not _due(t.iter, self.period, t.max_iter):
             return
         if self.is_main:
-            self.last_eval = validate(self.model, self.val_set, t.device)
-            ap = self.last_eval["segm"]["AP"]
+            self.last_eval = validate(self.model, self.val_set, t.device, iou_types=self.iou_types)
+            ap = self.last_eval[self.iou_types[-1]]["AP"]
             self.log.write({"type": "eval", "iter": t.iter, **self.last_eval})
-            self.reporter.say(
-                f"eval at iter {t.iter}: mask AP {ap:.4f}, box AP {self.last_eval['bbox']['AP']:.4f}"
+            scores = ", ".join(
+                f"{METRIC_NAMES[k]} {self.last_eval[k]['AP']:.4f}" for k in self.iou_types[::-1]
             )
+            self.reporter.say(f"eval at iter {t.iter}: {scores}")
             if self.best_ap is None or ap > self.best_ap:
                 self.best_ap = ap
                 save_atomic({**self.describe(), **self.state_dict()}, self.best_path)

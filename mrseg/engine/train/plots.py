@@ -1,4 +1,5 @@
-"""Training curves of a run folder: loss terms and lr per logged step, box and mask AP per evaluation."""
+"""Training curves of a run folder: loss terms and lr per logged step, box, mask and keypoint AP per
+evaluation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 from mrseg.engine.train.metrics import read_metrics
 
-LOSSES = ("loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
+LOSSES = (
+    "loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask",
+    "loss_keypoint",
+)  # fmt: skip
 
 
 class PlotError(ValueError):
@@ -46,7 +50,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     axes[0].legend(fontsize=8)
     axes[1].plot(its, [r.get("lr", float("nan")) for r in steps])
     axes[1].set(title="learning rate", xlabel="iteration")
-    for iou_type, name in (("segm", "mask AP"), ("bbox", "box AP")):
+    for iou_type, name in (("keypoints", "keypoint AP"), ("segm", "mask AP"), ("bbox", "box AP")):
         for metric, style in (("AP", "-o"), ("AP50", "--")):
             xs = [r["iter"] for r in evals if iou_type in r]
             ys = [r[iou_type].get(metric, float("nan")) for r in evals if iou_type in r]

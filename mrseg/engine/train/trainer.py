@@ -13,8 +13,9 @@ state are its hooks (mrseg.engine.train.hooks). This module resolves the run (ou
 model, optimizer, data) from a TrainConfig, which it never changes, and registers the hooks.
 
 Output folder: last.pt (every `checkpoint_every` iterations, at the end, and on SIGINT/SIGTERM), best.pt (the
-best validation mask AP), metrics.jsonl, config.json. `resume` restores model, optimizer, scheduler, scaler,
-iteration, data order and RNG states, so the resumed run ends with the same weights as an uninterrupted one.
+best validation mask AP; keypoint AP for a keypoint arch, box AP for a box-only one), metrics.jsonl,
+config.json. `resume` restores model, optimizer, scheduler, scaler, iteration, data order and RNG states, so
+the resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ from mrseg.engine.train.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.train.metrics import MetricsLog
 from mrseg.engine.train.progress import TrainReporter
 from mrseg.engine.train.scratch_init import calibrate_frozen_bn, init_predictors
+from mrseg.engine.train.validation import OKS_KEYPOINTS, validation_types
 from mrseg.model.backbone import NORMS
 from mrseg.model.checkpoint_format import make_checkpoint, model_shape
-from mrseg.model.zoo import ARCHS, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained
+from mrseg.model.zoo import ARCH_NAMES, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained, split_arch
 from mrseg.outputs.atomic import atomic_write_text
 
 logger = logging.getLogger("mrseg.train")
@@ -191,8 +193,8 @@ def resolved_norm(cfg: TrainConfig) -> str | None:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    if cfg.arch not in ARCHS:
-        raise TrainError(f"--arch {cfg.arch!r} is not one of {', '.join(ARCHS)}")
+    if cfg.arch not in ARCH_NAMES:
+        raise TrainError(f"--arch {cfg.arch!r} is not one of {', '.join(ARCH_NAMES)}")
     if cfg.epochs is not None and cfg.iters is not None:
         raise TrainError("give --epochs or --iters, not both")
     if (cfg.val_coco is None) != (cfg.val_images is None):
@@ -388,8 +390,7 @@ def _train(
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    train_set = CocoDataset(cfg.coco, cfg.images, transforms=train_transforms(cfg.flip), train=True)
-    val_set = CocoDataset(cfg.val_coco, cfg.val_images, train=False) if cfg.val_coco else None
+    train_set, val_set = _datasets(cfg)
     classes = train_set.classes
     if val_set is not None and [c["id"] for c in val_set.classes] != [c["id"] for c in classes]:
         raise TrainError(f"{cfg.val_coco}: its categories differ from {cfg.coco}'s; both need the same ids")
@@ -411,6 +412,7 @@ def _train(
         rpn_pre_nms_top_n_train=cfg.rpn_train_proposals,
         rpn_post_nms_top_n_train=cfg.rpn_train_proposals,
         box_batch_size_per_image=cfg.roi_batch,
+        num_keypoints=len(train_set.keypoint_names) or 17,
         **shape,
     )
     reporter = TrainReporter(dist.is_main and not cfg.quiet, total_iters, start_iter)
@@ -468,6 +470,7 @@ def _train(
             reporter=reporter,
             best_path=out_dir / "best.pt",
             describe=describe,
+            iou_types=validation_types(model.heads, len(train_set.keypoint_names)),
         )
         trainer.register_hooks(
             [
@@ -511,6 +514,24 @@ def _train(
     )
 
 
+def _datasets(cfg: TrainConfig) -> tuple[CocoDataset, CocoDataset | None]:
+    """The training and validation sets, reading what the arch's heads train on (masks, keypoints)."""
+    heads = split_arch(cfg.arch)[1]
+    parts = {"masks": "mask" in heads, "keypoints": "keypoint" in heads}
+    train_set = CocoDataset(cfg.coco, cfg.images, train=True, **parts)
+    train_set.transforms = train_transforms(cfg.flip, train_set.keypoint_flip or None)
+    val_set = CocoDataset(cfg.val_coco, cfg.val_images, train=False, **parts) if cfg.val_coco else None
+    if val_set is not None and val_set.keypoint_names != train_set.keypoint_names:
+        raise TrainError(f"{cfg.val_coco}: its keypoint names differ from {cfg.coco}'s; both need the same")
+    if val_set is not None and val_set.unscorable_keypoints and len(val_set.keypoint_names) == OKS_KEYPOINTS:
+        raise TrainError(
+            f"{cfg.val_coco}: {val_set.unscorable_keypoints} person annotations lack num_keypoints or "
+            f"{3 * OKS_KEYPOINTS} keypoint values, which pycocotools' keypoint evaluation needs; fix them "
+            "or validate on a COCO person-keypoints file"
+        )
+    return train_set, val_set
+
+
 def _say_resumed(
     reporter: TrainReporter, cfg: TrainConfig, trainer: SimpleTrainer, scaler: bool, best_ap: float | None
 ) -> None:
@@ -518,7 +539,7 @@ def _say_resumed(
         f"resumed from {resume_path(cfg.resume, cfg.out)}: model, optimizer, lr scheduler"
         f"{', AMP scaler' if scaler else ''}, data order and RNG state "
         f"at iteration {trainer.iter}/{trainer.max_iter} (lr {trainer.scheduler.get_last_lr()[0]:.5g}, "
-        f"best mask AP {best_ap if best_ap is not None else '-'})"
+        f"best AP {best_ap if best_ap is not None else '-'})"
     )
     if trainer.iter >= trainer.max_iter:
         reporter.say(
