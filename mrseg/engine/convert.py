@@ -31,6 +31,7 @@ from mrseg.data.annotation_source import SourceDataset, SourceError, SourceImage
 from mrseg.outputs import Detections, InputItem, LabelmeWriter, YoloWriter, finalize, instance_records
 from mrseg.outputs.mask_crop import CroppedMasks
 from mrseg.outputs.masks import DEFAULT_MIN_AREA, DEFAULT_SIMPLIFY, hole_areas
+from mrseg.outputs.paths import STATE_DIR
 from mrseg.outputs.records import record_line
 
 TARGETS = ("coco", "labelme", "yolo")
@@ -214,7 +215,7 @@ def convert(
             writers["labelme"] = LabelmeWriter(tmp, simplify=simplify)
         if "yolo" in targets:
             writers["yolo"] = YoloWriter(tmp, simplify=simplify, classes=classes)
-        journal_path = tmp / ".mrseg" / "records-0.jsonl"
+        journal_path = tmp / STATE_DIR / "records-0.jsonl"
         journal_path.parent.mkdir()
         coco_mask = mask_format if "coco" in targets else "rle"
         with open(journal_path, "w", encoding="utf-8") as journal:
@@ -231,7 +232,7 @@ def convert(
             report.lose("yolo", "mask parts left out of the polygon (bridges would cost more)", left_out)
         coco_yolo = [t for t in targets if t in ("coco", "yolo")]
         finalize(tmp, coco_yolo, [journal_path], classes, description=f"mrseg convert from {kind}")
-        shutil.rmtree(tmp / ".mrseg")
+        shutil.rmtree(tmp / STATE_DIR)
         (tmp / REPORT_NAME).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
         _prepare_out(out)
         if out.exists():

@@ -19,6 +19,9 @@ from pathlib import Path, PurePosixPath
 
 from mrseg.outputs.detections import InputItem
 
+# A run's state folder under OUT (journals, run.json, the lock, overlay segments); never an output of its own.
+STATE_DIR = ".mrseg"
+
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from mrseg.outputs.atomic import atomic_write_text, fsync_path, temp_sibling
+from mrseg.outputs.paths import STATE_DIR
 
-STATE_DIR = ".mrseg"  # the run's state folder (the engine's journal lives there too)
 STORE = "overlay"
 PARTS_SUFFIX = ".parts"
 _PART = re.compile(r"^part-(\d+)\.(mp4|json)$")

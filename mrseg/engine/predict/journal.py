@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATE_DIR = ".mrseg"
+from mrseg.outputs.paths import STATE_DIR
 
 
 def records_path(out_dir: Path, rank: int) -> Path:

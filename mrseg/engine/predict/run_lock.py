@@ -22,12 +22,13 @@ import os
 import socket
 from pathlib import Path
 
+from mrseg.outputs.paths import STATE_DIR
+
 try:
     import fcntl
 except ImportError:  # Windows: pid checks only
     fcntl = None
 
-STATE_DIR = ".mrseg"
 LOCK_NAME = "lock"
 
 
