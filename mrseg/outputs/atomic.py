@@ -58,13 +58,13 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    with atomic_open(path, "wb") as f:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False) -> None:
+    """Write `data` to `path` atomically (`fsync`: on disk before the rename)."""
+    with atomic_open(path, "wb", fsync=fsync) as f:
         f.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` (UTF-8) to `path` atomically."""
-    with atomic_open(path, "w") as f:
+def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> None:
+    """Write `text` (UTF-8) to `path` atomically (`fsync`: on disk before the rename)."""
+    with atomic_open(path, "w", fsync=fsync) as f:
         f.write(text)

@@ -519,14 +519,11 @@ def _check_keypoints(gt: COCO, results: Sequence[dict], name: str | None) -> Non
 
 def write_json(data: Any, path: str | os.PathLike) -> None:
     """Write `data` (metrics, results) as JSON atomically: a temp file in the same folder, then a rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    from mrseg.outputs.atomic import atomic_open
+
+    with atomic_open(path, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def class_mapping(classes: Sequence[dict], gt: COCO) -> dict[int, int]:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mrseg.outputs.atomic import atomic_open, atomic_write_text
 from mrseg.outputs.paths import STATE_DIR
 
 
@@ -258,18 +259,8 @@ class AppendLog:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes `text` (utf-8) to `path` through a fsync'ed temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """`obj` as JSON in `path`, atomically and on disk (the run's state files)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False), fsync=True)
 
 
 def merge_failures(out_dir: Path) -> int:
@@ -289,9 +280,7 @@ def merge_failures(out_dir: Path) -> int:
         if target.exists():
             target.unlink()
         return 0
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(target, "w", fsync=True) as f:
         for key in sorted(rows):
             f.write(json.dumps(rows[key], ensure_ascii=False) + "\n")
-    os.replace(tmp, target)
     return len(rows)

@@ -93,9 +93,9 @@ def owned_paths(out_dir: Path, items: Sequence[InputItem], formats: Iterable[str
 
 
 def write_owned(state_dir: Path, paths: Sequence[str]) -> None:
-    from mrseg.engine.predict.journal import write_text_atomic
+    from mrseg.outputs.atomic import atomic_write_text
 
-    write_text_atomic(state_dir / OWNED_FILE, "".join(p + "\n" for p in paths))
+    atomic_write_text(state_dir / OWNED_FILE, "".join(p + "\n" for p in paths), fsync=True)
 
 
 def remove_owned(out_dir: Path, state_dir: Path) -> tuple[int, bool]:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mrseg.engine.predict.journal import STATE_DIR, archive_generation, write_json_atomic, write_text_atomic
+from mrseg.engine.predict.journal import STATE_DIR, archive_generation, write_json_atomic
 from mrseg.engine.predict.owned_outputs import owned_paths, remove_owned, write_owned
 from mrseg.engine.predict.run_lock import LOCK_NAME, RunLockError, lock_path, same_lock
+from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.formats import final_files, item_folders
 
 if TYPE_CHECKING:
@@ -199,9 +200,8 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
     if items is not None:
         write_owned(state, owned_paths(out_dir, items, meta.get("formats", ())))
     if listing is not None:
-        write_text_atomic(
-            state / INPUTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in listing)
-        )
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in listing)
+        atomic_write_text(state / INPUTS_FILE, text, fsync=True)
     write_json_atomic(run_json, meta)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mrseg.model.checkpoint_format import is_checkpoint
+from mrseg.outputs.atomic import atomic_open
 
 
 class CheckpointError(ValueError):
@@ -25,17 +26,12 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename over `path` (never a torn file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.tmp*"):  # a run killed while saving left it (model-sized)
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # a killed save left one (model-sized): atomic_open's name, or older mrseg's `.<name>.tmp<pid>`
+    for pattern in (f".{path.name}.*.tmp", f".{path.name}.tmp*"):
+        for stale in path.parent.glob(pattern):
+            stale.unlink(missing_ok=True)
+    with atomic_open(path, "wb", fsync=True) as f:
+        torch.save(obj, f)
 
 
 def rng_state() -> dict:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from mrseg.engine.train.metrics import read_metrics
+from mrseg.outputs.atomic import atomic_open
 
 LOSSES = (
     "loss", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask",
@@ -66,8 +67,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     fig.suptitle(str(run_dir))
     fig.tight_layout()
     target = Path(out) if out else run_dir / "results.png"
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_open(target, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, target)
     return target
