@@ -13,8 +13,8 @@ through `mrseg.engine.train_loop.SimpleTrainer.run_step` with the optimizer `mrs
 torchvision's as its reference loop does it (forward, sum, zero_grad, backward, clip, step) with a plain
 `torch.optim.SGD`. Same lr schedule, momentum, weight decay and gradient clipping (max norm 10, as the
 demo). Steps are interleaved (who goes first alternates) after a warm-up; the table gives the median
-s/iteration of each and the ratio torchvision / ours (> 1: ours is faster). The losses of both runs are printed and checked to agree
-(mean of the last steps within --loss-tolerance of each other).
+s/iteration of each and the ratio torchvision / ours (> 1: ours is faster). The losses of both runs are
+printed and checked to agree (mean of the last steps within --loss-tolerance of each other).
 
 A separate pass (`--profile`, on by default) times each stage of one step (median over steps): forward parts
 (timed through forward hooks and method wrappers), backward, clipping and the optimizer step.
@@ -370,8 +370,10 @@ def print_profile(prof: dict[str, dict], threads: int) -> None:
         a, b = prof["ours"].get(stage, 0.0) * 1e3, prof["torchvision"].get(stage, 0.0) * 1e3
         print(f"{stage:34s} {a:8.1f} {b:12.1f} {b - a:8.1f}")
     other = lambda p: p["forward (all)"] - sum(p.get(s, 0.0) for s in STAGES[:9])  # noqa: E731
-    print(f"{'forward, rest (losses, glue)':34s} {other(prof['ours']) * 1e3:8.1f} "
-          f"{other(prof['torchvision']) * 1e3:12.1f}")
+    print(
+        f"{'forward, rest (losses, glue)':34s} {other(prof['ours']) * 1e3:8.1f} "
+        f"{other(prof['torchvision']) * 1e3:12.1f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
