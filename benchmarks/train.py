@@ -19,8 +19,12 @@ printed and checked to agree (mean of the last steps within --loss-tolerance of 
 A separate pass (`--profile`, on by default) times each stage of one step (median over steps): forward parts
 (timed through forward hooks and method wrappers), backward, clipping and the optimizer step.
 
+On a machine that other programs keep busy, wall time measures them too: `--clock cpu` times each step by
+this process's CPU time instead (meaningful at 1 thread; at 2 threads it also counts the threads' waiting).
+The load average is printed with every figure.
+
     python benchmarks/train.py                     # 1 and 2 threads, profile
-    python benchmarks/train.py --threads 2 --steps 40
+    python benchmarks/train.py --threads 1 --clock cpu
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -60,6 +65,12 @@ PROPOSALS = 200
 ROI_BATCH = 32
 CLIP = 10.0
 LR = 0.02
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+now = time.perf_counter
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def build_ours(num_classes: int) -> nn.Module:
@@ -208,9 +219,9 @@ def timed_run(batches: list, threads: int, warmup: int, seed: int, num_classes: 
         order = ("ours", "torchvision") if i % 2 == 0 else ("torchvision", "ours")
         for name in order:
             torch.manual_seed(seed * 1000 + i)
-            t0 = time.perf_counter()
+            t0 = now()
             loss = steps[name](batch)
-            dt = time.perf_counter() - t0
+            dt = now() - t0
             losses[name].append(loss)
             if i >= warmup:
                 times[name].append(dt)
@@ -235,17 +246,17 @@ class StageTimer:
 
     def module(self, name: str, module: nn.Module) -> None:
         start = {}
-        module.register_forward_pre_hook(lambda m, a: start.__setitem__("t", time.perf_counter()))
-        module.register_forward_hook(lambda m, a, o: self.add(name, time.perf_counter() - start["t"]))
+        module.register_forward_pre_hook(lambda m, a: start.__setitem__("t", now()))
+        module.register_forward_hook(lambda m, a, o: self.add(name, now() - start["t"]))
 
     def method(self, name: str, obj, attr: str) -> None:
         """Times obj.attr through a wrapper on the instance (the benchmark's own models only)."""
         fn = getattr(obj, attr)
 
         def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0 = now()
             out = fn(*args, **kwargs)
-            self.add(name, time.perf_counter() - t0)
+            self.add(name, now() - t0)
             return out
 
         setattr(obj, attr, wrapper)
@@ -255,9 +266,9 @@ class StageTimer:
         fn = getattr(module, attr)
 
         def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0 = now()
             out = fn(*args, **kwargs)
-            self.add(name, time.perf_counter() - t0)
+            self.add(name, now() - t0)
             return out
 
         setattr(module, attr, wrapper)
@@ -322,21 +333,21 @@ def profile(batches: list, threads: int, warmup: int, seed: int, num_classes: in
             model.train()
             for i, (images, targets) in enumerate(batches):
                 torch.manual_seed(seed * 1000 + i)
-                t0 = time.perf_counter()
+                t0 = now()
                 loss = sum(model(images, targets).values())
-                timer.add("forward (all)", time.perf_counter() - t0)
-                t = time.perf_counter()
+                timer.add("forward (all)", now() - t0)
+                t = now()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                timer.add("backward", time.perf_counter() - t)
-                t = time.perf_counter()
+                timer.add("backward", now() - t)
+                t = now()
                 clip(params, CLIP)
-                timer.add("clip gradients", time.perf_counter() - t)
-                t = time.perf_counter()
+                timer.add("clip gradients", now() - t)
+                t = now()
                 optimizer.step()
                 scheduler.step()
-                timer.add("optimizer step", time.perf_counter() - t)
-                timer.add("step (all)", time.perf_counter() - t0)
+                timer.add("optimizer step", now() - t)
+                timer.add("step (all)", now() - t0)
                 if i >= warmup:
                     timer.end_step()
                 else:
@@ -386,7 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="on", choices=("on", "off"))
     p.add_argument("--profile-steps", type=int, default=15)
     p.add_argument("--loss-tolerance", type=float, default=0.2, help="relative; mean of the last 10 steps")
+    p.add_argument(
+        "--clock", default="wall", choices=sorted(CLOCK), help="what a step's time is (default wall)"
+    )
     a = p.parse_args(argv)
+    global now
+    now = CLOCK[a.clock]
     thread_counts = [int(t) for t in a.threads.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -395,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ours, _ = twin_models(num_classes, a.seed)
     print(
         f"r18-fpn demo model, {sum(p.numel() for p in ours.parameters()):,} parameters each; "
-        f"{len(batches)} batches of {a.batch} images at {SIZE} px; torch {torch.__version__}"
+        f"{len(batches)} batches of {a.batch} images at {SIZE} px; torch {torch.__version__}; "
+        f"{a.clock} clock; {load()}"
     )
     failed = False
     rows = []
@@ -412,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{threads} thread(s): mrseg {t_ours:.3f} s/it, torchvision {t_tv:.3f} s/it, "
             f"ratio {t_tv / t_ours:.2f}x; loss first step {first[0]:.3f} / {first[1]:.3f}, "
-            f"mean of last 10 {l_ours:.3f} / {l_tv:.3f} ({'agree' if agree else 'DIFFER'})",
+            f"mean of last 10 {l_ours:.3f} / {l_tv:.3f} ({'agree' if agree else 'DIFFER'}); {load()}",
             flush=True,
         )
     if a.profile == "on":
@@ -420,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 pbatches = make_batches(a.warmup + a.profile_steps, a.batch, a.seed + 1, Path(tmp))
             print_profile(profile(pbatches, threads, a.warmup, a.seed, num_classes), threads)
+            print(load())
     print("\nsummary:")
     for threads, t_ours, t_tv, _, l_ours, l_tv, agree in rows:
         print(

@@ -28,14 +28,19 @@ class BalancedSampler:
         num_pos = positive.sum(-1, keepdim=True).clamp(max=int(self.batch_size * self.positive_fraction))
         num_neg = torch.minimum(negative.sum(-1, keepdim=True), self.batch_size - num_pos)
         keys = torch.rand(labels.shape, device=labels.device)
-        return _random_subset(positive, keys, num_pos), _random_subset(negative, keys, num_neg)
+        max_pos = min(int(self.batch_size * self.positive_fraction), labels.shape[-1])
+        max_neg = min(self.batch_size, labels.shape[-1])
+        return (
+            _random_subset(positive, keys, num_pos, max_pos),
+            _random_subset(negative, keys, num_neg, max_neg),
+        )
 
 
-def _random_subset(candidates: Tensor, keys: Tensor, count: Tensor) -> Tensor:
+def _random_subset(candidates: Tensor, keys: Tensor, count: Tensor, bound: int) -> Tensor:
     """Per row, the `count` candidates with the smallest random keys: a uniformly random subset.
-    candidates bool [..., N], keys [..., N] in [0, 1), count [..., 1] -> bool [..., N]."""
-    order = torch.where(candidates, keys, 2.0).argsort(dim=-1)  # candidates first, in random order
-    rank = torch.empty_like(order).scatter_(
-        -1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order)
-    )
-    return candidates & (rank < count)
+    candidates bool [..., N], keys [..., N] in [0, 1), count [..., 1] <= bound -> bool [..., N]. A partial
+    sort (topk of `bound`) instead of a full one: a row of RPN anchors has thousands of candidates."""
+    ranked = torch.where(candidates, keys, 2.0)  # non-candidates after every candidate
+    idx = ranked.topk(bound, dim=-1, largest=False, sorted=True).indices
+    take = torch.arange(bound, device=idx.device) < count
+    return torch.zeros_like(candidates).scatter_(-1, idx, take)
