@@ -157,21 +157,36 @@ class RPN(nn.Module):
             results.append(boxes[keep])
         return results
 
+    # Images matched in one pass hold [images, ground truths, anchors] IoUs and a few temporaries of twice
+    # that; above this many elements (64 MB of float32) they are matched in groups of images.
+    max_batched_ious = 1 << 24
+
     def anchor_targets(self, anchors: Tensor, targets: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
         """anchors [R, 4], targets' boxes [G_i, 4] -> (labels [N, R] float: 1 object, 0 background, -1
-        ignored; the matched ground-truth box of each anchor [N, R, 4], meaningful where the label is 1). All
-        images in one pass: the ground truths are padded to the largest count (padding matches nothing)."""
-        num_images, num_anchors = len(targets), anchors.shape[0]
-        gt_boxes, valid = pad_boxes([t["boxes"].to(anchors.dtype) for t in targets])
-        if gt_boxes.shape[1] == 0:  # no image has an object: every anchor is background
-            zeros = anchors.new_zeros((num_images, num_anchors, 4))
-            return zeros[..., 0], zeros
-        quality = box_iou_batched(gt_boxes, anchors).masked_fill(~valid[:, :, None], -1.0)
-        matches = self.matcher(quality)
-        labels = (matches >= 0).to(anchors.dtype)
-        labels[matches == BETWEEN_THRESHOLDS] = -1.0
-        image_idx = torch.arange(num_images, device=anchors.device)[:, None]
-        return labels, gt_boxes[image_idx, matches.clamp(min=0)]
+        ignored; the matched ground-truth box of each anchor [N, R, 4], meaningful where the label is 1).
+        Images are matched together, their ground truths padded to the largest count (padding matches
+        nothing), in groups small enough for `max_batched_ious`."""
+        num_anchors = anchors.shape[0]
+        most = max((t["boxes"].shape[0] for t in targets), default=0)
+        group = max(1, self.max_batched_ious // max(1, most * num_anchors))
+        labels, matched = [], []
+        for start in range(0, len(targets), group):
+            gt_boxes, valid = pad_boxes(
+                [t["boxes"].to(anchors.dtype) for t in targets[start : start + group]]
+            )
+            if gt_boxes.shape[1] == 0:  # no image of the group has an object: every anchor is background
+                zeros = anchors.new_zeros((gt_boxes.shape[0], num_anchors, 4))
+                labels.append(zeros[..., 0])
+                matched.append(zeros)
+                continue
+            quality = box_iou_batched(gt_boxes, anchors).masked_fill(~valid[:, :, None], -1.0)
+            matches = self.matcher(quality)
+            label = (matches >= 0).to(anchors.dtype)
+            label[matches == BETWEEN_THRESHOLDS] = -1.0
+            labels.append(label)
+            image_idx = torch.arange(gt_boxes.shape[0], device=anchors.device)[:, None]
+            matched.append(gt_boxes[image_idx, matches.clamp(min=0)])
+        return torch.cat(labels), torch.cat(matched)
 
     def losses(
         self, anchors: Tensor, objectness: Tensor, pred_deltas: Tensor, targets: list[dict[str, Tensor]]
