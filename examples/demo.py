@@ -1,7 +1,9 @@
 """The offline end-to-end demo (`make demo`): synthetic data -> train -> evaluate -> predict, on the CPU.
 
 1. generates the synthetic shapes dataset (examples/shapes/generate.py): 600 training and 50 held-out
-   images of 128 px with up to 3 circles, squares and triangles that do not overlap;
+   images of 128 px with up to 3 circles, squares and triangles that do not overlap, each class in its own
+   colours (a short run from scratch learns shapes well but mixes up classes told apart by shape alone:
+   without them, 1000 iterations gave mask AP 0.57 with classes, 0.72 without);
 2. trains an r18-fpn Mask R-CNN from scratch (`--weights none`: no download needed) at 128 px with
    `mrseg train`, evaluating box and mask AP on the held-out split at the end (pycocotools). From scratch
    the backbone and FPN use trainable BatchNorm (`--norm bn`; frozen BN, right for pretrained weights, leaves
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "64",
             "--min-visible",
             "1.0",
+            "--class-colours",
             "--seed",
             str(a.seed),
         ],
