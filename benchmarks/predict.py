@@ -45,13 +45,11 @@ annotations.json); wall time includes start-up and model loading for both; nvidi
 The two annotations.json files are compared with the same tolerances (boxes are rounded to 0.01 px in both
 files), or with the autocast criteria when `--precision` is not fp32.
 """
-
 from __future__ import annotations
 
 import argparse
 import functools
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -59,176 +57,39 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import torch
 from gpu_watch import GpuSampler  # benchmarks/ is on sys.path when this file runs as a script
+from predict_cli import cli_mode, torchvision_loop
 from predict_parity import (
     AutocastParity,
     Parity,
-    compare_annotation_files,
-    compare_annotation_files_autocast,
     mask_iou,
+)
+from predict_setup import (
+    PHOTOS,
+    PRECISIONS,
+    SIZES,
+    as_float,
+    autocast,
+    host_tensors,
+    model_input_size,
+    our_model,
+    our_predictor,
+    parse_sizes,
+    photos,
+    sync,
+    torchvision_host,
+    torchvision_model,
+    torchvision_r50_fpn,
+    torchvision_records,
 )
 from torch import nn
 
-SIZES = ((640, 480), (1280, 720))
-PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "immunohistochemistry", "hubble_deep_field")
 STAGES = ("preprocess", "backbone", "rpn", "roi_heads", "paste", "other", "write")
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-
-
-def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """'640x480,1280x720' -> ((640, 480), (1280, 720)) as (width, height)."""
-    sizes = []
-    for part in text.split(","):
-        w, sep, h = part.strip().lower().partition("x")
-        if not sep or not w.isdigit() or not h.isdigit() or int(w) < 32 or int(h) < 32:
-            raise argparse.ArgumentTypeError(
-                f"--sizes: {part!r} is not WIDTHxHEIGHT (e.g. 640x480,1280x720, each side >= 32)"
-            )
-        sizes.append((int(w), int(h)))
-    return tuple(sizes)
-
-
-def model_input_size(width: int, height: int, min_size: int = 800, max_size: int = 1333) -> tuple[int, int]:
-    """(width, height) after the models' resize: short side `min_size`, long side at most `max_size`."""
-    scale = min(min_size / min(width, height), max_size / max(width, height))
-    return int(width * scale), int(height * scale)
-
-
-def photos(count: int, sizes=SIZES) -> list[tuple[str, np.ndarray]]:
-    """`count` scikit-image photographs, each resized to every size: [(name, RGB uint8 [H, W, 3])]."""
-    from skimage import data
-
-    out = []
-    for name in PHOTOS[:count]:
-        rgb = np.ascontiguousarray(getattr(data, name)()[..., :3])
-        for w, h in sizes:
-            out.append((f"{name}_{w}x{h}", cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)))
-    return out
-
-
-def as_float(rgb: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [H, W, 3] -> float [3, H, W] in 0..1 on `device` (what a torchvision user writes)."""
-    t = torch.as_tensor(rgb).to(device)
-    return t.permute(2, 0, 1).float().div(255.0)
-
-
-def host_tensors(images: list, device: torch.device) -> list[tuple[str, torch.Tensor]]:
-    """uint8 [H, W, 3] CPU tensors for both models, pinned when the models are on a GPU (as the CLI's loader
-    hands them over)."""
-    out = []
-    for name, rgb in images:
-        t = torch.from_numpy(rgb)
-        out.append((name, t.pin_memory() if device.type == "cuda" else t))
-    return out
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = PRECISIONS[precision]
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# --------------------------------------------------------------------------------------------- weights
-
-
-@torch.no_grad()
-def calibrate_norms(model: nn.Module, images: list[torch.Tensor]) -> None:
-    """Sets every FrozenBatchNorm2d's statistics to those of its input on `images` (in forward order)."""
-    from torchvision.ops import FrozenBatchNorm2d
-
-    def hook(module, inputs):
-        x = inputs[0]
-        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        module.running_var.copy_(x.var(dim=(0, 2, 3)))
-
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
-    batch = model.transform(images)[0]
-    try:
-        model.backbone(getattr(batch, "tensors", batch))  # torchvision's ImageList or our tensor
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def torchvision_r50_fpn() -> nn.Module:
-    """torchvision's maskrcnn_resnet50_fpn as it is built for its COCO weights (FrozenBatchNorm2d, res3..res5
-    trainable), 91 labels, random weights, eval mode."""
-    from torchvision.models import resnet50
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-    from torchvision.models.detection.mask_rcnn import MaskRCNN
-    from torchvision.ops import FrozenBatchNorm2d
-
-    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3)
-    return MaskRCNN(backbone, num_classes=91).eval()
-
-
-def torchvision_model(
-    calibrate_on: list[torch.Tensor] | None, seed: int = 0, device: torch.device | str = "cpu"
-) -> nn.Module:
-    """torchvision_r50_fpn with seeded random weights giving ~100 detections an image, on `device` (where
-    the norms are calibrated: seconds on a GPU instead of a minute on the CPU)."""
-    from torchvision.ops import FrozenBatchNorm2d
-
-    torch.manual_seed(seed)
-    model = torchvision_r50_fpn()
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():  # tests/model's random statistics and affine parameters
-            if isinstance(m, FrozenBatchNorm2d):
-                n = m.weight.shape[0]
-                m.weight.copy_(0.8 + 0.4 * torch.rand(n, generator=g))
-                m.bias.copy_(0.05 * torch.randn(n, generator=g))
-                m.running_mean.copy_(0.05 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.8 + 0.4 * torch.rand(n, generator=g))
-        model.to(device)
-        if calibrate_on:
-            calibrate_norms(model, [x.to(device) for x in calibrate_on])
-        model.roi_heads.box_predictor.cls_score.bias[[1, 3, 18]] += 6.0
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(30.0)
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(-1.0)
-    return model
-
-
-def our_model(tv_state: dict | None, arch: str = "r50-fpn", calibrate_on=None, seed: int = 0) -> nn.Module:
-    """Ours: `arch` with torchvision's weights through our converter, or (light archs) seeded random weights
-    prepared the same way (norms calibrated, class biases raised)."""
-    from mrseg.model.zoo import build_model, load_state_dict
-
-    torch.manual_seed(seed)
-    model = build_model(arch, 90, aligned=False if tv_state is not None else None)
-    if tv_state is not None:
-        load_state_dict(model, tv_state, "torchvision model")
-    else:
-        model.eval()
-        if calibrate_on:
-            calibrate_norms(model, calibrate_on)
-        with torch.no_grad():
-            model.roi_heads.box_predictor.cls_score.bias[[1, 3, 18]] += 6.0
-            model.roi_heads.mask_head.predictor.weight.mul_(30.0)
-            model.roi_heads.mask_head.predictor.bias.fill_(-1.0)
-    return model.eval()
-
-
-def our_predictor(model: nn.Module, classes, device: torch.device, precision: str, fuse: bool):
-    """A Predictor running `model` as `mrseg predict` does (masks as box crops) at `precision`."""
-    from mrseg.engine.predictor import Predictor
-
-    return Predictor(model=model, model_classes=classes, device=device, score=0.0, fuse=fuse,
-                     precision=precision, mask_crops=True)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ stage timer
@@ -303,50 +164,6 @@ def our_paste_owners(predictor) -> list[tuple[object, str]]:
     if hasattr(predictor_module, "_cropped_masks"):
         owners.append((predictor_module, "_cropped_masks"))
     return owners
-
-
-# ------------------------------------------------------------------------------------------- writing
-
-
-def torchvision_host(out: dict) -> dict[str, np.ndarray]:
-    """One torchvision output on the host as a user takes it: boxes, scores, labels, masks > 0.5 [N, H, W]."""
-    return {
-        "boxes": out["boxes"].float().cpu().numpy(),
-        "scores": out["scores"].float().cpu().numpy(),
-        "labels": out["labels"].cpu().numpy(),
-        "masks": (out["masks"][:, 0] > 0.5).cpu().numpy(),
-    }
-
-
-def torchvision_records(host: dict, image_id: int) -> list[dict]:
-    """The straightforward conversion of `torchvision_host`'s arrays: binary masks -> pycocotools RLE, COCO
-    annotation dicts."""
-    from pycocotools import mask as mask_util
-
-    rles = mask_util.encode(np.asfortranarray(host["masks"].transpose(1, 2, 0).astype(np.uint8)))
-    areas = mask_util.area(rles)
-    records = []
-    for i, (box, score, label) in enumerate(
-        zip(host["boxes"].tolist(), host["scores"].tolist(), host["labels"].tolist(), strict=True)
-    ):
-        rle = rles[i]
-        records.append(
-            {
-                "image_id": image_id,
-                "bbox": [
-                    round(box[0], 2),
-                    round(box[1], 2),
-                    round(box[2] - box[0], 2),
-                    round(box[3] - box[1], 2),
-                ],
-                "score": round(score, 5),
-                "category_id": int(label),
-                "area": int(areas[i]),
-                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                "iscrowd": 0,
-            }
-        )
-    return records
 
 
 # ------------------------------------------------------------------------------------------ model mode
@@ -662,115 +479,6 @@ def peak_rss(which: str, arch: str, state: dict, device: str) -> float:
         cmd += ["--arch", arch, "--device", device]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
-
-
-# -------------------------------------------------------------------------------------------- CLI mode
-
-
-def torchvision_loop(folder: str, weights: str, out_dir: str, device: str) -> None:
-    """Child process: the plain torchvision way over a folder (batch 1, fp32), to OUT/annotations.json."""
-    import torchvision
-
-    dev = torch.device(device)
-    model = torchvision_r50_fpn()
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    model.eval().to(dev)
-    images, annotations = [], []
-    for image_id, path in enumerate(sorted(Path(folder).glob("*.jpg")), start=1):
-        image = torchvision.io.decode_image(str(path), mode=torchvision.io.ImageReadMode.RGB)
-        with torch.inference_mode():
-            (out,) = model([image.to(dev).float() / 255.0])
-        images.append(
-            {"id": image_id, "file_name": path.name, "height": image.shape[1], "width": image.shape[2]}
-        )
-        annotations.extend(torchvision_records(torchvision_host(out), image_id))
-    for i, a in enumerate(annotations, start=1):
-        a["id"] = i
-    categories = [{"id": i, "name": str(i)} for i in range(1, 91)]
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(out_dir) / "annotations.json", "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-
-
-def write_jpegs(folder: Path, images: list[tuple[str, np.ndarray]], copies: int) -> int:
-    """Each image as a quality-95 JPEG, `copies` files of each (name_000.jpg, ...); returns the file count."""
-    count = 0
-    for name, rgb in images:
-        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            raise RuntimeError(f"could not encode {name} as JPEG")
-        for k in range(copies):
-            (folder / (f"{name}.jpg" if copies == 1 else f"{name}_{k:03d}.jpg")).write_bytes(data.tobytes())
-            count += 1
-    return count
-
-
-def cli_mode(args) -> None:
-    device = args.device
-    images = photos(args.photos, args.sizes)
-    calib = [as_float(rgb, torch.device("cpu")) for _, rgb in images]
-    with tempfile.TemporaryDirectory(prefix="mrseg-bench-") as tmp:
-        tmp = Path(tmp)
-        folder = tmp / "images"
-        folder.mkdir()
-        count = write_jpegs(folder, images, args.copies)
-        weights = tmp / "weights.pth"
-        tv = torchvision_model(None if args.raw_norms else calib, device=device)
-        torch.save({k: v.cpu() for k, v in tv.state_dict().items()}, weights)
-        del tv
-        ours_cmd = [
-            sys.executable, "-m", "mrseg", "predict", str(folder), "--weights", str(weights),
-            "--arch", "r50-fpn",
-            "--format", "coco", "--mask-format", "rle", "--score", "0", "--device", device, "--quiet",
-            "--exist-ok", "--workers", str(args.workers),
-        ]  # fmt: skip
-        if args.batch:
-            ours_cmd += ["--batch", str(args.batch)]
-        if args.precision != "fp32":
-            ours_cmd += ["--precision", args.precision]
-        ours_cmd.append("--out")
-        tv_cmd = [sys.executable, __file__, "--child-tv-loop", str(folder), str(weights), "--device", device]
-        tv_cmd.append("--out")
-        times: dict[str, list[float]] = {"mrseg predict": [], "torchvision loop": []}
-        samplers = {who: GpuSampler(torch.device(device)) for who in times}
-        print(
-            f"{count} JPEGs ({args.photos} photos x {', '.join(f'{w}x{h}' for w, h in args.sizes)} x "
-            f"{args.copies} copies), device {device}; mrseg predict --workers {args.workers} --batch "
-            f"{args.batch or 'default'} --precision {args.precision}; torchvision loop batch 1 fp32; "
-            f"{args.repeats} alternating run(s) each, wall time incl. start-up"
-        )
-        for r in range(args.repeats):
-            order = (
-                ("mrseg predict", "torchvision loop") if r % 2 == 0 else ("torchvision loop", "mrseg predict")
-            )
-            for who in order:
-                cmd = (
-                    (ours_cmd + [str(tmp / "ours")])
-                    if who == "mrseg predict"
-                    else (tv_cmd + [str(tmp / "tv")])
-                )
-                with samplers[who]:
-                    start = time.perf_counter()
-                    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-                    times[who].append(time.perf_counter() - start)
-        for who, ts in times.items():
-            med = statistics.median(ts)
-            print(
-                f"{who:<18} {med:8.1f} s  {count / med:7.3f} images/s  "
-                f"(runs: {', '.join(f'{t:.1f}' for t in ts)})  {samplers[who].summary()}"
-            )
-        ratio = statistics.median(times["torchvision loop"]) / statistics.median(times["mrseg predict"])
-        ours_file, tv_file = tmp / "ours" / "annotations.json", tmp / "tv" / "annotations.json"
-        strict = compare_annotation_files(ours_file, tv_file)
-        if args.precision == "fp32":
-            print(strict.line())
-        else:
-            print(compare_annotation_files_autocast(ours_file, tv_file).line())
-            print(f"(strict fp32 criteria, for information: {strict.line()})")
-        print(
-            f"RESULT cli ours {args.precision} batch {args.batch or 'default'} workers {args.workers}: "
-            f"mrseg predict {ratio:.2f}x the torchvision loop's images/s"
-        )
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -61,7 +61,8 @@ def _rss_mb() -> float:
 
 
 def run_one(n: int, workdir: Path, formats: str) -> dict:
-    from mrseg.engine.predictor import Predictor, predict
+    from mrseg.engine.predict_run import predict
+    from mrseg.engine.predictor import Predictor
 
     images = workdir / f"images{n}"
     images.mkdir(exist_ok=True)

@@ -1,4 +1,4 @@
-"""`mrseg eval`: COCO box and mask AP/AR of a results file against a ground truth (pycocotools)."""
+"""`mrseg eval`: COCO box, mask and keypoint AP/AR of a results file against a ground truth (pycocotools)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from rich.table import Table
 
 from mrseg.engine.evaluator import (
     IOU_TYPES,
-    METRIC_DESCRIPTIONS,
-    METRIC_NAMES,
     EvalInputError,
     EvalWarning,
     evaluate,
     load_ground_truth,
     load_results,
+    metric_descriptions,
+    metric_names,
     predict_results,
     skipped_iou_types,
     write_json,
@@ -33,17 +33,25 @@ def parse_iou_types(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(types))
 
 
-def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
-    """Rows: the 12 COCO metrics; columns: iou types; values x100 ('-' where pycocotools gives -1)."""
-    table = Table(title="COCO evaluation (x100)")
-    table.add_column("metric")
-    table.add_column("definition", style="dim")
+def metrics_tables(metrics: dict[str, dict[str, float]]) -> list[Table]:
+    """One table per set of metric names (bbox and segm share the 12 COCO metrics; keypoints has its 10 OKS
+    metrics): rows the metrics, columns the iou types; values x100 ('-' where pycocotools gives -1)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
     for iou_type in metrics:
-        table.add_column(iou_type, justify="right")
-    for name in METRIC_NAMES:
-        values = [metrics[t][name] for t in metrics]
-        table.add_row(name, METRIC_DESCRIPTIONS[name], *("-" if v < 0 else f"{100 * v:.1f}" for v in values))
-    return table
+        groups.setdefault(metric_names(iou_type), []).append(iou_type)
+    tables = []
+    for names, types in groups.items():
+        table = Table(title="COCO evaluation (x100)" if "keypoints" not in types else "COCO keypoints (x100)")
+        table.add_column("metric")
+        table.add_column("definition", style="dim")
+        for iou_type in types:
+            table.add_column(iou_type, justify="right")
+        descriptions = metric_descriptions(types[0])
+        for name in names:
+            values = [metrics[t][name] for t in types]
+            table.add_row(name, descriptions[name], *("-" if v < 0 else f"{100 * v:.1f}" for v in values))
+        tables.append(table)
+    return tables
 
 
 @click.command("eval")
@@ -54,7 +62,7 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
     "--pred",
     "pred_path",
     type=click.Path(dir_okay=False),
-    help="Results json (COCO results list: image_id, category_id, score, bbox and/or segmentation).",
+    help="Results json (COCO results list: image_id, category_id, score, bbox, segmentation, keypoints).",
 )
 @click.option(
     "--images", "images_dir", type=click.Path(file_okay=False), help="Run --weights on these images."
@@ -71,7 +79,11 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
     "--save-pred", type=click.Path(dir_okay=False), help="With --weights: also write the results json."
 )
 @click.option(
-    "--iou-type", "iou_type", default="bbox,segm", show_default=True, help="Comma list: bbox, segm."
+    "--iou-type",
+    "iou_type",
+    default="bbox,segm",
+    show_default=True,
+    help="Comma list: bbox, segm, keypoints (pycocotools' OKS: its sigmas, maxDets 20).",
 )
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), help="Also write the metrics (0..1) here."
@@ -80,7 +92,7 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> Table:
 def eval_cmd(
     gt_path, pred_path, images_dir, weights, arch, device, score, save_pred, iou_type, json_out, verbose
 ):
-    """Score detections against a COCO ground truth: box and mask AP/AR (pycocotools).
+    """Score detections against a COCO ground truth: box, mask and keypoint AP/AR (pycocotools).
 
     Either a results file (--pred), or a model run on the ground truth's images (--images DIR --weights W).
     The figures are pycocotools' own (COCO.loadRes + COCOeval), also for segm: when the detections carry a
@@ -121,7 +133,8 @@ def eval_cmd(
         raise click.ClickException(str(e)) from None
     if not metrics:
         raise click.ClickException(f"Nothing to evaluate: none of {', '.join(iou_types)} applies to {name}.")
-    Console().print(metrics_table(metrics))
+    for table in metrics_tables(metrics):
+        Console().print(table)
     if json_out:
         write_json(metrics, json_out)
         err.print(f"metrics written to {json_out}")

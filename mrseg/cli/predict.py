@@ -1,6 +1,6 @@
 """`mrseg predict SOURCE...`: instance masks for images and videos, written in the chosen formats.
 
-Thin: parses the options and calls `mrseg.engine.predictor.predict`. Exit status: 0 all inputs processed,
+Thin: parses the options and calls `mrseg.engine.predict_run.predict`. Exit status: 0 all inputs processed,
 3 finished but some inputs failed (failures.jsonl), 1 fatal error, 2 bad usage, 130 interrupted.
 """
 
@@ -152,17 +152,13 @@ def predict_cmd(
     precision,
 ):
     """Annotate images and videos. SOURCE: files, folders, globs, .txt lists, videos, - (paths on stdin)."""
-    from mrseg.engine.predictor import (
-        PredictError,
-        PredictInterrupted,
-        describe_failure,
-        parse_formats,
-        predict,
-    )
+    from mrseg.engine.predict_run import PredictInterrupted, predict
+    from mrseg.engine.predict_sink import describe_failure
+    from mrseg.outputs.formats import FormatError, parse_formats
 
     try:
         formats = parse_formats(formats, stream=out == "-")
-    except PredictError as e:
+    except FormatError as e:
         raise click.BadParameter(str(e), param_hint="--format") from None
     try:
         summary = predict(

@@ -135,6 +135,7 @@ def train_cmd(ctx: click.Context, **opts) -> None:
     or CPU processes: torchrun --nproc-per-node N -m mrseg train ...
     """
     from mrseg.data.coco import DatasetError
+    from mrseg.engine.device import DeviceError
     from mrseg.engine.trainer import TrainConfig, TrainError, resume_config, resume_path, train
     from mrseg.model.zoo import WeightsError
 
@@ -157,7 +158,7 @@ def train_cmd(ctx: click.Context, **opts) -> None:
                 raise click.UsageError("--coco and --images are required (or --resume a run)")
             cfg = TrainConfig(**values)
         result = train(cfg)
-    except (TrainError, DatasetError, WeightsError, CheckpointError) as e:
+    except (TrainError, DatasetError, WeightsError, CheckpointError, DeviceError) as e:
         raise click.ClickException(str(e)) from e
     if result.interrupted:
         sys.exit(130)

@@ -8,8 +8,9 @@ target cannot express is left out or approximated and counted per reason in the 
 - crowd regions: kept in COCO (`iscrowd: 1`, RLE), left out of labelme and YOLO (as ultralytics' COCO
   converter does; they are not objects to learn);
 - scores: kept in COCO (`score`) and labelme (`description`), lost in YOLO;
-- holes smaller than `DEFAULT_MIN_AREA` px: filled in polygons (COCO with `--mask-format polygon`, labelme,
-  YOLO); larger holes are kept (RLE, a labelme `mask` shape, bridges in YOLO);
+- holes smaller than `DEFAULT_MIN_AREA` px: filled in COCO polygons (`--mask-format polygon`) and labelme;
+  larger holes are kept (RLE, a labelme `mask` shape); YOLO keeps every hole (bridges);
+- YOLO: mask parts whose bridges would draw more wrong pixels than they bring are left out;
 - images whose file is missing: YOLO gets their label file without the image.
 Output is written into a temporary folder next to `out` and renamed at the end: an error leaves nothing.
 """
@@ -170,11 +171,6 @@ def _convert_image(
                 "score dropped (YOLO has no score)",
                 sum(1 for i in keep if image.instances[i].score is not None),
             )
-            report.lose(
-                target,
-                f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon",
-                sum(1 for i in keep if holes[i] and min(holes[i]) < DEFAULT_MIN_AREA),
-            )
             if not os.path.isfile(image.path):
                 report.lose(target, "image file not found: label written without its image")
 
@@ -230,6 +226,9 @@ def convert(
                 )
         for target, n in dataset.losses.items():
             report.lose("source", target, n)
+        if "yolo" in writers:
+            left_out = writers["yolo"].stats.get("parts_left_out", 0)
+            report.lose("yolo", "mask parts left out of the polygon (bridges would cost more)", left_out)
         coco_yolo = [t for t in targets if t in ("coco", "yolo")]
         finalize(tmp, coco_yolo, [journal_path], classes, description=f"mrseg convert from {kind}")
         shutil.rmtree(tmp / ".mrseg")

@@ -1,8 +1,11 @@
-"""COCO box and mask AP/AR through pycocotools, with clear errors for bad ground truth or result files.
+"""COCO box, mask and keypoint AP/AR through pycocotools, with clear errors for bad ground truth or result
+files.
 
 `evaluate(gt, results, iou_types=("bbox", "segm")) -> {"bbox": {"AP": .., ...}, "segm": {...}}` with
 pycocotools' own values (0..1, -1 where a range has no ground truth). Every image of the ground truth is
-scored (an image without results counts as all misses), as in pycocotools' reference run.
+scored (an image without results counts as all misses), as in pycocotools' reference run. iou type
+"keypoints" is pycocotools' OKS evaluation (its per-keypoint sigmas, maxDets 20, areas all / medium / large):
+10 figures, `KEYPOINT_METRIC_NAMES`.
 
 The results go through pycocotools' own `COCO.loadRes` (not a re-implementation), so its rules hold: when
 the first detection has a bbox, every detection's area is its box area w*h (also for segm); otherwise area
@@ -23,7 +26,7 @@ from typing import Any
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-IOU_TYPES = ("bbox", "segm")
+IOU_TYPES = ("bbox", "segm", "keypoints")
 # The order of COCOeval.stats for bbox/segm.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 METRIC_DESCRIPTIONS = {
@@ -40,6 +43,29 @@ METRIC_DESCRIPTIONS = {
     "ARm": "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]",
     "ARl": "AR @[IoU=0.50:0.95 | area=large | maxDets=100]",
 }
+# The order of COCOeval.stats for keypoints (its _summarizeKps), named as the lines pycocotools prints.
+KEYPOINT_METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+KEYPOINT_METRIC_DESCRIPTIONS = {
+    "AP": "AP @[OKS=0.50:0.95 | area=all | maxDets=20]",
+    "AP50": "AP @[OKS=0.50 | area=all | maxDets=20]",
+    "AP75": "AP @[OKS=0.75 | area=all | maxDets=20]",
+    "APm": "AP @[OKS=0.50:0.95 | area=medium | maxDets=20]",
+    "APl": "AP @[OKS=0.50:0.95 | area=large | maxDets=20]",
+    "AR": "AR @[OKS=0.50:0.95 | area=all | maxDets=20]",
+    "AR50": "AR @[OKS=0.50 | area=all | maxDets=20]",
+    "AR75": "AR @[OKS=0.75 | area=all | maxDets=20]",
+    "ARm": "AR @[OKS=0.50:0.95 | area=medium | maxDets=20]",
+    "ARl": "AR @[OKS=0.50:0.95 | area=large | maxDets=20]",
+}
+
+
+def metric_names(iou_type: str) -> tuple[str, ...]:
+    """The names of COCOeval.stats, in order, for an iou type."""
+    return KEYPOINT_METRIC_NAMES if iou_type == "keypoints" else METRIC_NAMES
+
+
+def metric_descriptions(iou_type: str) -> dict[str, str]:
+    return KEYPOINT_METRIC_DESCRIPTIONS if iou_type == "keypoints" else METRIC_DESCRIPTIONS
 
 
 class EvalInputError(ValueError):
@@ -124,10 +150,11 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
     """The detections (COCO results format) from a JSON path or an already-parsed list, checked for shape.
 
     Raises EvalInputError, naming the entry, for what pycocotools' `loadRes` would reject with a bare
-    IndexError/KeyError: an empty list; an entry without image_id, category_id, a numeric score or both of
-    bbox and segmentation; a bbox that is not [x, y, w, h]; an entry without a bbox after a first entry with
-    one (pycocotools reads every entry the way it reads the first), or without a segmentation after a first
-    entry without a bbox; a segmentation that is neither RLE nor a list of polygons.
+    IndexError/KeyError: an empty list; an entry without image_id, category_id, a numeric score or any of
+    bbox, segmentation and keypoints; a bbox that is not [x, y, w, h]; keypoints that are not a flat list of
+    (x, y, v) numbers; an entry without a bbox after a first entry with one (pycocotools reads every entry the
+    way it reads the first), without a segmentation after a first entry with one but no bbox, or without
+    keypoints after a first entry with only keypoints; a segmentation that is neither RLE nor polygons.
     """
     name = _name(results, name)
     data = _read_json(results, "Results") if isinstance(results, (str, os.PathLike)) else results
@@ -150,11 +177,13 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
         if not isinstance(det, dict):
             raise EvalInputError(f"Results{name}: entry {i} is a {type(det).__name__}, not a detection.")
         lacking = [k for k in ("image_id", "category_id", "score") if k not in det]
-        if lacking or not ("bbox" in det or "segmentation" in det):
-            lacking += [] if ("bbox" in det or "segmentation" in det) else ["'bbox' or 'segmentation'"]
+        located = any(k in det for k in ("bbox", "segmentation", "keypoints"))
+        if lacking or not located:
+            lacking += [] if located else ["'bbox', 'segmentation' or 'keypoints'"]
             raise EvalInputError(
                 f"Results{name}: entry {i} lacks {', '.join(lacking)}; each detection needs image_id, "
-                "category_id, score and a bbox [x, y, w, h] and/or a segmentation (COCO results format)."
+                "category_id, score and a bbox [x, y, w, h], a segmentation and/or keypoints (COCO results "
+                "format)."
             )
         if isinstance(det["score"], bool) or not isinstance(det["score"], (int, float)):
             raise EvalInputError(f"Results{name}: entry {i} has score {det['score']!r}; expected a number.")
@@ -164,6 +193,16 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
             and all(isinstance(v, (int, float)) for v in det["bbox"])
         ):
             raise EvalInputError(f"Results{name}: entry {i} has bbox {det['bbox']!r}; expected [x,y,w,h].")
+        if "keypoints" in det and not (
+            isinstance(det["keypoints"], list)
+            and det["keypoints"]
+            and len(det["keypoints"]) % 3 == 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in det["keypoints"])
+        ):
+            raise EvalInputError(
+                f"Results{name}: entry {i} has keypoints {det['keypoints']!r:.60}; expected a flat list "
+                "[x1, y1, v1, x2, y2, v2, ...] of numbers, three per keypoint."
+            )
         if "segmentation" in det:
             problem = _segmentation_problem(det["segmentation"])
             if problem:
@@ -171,8 +210,12 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
                     f"Results{name}: entry {i} has a segmentation that {problem}; expected RLE "
                     "{'size': [h, w], 'counts': ...} or a list of polygons [[x1, y1, x2, y2, x3, y3, ...]]."
                 )
-    key, what = ("bbox", "a bbox") if "bbox" in data[0] else ("segmentation", "a segmentation")
-    fix = "(or none: then areas and boxes come from the masks)." if key == "bbox" else "(or a bbox)."
+    if "bbox" in data[0]:
+        key, what, fix = "bbox", "a bbox", "(or none: then areas and boxes come from the masks)."
+    elif "segmentation" in data[0]:
+        key, what, fix = "segmentation", "a segmentation", "(or a bbox)."
+    else:
+        key, what, fix = "keypoints", "keypoints", "(or a bbox)."
     for i, det in enumerate(data):
         if key not in det:
             raise EvalInputError(
@@ -244,9 +287,15 @@ def check_results_match(gt: COCO, results: Sequence[dict], name: str | None = No
 
 def skipped_iou_types(gt: COCO, results: Iterable[dict], iou_types: Sequence[str]) -> dict[str, str]:
     """The requested iou types that are not scored, with the reason: segm when no detection has a mask
-    (pycocotools would score each box as a rectangular mask) or when ground-truth annotations have none."""
+    (pycocotools would score each box as a rectangular mask) or when ground-truth annotations have none;
+    keypoints when no detection or none of the ground truth's annotations has keypoints."""
     results = list(results)
     skipped = {}
+    if "keypoints" in iou_types:
+        if not any("keypoints" in d for d in results):
+            skipped["keypoints"] = "the results have no keypoints"
+        elif gt.dataset["annotations"] and not any("keypoints" in a for a in gt.dataset["annotations"]):
+            skipped["keypoints"] = "the ground truth has no keypoints"
     if "segm" in iou_types:
         if not any("segmentation" in d for d in results):
             skipped["segm"] = "the results have no segmentation (boxes only)"
@@ -273,7 +322,7 @@ def loadable_results(gt: COCO, results: Sequence[dict], name: str | None = None)
     rule that a first detection with a bbox makes every detection's area its box area w*h) stays pycocotools'.
     """
     out = copy.deepcopy(list(results))
-    if "bbox" in out[0]:
+    if "bbox" in out[0] or "segmentation" not in out[0]:  # a bbox, or keypoints only
         return out
     for i, det in enumerate(out):
         segm = det["segmentation"]
@@ -317,14 +366,15 @@ def evaluate(
         gt: COCO dataset JSON path, parsed dict or pycocotools `COCO`.
         results: COCO results JSON path or parsed list (image_id, category_id, score, bbox xywh and/or
             segmentation as RLE or polygons).
-        iou_types: subset of ("bbox", "segm"). A type the results cannot be scored on (segm without
-            segmentations) is left out of the answer; see `skipped_iou_types`.
+        iou_types: subset of ("bbox", "segm", "keypoints"). A type the results cannot be scored on (segm
+            without segmentations, keypoints without keypoints) is left out of the answer; see
+            `skipped_iou_types`.
         img_ids: images to score; default every image of the ground truth.
         verbose: let pycocotools print its progress and summary.
         results_name: the results' file name for error messages when `results` is a list.
     Returns:
-        {iou_type: {"AP": .., "AP50": .., ..., "ARl": ..}} for each scored type, values as pycocotools gives
-        them (0..1; -1 where no ground truth falls in the range).
+        {iou_type: {"AP": .., "AP50": .., ..., "ARl": ..}} for each scored type (`metric_names(iou_type)`),
+        values as pycocotools gives them (0..1; -1 where no ground truth falls in the range).
     Raises:
         EvalInputError for missing/malformed files or results that do not match the ground truth.
     Warns:
@@ -346,6 +396,8 @@ def evaluate(
             f"{count} detection(s) of results{_name(None, results_name)} have a bbox but no segmentation; "
             "like pycocotools, segm scores their box as their mask."
         )
+    if "keypoints" in iou_types and "keypoints" not in skipped:
+        _check_keypoints(coco_gt, dets, results_name)
     for note in notes:
         warnings.warn(note, EvalWarning, stacklevel=2)
     dets = loadable_results(coco_gt, dets, results_name)
@@ -367,8 +419,42 @@ def evaluate(
                 ) from None
             coco_eval.accumulate()
             coco_eval.summarize()
-        metrics[iou_type] = {name: float(v) for name, v in zip(METRIC_NAMES, coco_eval.stats, strict=True)}
+        names = metric_names(iou_type)
+        metrics[iou_type] = {name: float(v) for name, v in zip(names, coco_eval.stats, strict=True)}
     return metrics
+
+
+def _check_keypoints(gt: COCO, results: Sequence[dict], name: str | None) -> None:
+    """EvalInputError where pycocotools' OKS would fail with a bare KeyError or a broadcasting error. It
+    compares keypoints only within an image and category that has both detections and ground truth; there,
+    every detection and every ground-truth annotation needs its sigmas' count of keypoints (COCO's 17)."""
+    from pycocotools.cocoeval import Params
+
+    count = len(Params(iouType="keypoints").kpt_oks_sigmas)
+    gt_pairs = {(a["image_id"], a["category_id"]) for a in gt.dataset["annotations"]}
+    det_pairs = {(d["image_id"], d["category_id"]) for d in results}
+    for i, det in enumerate(results):
+        if (det["image_id"], det["category_id"]) not in gt_pairs:
+            continue
+        have = len(det.get("keypoints", ())) // 3
+        if have != count:
+            raise EvalInputError(
+                f"Results{_name(None, name)}: entry {i} has {have} keypoints; pycocotools' OKS scores "
+                f"COCO's {count} person keypoints ({3 * count} numbers [x, y, v, ...] per detection)."
+            )
+    for ann in gt.dataset["annotations"]:
+        if "num_keypoints" not in ann:  # pycocotools ignores an annotation with none labelled
+            raise EvalInputError(
+                f"Ground-truth annotation {ann['id']} has no num_keypoints; pycocotools' keypoint evaluation "
+                "needs it on every annotation (COCO person_keypoints format)."
+            )
+        if (ann["image_id"], ann["category_id"]) in det_pairs and len(ann.get("keypoints", ())) != 3 * count:
+            have = len(ann.get("keypoints", ())) // 3
+            raise EvalInputError(
+                f"Ground-truth annotation {ann['id']} (image {ann['image_id']}, category "
+                f"{ann['category_id']}) has {have} keypoints; pycocotools' OKS needs {count} on every "
+                "annotation it compares with a detection."
+            )
 
 
 def write_json(data: Any, path: str | os.PathLike) -> None:
@@ -447,8 +533,9 @@ def predict_results(
             if rec["label"] in mapping:
                 result = {"image_id": img_id, "category_id": mapping[rec["label"]], "bbox": rec["bbox"]}
                 result["score"] = rec["score"]
-                if "segmentation" in rec:
-                    result["segmentation"] = rec["segmentation"]
+                for key in ("segmentation", "keypoints"):
+                    if key in rec:
+                        result[key] = rec[key]
                 results.append(result)
         if on_image is not None:
             on_image()

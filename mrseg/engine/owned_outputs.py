@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mrseg.outputs.detections import InputItem
+from mrseg.outputs.formats import per_item_formats
 
 OWNED_FILE = "owned.txt"
-PER_ITEM_FORMATS = ("labelme", "yolo", "overlay")
 
 
 def _writer_paths(out_dir: Path, formats: set[str]):
@@ -72,7 +72,7 @@ def owned_paths(out_dir: Path, items: Sequence[InputItem], formats: Iterable[str
     from mrseg.outputs.paths import UnsafePathError
     from mrseg.outputs.yolo import YOLO_DIR
 
-    formats = set(formats) & set(PER_ITEM_FORMATS)
+    formats = per_item_formats(formats)
     found = {f"{YOLO_DIR}/data.yaml"} if "yolo" in formats else set()
     if not formats:
         return sorted(found)

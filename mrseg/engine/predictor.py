@@ -1,40 +1,41 @@
-"""Prediction: `Predictor` (one model, images in, `Detections` out) and `predict` (a whole run to a folder).
+"""`Predictor`: one model, images in, `Detections` out — for one image, a list, or a stream of inputs.
 
-`predict` data flow: sources -> InputItems -> DataLoader workers decode (a bad file becomes a failure record)
--> batches to the model under inference_mode -> Detections (score / class filter, track ids for video)
--> a writer thread: records, per-item files, then the journal line (the commit point for --resume)
--> after every rank is done, rank 0 assembles the final files from the journals (`mrseg.outputs.finalize`).
+`Predictor(weights)(image)` predicts one RGB array or path; `predict_batch` a list; `stream(sources)` yields
+`(item, Detections | Failure)` for files, folders, globs, lists and videos, decoded by workers and batched,
+with track ids on video frames (`mrseg.engine.predict_stream`). `mrseg predict` drains that stream into its
+output folder (`mrseg.engine.predict_run`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import importlib.util
-import math
-import sys
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mrseg.engine import journal
-from mrseg.engine.batches import Loaded, image_loader, video_loader
+from mrseg.engine.device import DeviceError, resolve_device
 from mrseg.engine.oom import infer_with_fallback
-from mrseg.engine.progress import RunProgress
-from mrseg.engine.run_folder import check_same_lock, resolve_out_dir, start_state
-from mrseg.engine.run_lock import RunLock
-from mrseg.engine.shard import init_shard, missing_parts, units_for_rank
+from mrseg.engine.predict_stream import Failure, TrackerSeed, stream_predictions
 from mrseg.engine.tiling import merge_tiles, tile_windows
-from mrseg.engine.tracker import Tracker
-from mrseg.engine.writer import WriterThread
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.mask_crop import CroppedMasks
 
-FORMATS = ("coco", "coco-results", "jsonl", "labelme", "yolo", "overlay")
+BOX_SCORE_THRESH = 0.05  # the box head's own threshold (the paper's, torchvision's): `score` never goes lower
+
+__all__ = [
+    "DeviceError",
+    "Failure",
+    "InferenceOutOfMemory",
+    "PredictError",
+    "Predictor",
+    "autocast_dtype",
+    "device_note",
+    "load_weights",
+    "resolve_class_filter",
+    "resolve_device",
+]
 
 
 class PredictError(ValueError):
@@ -48,73 +49,6 @@ class InferenceOutOfMemory(MemoryError):
     def __init__(self, message: str, results: list | None = None):
         super().__init__(message)
         self.results = results
-
-
-class PredictInterrupted(KeyboardInterrupt):
-    """Ctrl-C: what was finished is written and journaled; `summary` says where, to resume."""
-
-    def __init__(self, summary: PredictSummary):
-        super().__init__("interrupted")
-        self.summary = summary
-
-
-def _kernels_with_cuda() -> bool:
-    """Whether mrseg_kernels (RoIAlign) was built with its CUDA kernels."""
-    try:
-        import mrseg_kernels
-
-        return bool(mrseg_kernels.with_cuda())
-    except (ImportError, AttributeError, RuntimeError):
-        return False
-
-
-def resolve_device(
-    device: str | torch.device = "auto",
-    local_rank: int = 0,
-    *,
-    needs_kernels: bool = True,
-    notes: list[str] | None = None,
-) -> torch.device:
-    """The device to run on, made this process's current CUDA device (`torch.cuda.set_device`) when a GPU.
-
-    `auto` -> `cuda:LOCAL_RANK` when CUDA is available and, for a model that runs mrseg's RoIAlign
-    (`needs_kernels`; an .onnx model doesn't), mrseg_kernels was built with CUDA; else cpu, with a line in
-    `notes` saying why when a GPU was there. `cuda` -> `cuda:LOCAL_RANK` (this torchrun rank's GPU). An
-    explicit CUDA device that can't run (no CUDA, no such GPU, kernels built without CUDA) raises
-    PredictError at start rather than failing at the first batch. Setting the current device keeps pinned
-    memory and CUDA calls without an index off GPU 0 (which every rank would otherwise also use)."""
-    name = str(device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-        if name == "cuda" and needs_kernels and not _kernels_with_cuda():
-            name = "cpu"
-            if notes is not None:
-                notes.append(
-                    "note: --device auto: a GPU is there but mrseg_kernels was built without CUDA, so the "
-                    "model runs on the CPU; rebuild it with CUDA (pip install . with nvcc and CUDA_HOME set) "
-                    "to use the GPU"
-                )
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise PredictError(f"--device {device}: not a device name (use auto, cpu or cuda:N)") from e
-    if dev.type == "cuda":
-        if needs_kernels and not _kernels_with_cuda():
-            raise PredictError(
-                f"--device {device}: mrseg_kernels (RoIAlign) was built without CUDA; rebuild it with CUDA "
-                "(pip install . with nvcc and CUDA_HOME set), or use --device cpu"
-            )
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise PredictError(
-                f"--device {device}: no such GPU (this machine has {count}: cuda:0..cuda:{count - 1})"
-            )
-        torch.cuda.set_device(dev)
-    return dev
 
 
 def device_note(predictor: Predictor) -> str:
@@ -150,8 +84,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return dtype
 
 
-def load_weights(weights: str | Path, arch: str | None, device: torch.device):
-    """(model, ModelInfo) for a zoo name, an mrseg checkpoint, a state-dict file or an exported .onnx."""
+def load_weights(weights: str | Path, arch: str | None, device: torch.device, **model_kwargs):
+    """(model, ModelInfo) for a zoo name, an mrseg checkpoint, a state-dict file or an exported .onnx.
+    `model_kwargs` (see `zoo.build_model`) configure a torch model; an .onnx graph has them built in."""
     if str(weights).lower().endswith(".onnx"):
         if importlib.util.find_spec("mrseg.onnx_runtime") is None:
             raise PredictError(
@@ -163,7 +98,7 @@ def load_weights(weights: str | Path, arch: str | None, device: torch.device):
         return onnx_runtime.load_model(weights, device=device)
     from mrseg.model import zoo
 
-    return zoo.load_model(weights, arch=arch, device=device)
+    return zoo.load_model(weights, arch=arch, device=device, **model_kwargs)
 
 
 def resolve_class_filter(wanted: Iterable[str | int] | None, classes: Sequence[dict]) -> set[int] | None:
@@ -248,15 +183,20 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = precision
         self.autocast_dtype = autocast_dtype(precision, self.device)  # before the (slow) model load
+        if not 0.0 <= score <= 1.0:
+            raise PredictError(f"--score must be in [0, 1], got {score}")
         if model is None:
             if weights is None:
                 raise PredictError("Predictor needs weights= (a zoo name or a file) or model=")
-            model, info = load_weights(weights, arch, self.device)
+            # Detections scoring under `score` are dropped before the mask head and the paste, not after (NMS
+            # only lets a box suppress lower-scoring ones, so the kept set is the same); masks come back as
+            # probabilities in their boxes and are pasted in `_filter`, into box-sized crops.
+            model, info = load_weights(
+                weights, arch, self.device, box_score_thresh=max(BOX_SCORE_THRESH, score), paste_masks=False
+            )
             model_classes = info.classes
         if model_classes is None:
             raise PredictError("Predictor(model=...) also needs model_classes=[{'id':..,'name':..}, ...]")
-        if not 0.0 <= score <= 1.0:
-            raise PredictError(f"--score must be in [0, 1], got {score}")
         if tile is not None:
             tile_windows(tile, tile, tile, tile_overlap)  # validates both
         self.model = model.eval().to(self.device) if isinstance(model, torch.nn.Module) else model
@@ -267,13 +207,6 @@ class Predictor:
 
             if isinstance(self.model, MaskRCNN):
                 self.net = fuse_for_inference(self.model)
-                # The copy is ours to tune: drop detections scoring under `score` before the mask head and
-                # the paste rather than after. NMS only lets a box suppress lower-scoring ones, so the kept
-                # set is the same; nextafter keeps a score equal to `score` (the head keeps scores > thresh).
-                heads = self.net.roi_heads
-                heads.score_thresh = max(heads.score_thresh, math.nextafter(float(score), -math.inf))
-                # Masks are pasted in `_filter`, into box-sized crops: no full-size mask per instance.
-                self.net.paste_masks = False
         self.classes = list(model_classes)
         self.score = float(score)
         self.keep_labels = resolve_class_filter(classes, self.classes)
@@ -302,6 +235,47 @@ class Predictor:
             chunk = [self._as_tensor(im) for im in images[start : start + self.batch]]
             out.extend(self.infer(chunk))
         return out
+
+    def stream(
+        self,
+        sources: Sequence[str | Path] | Sequence[InputItem],
+        *,
+        vid_stride: int = 1,
+        workers: int = 2,
+        batch: int | None = None,
+        max_pixels: int | None = None,
+        keep_images: bool = False,
+        seed_tracker: TrackerSeed | None = None,
+        on_video_end: Callable[[InputItem], None] | None = None,
+    ) -> Iterator[tuple[InputItem, Detections | Failure]]:
+        """`(item, Detections | Failure)` for every input of `sources`, in input order, as each is done.
+
+        sources: what `mrseg predict` takes (image files, folders, globs, `.txt` lists, videos: every
+            `vid_stride`-th frame), or `InputItem`s already listed. Items carry the COCO image id, the path
+            and, for a video frame, its index. Files are decoded by `workers` DataLoader workers and
+            predicted `batch` at a time (default: the Predictor's); video frames get `track_ids`.
+        keep_images: also return each decoded image as `Detections.image` (uint8 RGB [H, W, 3]).
+        seed_tracker: `(tracker, video)` called before a video's first frame (continue its tracks).
+        on_video_end: `(last item)` called once a video's last frame has been yielded, before the next input.
+        A bad input (unreadable, a missing frame, out of memory alone and in tiles) is a `Failure(reason)`,
+        never an exception; bad sources (nothing found, a missing file named) raise ValueError at once.
+        """
+        items = list(sources)
+        if not all(isinstance(it, InputItem) for it in items):
+            from mrseg.data.sources import collect_items
+
+            items = collect_items([str(s) for s in items], vid_stride=vid_stride)
+        return stream_predictions(
+            self,
+            items,
+            batch=batch or self.batch,
+            workers=workers,
+            vid_stride=vid_stride,
+            max_pixels=self.max_pixels if max_pixels is None else max_pixels,
+            keep_images=keep_images,
+            seed_tracker=seed_tracker,
+            on_video_end=on_video_end,
+        )
 
     def _as_tensor(self, image: np.ndarray | str | Path) -> torch.Tensor:
         if isinstance(image, (str, Path)):
@@ -375,7 +349,12 @@ class Predictor:
             "scores": kept(o["scores"]).float().cpu().numpy(),
             "labels": kept(o["labels"]).to(torch.int64).cpu().numpy(),
             "masks": None,
+            "keypoints": None,
+            "keypoint_scores": None,
         }
+        if o.get("keypoints") is not None:
+            res["keypoints"] = kept(o["keypoints"]).float().cpu().numpy()
+            res["keypoint_scores"] = kept(o["keypoints_scores"]).float().cpu().numpy()
         if o.get("mask_probs") is not None:
             threshold = getattr(self.net, "mask_threshold", 0.5)
             masks = _cropped_masks(kept(o["mask_probs"]), boxes, image_size, threshold)
@@ -424,469 +403,3 @@ def _cropped_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size, thresho
     return CroppedMasks.from_crops(crops, origins, height, width)
 
 
-@dataclass
-class PredictSummary:
-    """What a `predict` run did (over all ranks)."""
-
-    out_dir: Path | None
-    total: int = 0  # inputs in the sources
-    processed: int = 0  # written by this run
-    skipped: int = 0  # already done by an earlier run (--resume)
-    failed: int = 0  # inputs that could not be read, predicted or written (the whole run; failures.jsonl)
-    instances: int = 0  # instances written by this run
-    seconds: float = 0.0
-    interrupted: bool = False
-    failures: list[dict] = field(default_factory=list)  # the first few failures, for a summary
-    rank: int = 0  # under torchrun, this process's rank (rank 0 reports for all)
-
-
-def _list_items(sources: Sequence[str], vid_stride: int, stdin, out_dir: Path | None) -> list[InputItem]:
-    from mrseg.data.sources import collect_items
-
-    exclude = [out_dir] if out_dir is not None else []
-    return collect_items(list(sources), vid_stride=vid_stride, stdin=stdin, exclude=exclude)
-
-
-def _units(items: list[InputItem]) -> list[list[InputItem]]:
-    """Consecutive frames of one video form one unit; every image is a unit of its own."""
-    units: list[list[InputItem]] = []
-    for it in items:
-        if it.frame is not None and units and units[-1][0].frame is not None and units[-1][0].path == it.path:
-            units[-1].append(it)
-        else:
-            units.append([it])
-    return units
-
-
-def _segments(units: list[list[InputItem]]):
-    """Runs of image units merged into one list (one DataLoader), each video on its own: (is_video, items)."""
-    images: list[InputItem] = []
-    for unit in units:
-        if unit[0].frame is None:
-            images.extend(unit)
-            continue
-        if images:
-            yield False, images
-            images = []
-        yield True, unit
-    if images:
-        yield False, images
-
-
-def _seed_tracker(tracker: Tracker, state: journal.ResumeState, video: str | None) -> None:
-    """Continue a video's tracks from its last journaled frame; new ids above any it already used."""
-    tracker.next_id = max(tracker.next_id, state.max_track_ids.get(video, 0) + 1)
-    last = state.last_frames.get(video)
-    if not last or not last["instances"]:
-        return
-    inst = [r for r in last["instances"] if r.get("track_id") is not None]
-    if not inst:
-        return
-    boxes = np.array(
-        [
-            [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]
-            for r in inst
-        ],
-        np.float32,
-    )
-    tracker.seed(boxes, np.array([r["label"] for r in inst]), np.array([r["track_id"] for r in inst]))
-
-
-class _Sink:
-    """Runs in the writer thread: records, per-item files, then the journal line (or a line on stdout).
-
-    Jobs: ("ok", item, image or None, det), ("fail", item, reason, None), and ("end", last item of a video,
-    None, None) once a video has no more frames in this run (its overlay is committed then). An error writing
-    one input's files makes that input a failure record (its files written so far removed), so the other
-    inputs and a later `--resume` go on; only errors that every input would hit (disk full, read-only, a
-    closed stdout) and journal errors end the run.
-    """
-
-    def __init__(
-        self, *, out_dir, rank, formats, classes, mask_format, simplify, vid_stride, stream, progress, quiet
-    ):
-        from mrseg.outputs import JsonlWriter, LabelmeWriter, OverlayWriter, YoloWriter, instance_records
-        from mrseg.outputs.records import record_line
-
-        self._records, self._line = instance_records, record_line
-        self.classes = classes
-        # Instance records always carry the exact RLE; polygons only when annotations.json is to hold them.
-        coco_polygons = mask_format == "polygon" and "coco" in formats and not stream
-        self.mask_format = "polygon" if coco_polygons else "rle"
-        self.simplify = simplify
-        self.progress = progress
-        self.quiet = quiet
-        self.item_writers = []
-        if stream:
-            self.item_writers.append(JsonlWriter(sys.stdout))
-        else:
-            make = {
-                "labelme": lambda: LabelmeWriter(out_dir, simplify=simplify),
-                "yolo": lambda: YoloWriter(out_dir, simplify=simplify, classes=classes),
-                "overlay": lambda: OverlayWriter(out_dir, vid_stride=vid_stride),
-            }
-            # The overlay last: a frame drawn into a video can't be taken back when a later writer fails.
-            self.item_writers += [make[f]() for f in sorted(formats, key="overlay".__eq__) if f in make]
-        self.journal = None if stream else journal.AppendLog(journal.records_path(out_dir, rank))
-        self.failure_log = None if stream else journal.AppendLog(journal.failures_path(out_dir, rank))
-        self.processed = 0
-        self.instances = 0
-        self.failures: list[dict] = []
-        self.failed = 0
-
-    def __call__(self, job) -> None:
-        kind, item, payload, det = job
-        if kind == "fail":
-            self._failure(item, payload)
-            return
-        if kind == "end":
-            self._end_video(item)
-            return
-        try:
-            instances = self._records(det, self.classes, mask_format=self.mask_format, simplify=self.simplify)
-            for writer in self.item_writers:
-                writer.write(item, payload, det, instances)
-        except Exception as e:  # noqa: BLE001 - this input fails, the run goes on (unless every input would)
-            if _is_fatal_write_error(e, self.journal is None):
-                raise
-            self._discard(item)
-            self._failure(item, f"writing its outputs failed: {type(e).__name__}: {e}")
-            return
-        if self.journal is not None:  # last: a journal line means every file of this input is in place
-            self.journal.append_line(self._line(item, det, instances))
-        self.processed += 1
-        self.instances += len(instances)
-        self.progress.advance()
-
-    def _discard(self, item: InputItem) -> None:
-        """Remove the per-item files a failed input got before the failure (a video's overlay frame stays:
-        its frames are journaled only once committed, and `--resume` redoes the input)."""
-        for writer in self.item_writers:
-            path_for = getattr(writer, "path_for", None)
-            if path_for is None or (item.frame is not None and hasattr(writer, "end_video")):
-                continue
-            with contextlib.suppress(Exception):
-                path_for(item).unlink(missing_ok=True)
-
-    def _end_video(self, item: InputItem) -> None:
-        """`item`'s video has no more frames in this run: commit its overlay (frees its encoder). A failure
-        is reported, not fatal: the video's frames are then in no committed segment, to redo on resume."""
-        for writer in self.item_writers:
-            end = getattr(writer, "end_video", None)
-            if end is None:
-                continue
-            try:
-                end(item)
-            except Exception as e:  # noqa: BLE001 - reported; resume redoes the frames
-                if _is_fatal_write_error(e, self.journal is None):
-                    raise
-                self.progress.print(f"warning: the overlay video of {item.path} could not be written: {e}")
-
-    def _failure(self, item: InputItem, reason: str) -> None:
-        rec = {"id": item.id, "path": item.path, "file_name": item.rel_path, "reason": reason}
-        if item.frame is not None:
-            rec["frame"] = item.frame
-        if self.failure_log is not None:
-            self.failure_log.append(rec)
-        self.failed += 1
-        if len(self.failures) < 20:
-            self.failures.append(rec)
-        if not self.quiet:
-            self.progress.print(f"warning: skipped {describe_failure(rec)}")
-        self.progress.advance(failed=True)
-
-    def close(self) -> None:
-        errors = []
-        for writer in self.item_writers:
-            try:
-                writer.close()
-            except Exception as e:  # noqa: BLE001 - close the rest, then report
-                errors.append(e)
-        for log in (self.journal, self.failure_log):
-            if log is not None:
-                log.close()
-        if errors:
-            raise errors[0]
-
-
-_FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EPIPE, errno.EIO}
-
-
-def _is_fatal_write_error(error: BaseException, streaming: bool) -> bool:
-    """Whether a write error would hit every input alike (disk full, read-only, broken pipe), so the run
-    should stop rather than record each input as failed."""
-    if streaming and (isinstance(error, OSError) or "closed file" in str(error)):  # stdout broken or closed
-        return True
-    return isinstance(error, OSError) and error.errno in _FATAL_ERRNOS
-
-
-def describe_failure(failure: dict) -> str:
-    """`path[ frame N]: reason`, without repeating the path when the reason already names it."""
-    where = str(failure.get("path"))
-    if failure.get("frame") is not None:
-        where += f" frame {failure['frame']}"
-    reason = str(failure.get("reason"))
-    return reason if reason.startswith(str(failure.get("path"))) else f"{where}: {reason}"
-
-
-def parse_formats(formats: Sequence[str] | str | None, stream: bool) -> list[str]:
-    """The `--format` list, checked; default coco (jsonl when streaming to stdout)."""
-    if formats is None:
-        formats = ["jsonl"] if stream else ["coco"]
-    if isinstance(formats, str):
-        formats = formats.split(",")
-    formats = [f.strip().lower() for f in formats if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise PredictError(f"--format {','.join(unknown) or '(empty)'}: choose from {','.join(FORMATS)}")
-    if stream and formats != ["jsonl"]:
-        raise PredictError("--out - streams jsonl to stdout; other formats need an output folder (--out DIR)")
-    return list(dict.fromkeys(formats))
-
-
-def predict(
-    sources: Sequence[str],
-    *,
-    weights: str | Path | None = None,
-    arch: str | None = None,
-    formats: Sequence[str] | str | None = None,
-    out: str | Path | None = None,
-    exist_ok: bool = False,
-    score: float = 0.5,
-    classes: Iterable[str | int] | None = None,
-    mask_format: str = "polygon",
-    simplify: float = 1.0,
-    batch: int | None = None,
-    device: str = "auto",
-    workers: int = 2,
-    resume: bool = False,
-    quiet: bool = False,
-    vid_stride: int = 1,
-    tile: int | None = None,
-    tile_overlap: float = 0.2,
-    max_pixels: int | None = None,
-    precision: str = "fp32",
-    predictor: Predictor | None = None,
-    stdin=None,
-) -> PredictSummary:
-    """Predict every input of `sources` and write the outputs to `out` (`-`: jsonl lines on stdout).
-
-    The options are the CLI's (see `mrseg predict --help`); `predictor` replaces weights/arch/device/score/
-    classes/tile/batch/max_pixels/precision with an existing `Predictor`, `stdin` is read for a `-` source.
-    Under torchrun each rank takes every world-th input (a video as one input) and rank 0 writes the final
-    files once all are done. Returns the summary; raises `PredictInterrupted` on Ctrl-C after flushing and
-    journaling what was done, `PredictError` / `ValueError` for bad options, sources or weights.
-    """
-    started = time.monotonic()
-    stream = str(out) == "-"
-    formats = parse_formats(formats, stream)
-    if mask_format not in ("polygon", "rle"):
-        raise PredictError(f"--mask-format {mask_format}: choose polygon or rle")
-    if vid_stride < 1:
-        raise PredictError(f"--vid-stride must be >= 1, got {vid_stride}")
-    if stream and resume:
-        raise PredictError("--resume needs an output folder; it can't resume a stream to stdout (--out -)")
-    if workers < 0:
-        raise PredictError(f"--workers must be >= 0, got {workers}")
-
-    shard = init_shard()
-    lock: RunLock | None = None
-    try:
-        if stream and shard.world > 1:
-            raise PredictError("--out - (stdout) works in one process only; under torchrun give --out DIR")
-
-        # Rank 0 decides the folder, locks it for the whole run (one lock for all ranks) and lists the inputs
-        # (before the slow model load, so bad sources fail fast); every rank gets the same list, hence ids.
-        def start():
-            nonlocal lock
-            folder = None if stream else resolve_out_dir(out, exist_ok=exist_ok, resume=resume)
-            if folder is not None:
-                lock = RunLock.acquire(folder)
-                if lock.note and not quiet:
-                    print(lock.note, file=sys.stderr)
-            return folder, _list_items(sources, vid_stride, stdin, folder), lock and lock.token()
-
-        out_dir, items, token = shard.on_main(start)
-        if shard.world > 1 and not stream:  # the other ranks must see rank 0's lock: a shared --out
-            # (not rank 0: reading the file through a new descriptor would drop its POSIX lock)
-            mine = None if shard.is_main else check_same_lock(out_dir, token)
-            problems = [p for p in shard.gather(mine) if p]
-            if problems:
-                raise PredictError(problems[0])
-        notes: list[str] = []
-        if predictor is None:
-            dev = resolve_device(device, shard.local_rank, notes=notes,
-                                 needs_kernels=not str(weights).lower().endswith(".onnx"))  # fmt: skip
-            predictor = Predictor(
-                weights, arch=arch, device=dev, score=score,
-                classes=classes, tile=tile, tile_overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
-                precision=precision, mask_crops=True,
-            )  # fmt: skip
-        if shard.is_main and not quiet:  # once, at start: what runs the model
-            for line in [*notes, device_note(predictor)]:
-                print(line, file=sys.stderr)
-        state = journal.ResumeState()
-        if not stream:
-            meta = {"sources": [str(s) for s in sources], "vid_stride": vid_stride, "formats": formats,
-                    "world_size": shard.world, "weights": str(weights), "num_items": len(items),
-                    "precision": predictor.precision}  # fmt: skip
-            if shard.is_main:
-                _open_run_folder(out_dir, meta, resume, items)
-            out_dir = Path(shard.broadcast(str(out_dir) if out_dir else None))
-            shard.barrier()
-            if resume:
-                state = journal.read_state(out_dir)
-                if "overlay" in formats:  # frames whose overlay video segment a crash lost are done again
-                    lost = _lost_overlay_frames(items, state, out_dir)
-                    if lost:
-                        state = journal.read_state(out_dir, exclude=lost)
-        skip = state.done_ids  # inputs that failed are tried again: the cause may have been fixed since
-        summary = PredictSummary(out_dir=out_dir, total=len(items), rank=shard.rank,
-                                 skipped=len(skip & {it.id for it in items}))  # fmt: skip
-
-        todo_units = []
-        for unit in units_for_rank(_units(items), shard):
-            left = [it for it in unit if it.id not in skip]
-            if left:
-                todo_units.append(left)
-        show = shard.is_main and not (quiet or stream)
-        progress = RunProgress(total=sum(map(len, todo_units)), enabled=show)
-        sink = _Sink(
-            out_dir=out_dir, rank=shard.rank, formats=formats, classes=predictor.classes,
-            mask_format=mask_format, simplify=simplify, vid_stride=vid_stride, stream=stream, quiet=quiet,
-            progress=progress,
-        )  # fmt: skip
-        interrupted = _process(todo_units, predictor, sink, state, batch=batch or predictor.batch,
-                               workers=workers, vid_stride=vid_stride, max_pixels=max_pixels,
-                               keep_image="overlay" in formats)  # fmt: skip
-        local = {"processed": sink.processed, "instances": sink.instances, "failed": sink.failed,
-                 "failures": sink.failures}  # fmt: skip
-        if interrupted:
-            summary.processed, summary.instances, summary.failed = (
-                local[k] for k in ("processed", "instances", "failed")
-            )
-            summary.failures, summary.interrupted = local["failures"], True
-            summary.seconds = time.monotonic() - started
-            raise PredictInterrupted(summary)
-
-        shard.barrier()
-        parts = shard.gather(local)
-        failed_total = incomplete = None
-        if shard.is_main and not stream and shard.world > 1:  # each rank's journal reached rank 0's disk?
-            left, seen = journal.unaccounted(out_dir, [it.id for it in items])
-            incomplete = missing_parts(left, parts, seen, out_dir)
-        incomplete = shard.broadcast(incomplete)
-        if incomplete:
-            raise PredictError(incomplete)
-        if shard.is_main and not stream:
-            from mrseg.outputs import finalize
-
-            finalize(out_dir, formats, journal.all_records_paths(out_dir), predictor.classes)
-            failed_total = journal.merge_failures(out_dir)
-        failed_total = shard.broadcast(failed_total)
-        summary.processed = sum(p["processed"] for p in parts)
-        summary.instances = sum(p["instances"] for p in parts)
-        summary.failed = failed_total if failed_total is not None else sum(p["failed"] for p in parts)
-        summary.failures = [f for p in parts for f in p["failures"]][:20]
-        if summary.failed and not summary.failures and out_dir is not None:  # all failed in an earlier run
-            summary.failures = list(journal.iter_lines(out_dir / "failures.jsonl"))[:20]
-        summary.seconds = time.monotonic() - started
-        shard.barrier()  # nobody exits (which makes torchrun stop the others) before every rank is done
-        return summary
-    finally:
-        if lock is not None:
-            lock.release()
-        shard.close()
-
-
-def _lost_overlay_frames(items: list[InputItem], state: journal.ResumeState, out_dir: Path) -> set[int]:
-    """Ids of journaled video frames that no complete overlay segment holds (the run writing them was killed
-    before its segment was finished). A video whose segment folder is gone was assembled by a finished run."""
-    from mrseg.outputs.overlay import OverlayWriter
-    from mrseg.outputs.video_segments import committed_segments, parts_dir
-
-    done_frames: dict[str, list[InputItem]] = {}
-    for it in items:
-        if it.frame is not None and it.id in state.done_ids:
-            done_frames.setdefault(it.path, []).append(it)
-    lost: set[int] = set()
-    for frames in done_frames.values():
-        parts = parts_dir(out_dir, OverlayWriter.video_stem(frames[0]))
-        if not parts.is_dir():
-            continue
-        held = {int(i) for _, meta in committed_segments(parts) for i in meta.get("ids", [])}
-        lost.update(it.id for it in frames if it.id not in held)
-    return lost
-
-
-def _open_run_folder(out_dir: Path, meta: dict, resume: bool, items: list[InputItem]) -> None:
-    start_state(out_dir, meta, resume=resume, items=items)
-    if resume:
-        for path in journal.all_records_paths(out_dir) + journal.all_failures_paths(out_dir):
-            journal.repair(path)
-
-
-def _process(
-    todo_units,
-    predictor: Predictor,
-    sink: _Sink,
-    state: journal.ResumeState,
-    *,
-    batch: int,
-    workers: int,
-    vid_stride: int,
-    max_pixels: int | None,
-    keep_image: bool,
-) -> bool:
-    """Decode, predict and hand every unit to the writer thread. Returns True when stopped by Ctrl-C."""
-    pin = predictor.device.type == "cuda"
-    # Each queued input holds its full-size masks: keep the queue short (a big photo can hold 100s of MB).
-    writer = WriterThread(sink, maxsize=max(2, batch))
-    interrupted = False
-    with sink.progress:  # stays up until the writer has finished the last input
-        try:
-            for is_video, seg in _segments(todo_units):
-                tracker = None
-                if is_video:
-                    tracker = Tracker()
-                    _seed_tracker(tracker, state, seg[0].video)
-                    loader = video_loader(seg, batch=batch, workers=workers, pin=pin, vid_stride=vid_stride)
-                else:
-                    loader = image_loader(seg, batch=batch, workers=workers, pin=pin, max_pixels=max_pixels)
-                for loaded in loader:
-                    _dispatch(loaded, predictor, tracker, writer, keep_image)
-                if is_video:  # its overlay is committed now, not at the end of the run
-                    writer.put(("end", seg[-1], None, None))
-        except KeyboardInterrupt:
-            interrupted = True  # what was predicted is still written and journaled below
-        finally:
-            try:
-                writer.close()
-            finally:
-                sink.close()
-    return interrupted
-
-
-def _dispatch(
-    loaded: list[Loaded],
-    predictor: Predictor,
-    tracker: Tracker | None,
-    writer: WriterThread,
-    keep_image: bool,
-) -> None:
-    good = [x for x in loaded if x.error is None]
-    try:
-        dets = predictor.infer([x.image for x in good]) if good else []
-    except InferenceOutOfMemory as e:  # some images ran out of memory every way: they fail, the rest go on
-        if e.results is None:
-            raise
-        dets = e.results  # Detections, or why (str)
-    by_id = {id(x): d for x, d in zip(good, dets, strict=True)}
-    for x in loaded:  # in input order: the journal stays sorted by id
-        det = by_id.get(id(x), x.error)
-        if isinstance(det, str):
-            writer.put(("fail", x.item, det, None))
-            continue
-        if tracker is not None:
-            det.track_ids = tracker.update(det.boxes, det.labels, det.masks)
-        writer.put(("ok", x.item, x.image.numpy() if keep_image else None, det))

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 from mrseg.engine.journal import STATE_DIR, archive_generation, write_json_atomic, write_text_atomic
 from mrseg.engine.owned_outputs import owned_paths, remove_owned, write_owned
 from mrseg.engine.run_lock import LOCK_NAME, RunLockError, lock_path, same_lock
+from mrseg.outputs.formats import final_files, item_folders
 
 if TYPE_CHECKING:
     from mrseg.outputs.detections import InputItem
 
 DEFAULT_OUT = Path("runs") / "predict"
-FINAL_FILES = ("annotations.json", "results.json", "predictions.jsonl", "failures.jsonl")
+FINAL_FILES = (*final_files(), "failures.jsonl")
 
 
 class RunFolderError(ValueError):
@@ -177,11 +178,11 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
         return
     if state.exists():
         removed, listed = remove_owned(out_dir, state)
-        if not listed and any((out_dir / f).exists() for f in ("labelme", "yolo", "overlay")):
+        if not listed and any((out_dir / f).exists() for f in item_folders()):
             print(
-                f"note: {out_dir} holds labelme/, yolo/ or overlay/ files of a run that did not list them "
-                "(an older mrseg): they are left as they are, mixed with this run's; remove them yourself "
-                "if they are not wanted",
+                f"note: {out_dir} holds {', '.join(f + '/' for f in item_folders())} files of a run that did "
+                "not list them (an older mrseg): they are left as they are, mixed with this run's; remove "
+                "them yourself if they are not wanted",
                 file=sys.stderr,
             )
         _clear_state(state)

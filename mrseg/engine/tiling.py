@@ -4,8 +4,9 @@ Each tile is predicted at its own resolution and its boxes shifted into the full
 object by several tiles (whole in an overlap, or cut by tile edges) are merged class-aware, greedily by score:
 a detection joins a group when it agrees with a member from another tile where both tiles see
 (see `_same_object`). A group's box is the union of its members', its score the best one's, and its mask the
-OR of its members' masks. Masks are held as crops of their boxes (`CroppedMasks`) throughout: a tiled
-8000x4000 photo with 100 objects never allocates 100 full-size masks.
+OR of its members' masks; its keypoints (and their scores) are the best-scoring member's, moved into the
+image (a keypoint is one point: there is nothing to union). Masks are held as crops of their boxes
+(`CroppedMasks`) throughout: a tiled 8000x4000 photo with 100 objects never allocates 100 full-size masks.
 """
 
 from __future__ import annotations
@@ -84,17 +85,21 @@ def merge_tiles(
 
     Args:
         tiles: per window, numpy `boxes` float32 [n, 4] (tile pixels), `scores` [n], `labels` int64 [n] and
-            optionally `masks` bool [n, th, tw] (tile size) or `CroppedMasks` of the tile.
+            optionally `masks` bool [n, th, tw] (tile size) or `CroppedMasks` of the tile, and `keypoints`
+            float32 [n, K, 3] (tile pixels, visibility) with `keypoint_scores` [n, K].
         windows: (x0, y0, x1, y1) of each tile in the full image.
 
     Returns:
-        `boxes` float32 [N, 4] in image pixels, `scores` [N], `labels` [N], and, when the tiles had masks,
-        `masks` as `CroppedMasks` [N, height, width] (`np.asarray` gives the bool array).
+        `boxes` float32 [N, 4] in image pixels, `scores` [N], `labels` [N], when the tiles had masks `masks`
+        as `CroppedMasks` [N, height, width] (`np.asarray` gives the bool array), and when they had
+        keypoints `keypoints` [N, K, 3] in image pixels and `keypoint_scores` [N, K].
     """
     dets = []
     for t, (tile, window) in enumerate(zip(tiles, windows, strict=True)):
         x0, y0 = window[:2]
         masks = tile.get("masks")
+        keypoints, keypoint_scores = tile.get("keypoints"), tile.get("keypoint_scores")
+        shift = np.array([x0, y0, 0], np.float32)  # (x, y) into the image, visibility unchanged
         for k in range(len(tile["scores"])):
             box = np.asarray(tile["boxes"][k], np.float32)
             mask = None
@@ -106,6 +111,8 @@ def merge_tiles(
                 "score": float(tile["scores"][k]), "label": int(tile["labels"][k]),
                 "box": box + np.array([x0, y0, x0, y0], np.float32),
                 "mask": mask,
+                "keypoints": None if keypoints is None else np.asarray(keypoints[k], np.float32) + shift,
+                "keypoint_scores": None if keypoint_scores is None else np.asarray(keypoint_scores[k]),
             })  # fmt: skip
     dets.sort(key=lambda d: -d["score"])
 
@@ -141,4 +148,9 @@ def merge_tiles(
     if any(t.get("masks") is not None for t in tiles):
         unions = [_union([m["mask"] for m in g if m["mask"] is not None], height, width) for g in groups]
         out["masks"] = CroppedMasks(unions, height, width)
+    shapes = [t["keypoints"].shape[1:] for t in tiles if t.get("keypoints") is not None]
+    if shapes:  # each group's best member's keypoints
+        (k, _), best = shapes[0], [g[0] for g in groups]
+        out["keypoints"] = np.array([d["keypoints"] for d in best], np.float32).reshape(-1, k, 3)
+        out["keypoint_scores"] = np.array([d["keypoint_scores"] for d in best], np.float32).reshape(-1, k)
     return out

@@ -39,6 +39,7 @@ from mrseg.data.coco import CocoDataset, collate
 from mrseg.engine import distributed
 from mrseg.engine.batch_sampler import ResumableBatchSampler
 from mrseg.engine.checkpoint import load_checkpoint
+from mrseg.engine.device import resolve_device
 from mrseg.engine.hooks import (
     MetricsWriter,
     PeriodicCheckpoint,
@@ -141,18 +142,6 @@ class TrainResult:
     interrupted: bool = False
     best_ap: float | None = None
     last_eval: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {name}: CUDA is not available here; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def next_run_dir(base: Path = DEFAULT_OUT, exist_ok: bool = False) -> Path:

@@ -3,9 +3,11 @@
 A checkpoint is a dict (saved with torch.save, loadable with `weights_only=True`):
 format ("mrseg-checkpoint"), version, arch, classes (`{"id", "name"}` for labels 1..K), transform
 ({"min_size": int, "max_size": int}, the test-time resize), frozen_bn_eps, norm, anchor_sizes (5 ints),
-channels, model (the state dict). `mrseg train` adds iteration, total_iters, best_ap, config and, in last.pt,
-the training state (see mrseg.engine.checkpoint). Files from before frozen_bn_eps / norm / anchor_sizes /
-channels were recorded still load: the defaults below fill them in.
+channels, heads (the RoI heads beyond boxes: [] Faster R-CNN, ["mask"], ["keypoint"], ["mask", "keypoint"]),
+num_keypoints (with a keypoint head), model (the state dict). `mrseg train` adds iteration, total_iters,
+best_ap, config and, in last.pt, the training state (see mrseg.engine.checkpoint). Files from before
+frozen_bn_eps / norm / anchor_sizes / channels / heads were recorded still load: the defaults below fill them
+in (no heads key = a Mask R-CNN).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ FORMAT = "mrseg-checkpoint"
 VERSION = 1
 DEFAULT_ANCHOR_SIZES = (32, 64, 128, 256, 512)
 SHAPE_KEYS = ("norm", "anchor_sizes", "channels")  # what a fine-tuning run inherits from its source file
+HEADS = ("mask", "keypoint")  # the optional RoI heads, in the order a checkpoint lists them
+DEFAULT_HEADS = ("mask",)  # what a checkpoint without a heads key has
 
 
 class CheckpointFormatError(ValueError):
@@ -54,7 +58,11 @@ def make_checkpoint(
     **extra,
 ) -> dict:
     """The checkpoint dict of `model` (built by `build_model(arch, len(classes), norm=..., ...)`); `extra`
-    (iteration, config, training state, ...) is added as is."""
+    (iteration, config, training state, ...) is added as is. The heads are read off the model."""
+    heads = list(getattr(model, "heads", DEFAULT_HEADS))
+    keypoint_head = getattr(getattr(model, "roi_heads", None), "keypoint_head", None)
+    if keypoint_head is not None:
+        extra = {"num_keypoints": int(keypoint_head.num_keypoints), **extra}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -65,6 +73,7 @@ def make_checkpoint(
         "norm": norm,
         "anchor_sizes": list(anchor_sizes),
         "channels": int(channels),
+        "heads": heads,
         "model": model.state_dict(),
         **extra,
     }
@@ -79,6 +88,7 @@ class CheckpointModel:
     classes: list[dict]
     build_kwargs: dict
     state_dict: dict
+    heads: tuple[str, ...] = DEFAULT_HEADS
 
 
 def read_checkpoint(obj: dict, source: str = "checkpoint") -> CheckpointModel:
@@ -99,6 +109,12 @@ def read_checkpoint(obj: dict, source: str = "checkpoint") -> CheckpointModel:
     anchor_sizes = tuple(obj.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES)
     if len(anchor_sizes) != 5:
         raise CheckpointFormatError(f"{source}: anchor_sizes needs 5 sizes (P2..P6), got {anchor_sizes}")
+    heads = obj.get("heads", list(DEFAULT_HEADS))
+    if not isinstance(heads, list) or any(h not in HEADS for h in heads) or len(set(heads)) != len(heads):
+        raise CheckpointFormatError(
+            f"{source}: the checkpoint's heads must be a list of distinct names from {list(HEADS)}, "
+            f"got {heads!r:.80}"
+        )
     kwargs = {
         "min_size": transform.get("min_size", 800),
         "max_size": transform.get("max_size", 1333),
@@ -107,7 +123,12 @@ def read_checkpoint(obj: dict, source: str = "checkpoint") -> CheckpointModel:
         "anchor_sizes": anchor_sizes,
         "channels": int(obj.get("channels", 256)),
     }
-    return CheckpointModel(arch=arch, classes=list(classes), build_kwargs=kwargs, state_dict=obj["model"])
+    if "num_keypoints" in obj:
+        kwargs["num_keypoints"] = int(obj["num_keypoints"])
+    heads = tuple(h for h in HEADS if h in heads)
+    return CheckpointModel(
+        arch=arch, classes=list(classes), build_kwargs=kwargs, state_dict=obj["model"], heads=heads
+    )
 
 
 def model_shape(path: str | os.PathLike) -> dict:

@@ -126,3 +126,46 @@ def real_categories(classes: list[dict]) -> list[dict]:
         if not is_placeholder(c) and int(c["id"]) not in out:
             out[int(c["id"])] = c
     return [out[k] for k in sorted(out)]
+
+
+COCO_PERSON_KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+"""COCO's 17 person keypoints, in the order of the `keypoints` triples of person_keypoints_*.json and of the
+heatmap channels of torchvision's Keypoint R-CNN."""
+
+COCO_PERSON_SKELETON: tuple[tuple[int, int], ...] = (
+    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
+    (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
+)  # fmt: skip
+"""The limbs of COCO's person category: pairs of 1-based keypoint indices (COCO's `skeleton`)."""
+
+
+def coco_person_classes() -> list[dict]:
+    """The class list of torchvision's COCO Keypoint R-CNN (labels: 0 background, 1 person): one COCO
+    category with its `keypoints` names and `skeleton`, as in COCO's person_keypoints json."""
+    return [
+        {
+            "id": 1,
+            "name": "person",
+            "supercategory": "person",
+            "keypoints": list(COCO_PERSON_KEYPOINT_NAMES),
+            "skeleton": [list(pair) for pair in COCO_PERSON_SKELETON],
+        }
+    ]

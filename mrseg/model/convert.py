@@ -1,4 +1,5 @@
-"""State-dict key conversion between torchvision's Mask R-CNN and ours, by an explicit table of prefix rules.
+"""State-dict key conversion between torchvision's Mask / Keypoint / Faster R-CNN and ours, by an explicit
+table of prefix rules.
 
 Each rule pairs a torchvision prefix with our prefix; `{n}` stands for an index that is copied unchanged.
 Every key of either model matches exactly one rule, so the mapping is a bijection on the key sets (tested
@@ -35,6 +36,11 @@ KEY_RULES: tuple[tuple[str, str], ...] = (
     ("roi_heads.mask_head.{n}.1.", "roi_heads.mask_head.convs.{n}.norm."),
     ("roi_heads.mask_predictor.conv5_mask.", "roi_heads.mask_head.deconv."),
     ("roi_heads.mask_predictor.mask_fcn_logits.", "roi_heads.mask_head.predictor."),
+    ("roi_heads.keypoint_predictor.kps_score_lowres.", "roi_heads.keypoint_head.deconv."),
+) + tuple(
+    # torchvision's KeypointRCNNHeads is one Sequential of 8 (Conv2d, ReLU) pairs: conv i is entry 2i
+    (f"roi_heads.keypoint_head.{2 * i}.", f"roi_heads.keypoint_head.convs.{i}.conv.")
+    for i in range(8)
 )
 
 # The box head's FC layers depend on the layout: v1 has two FC layers named fc6/fc7; v2 is a Sequential of
@@ -95,7 +101,7 @@ def _convert_key(key: str, to_ours: bool, table: list) -> str:
     if len(hits) != 1:
         side = "torchvision" if to_ours else "mrseg"
         what = "no rule matches" if not hits else f"{len(hits)} rules match"
-        raise KeyError(f"state-dict key {key!r} is not a known {side} Mask R-CNN key ({what})")
+        raise KeyError(f"state-dict key {key!r} is not a known {side} R-CNN key ({what})")
     return hits[0]
 
 
@@ -111,15 +117,15 @@ def upgrade_legacy_torchvision(state_dict: Mapping[str, Tensor]) -> dict[str, Te
 
 
 def torchvision_to_mrseg(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """A torchvision Mask R-CNN state dict (current or legacy names) -> our keys."""
+    """A torchvision Mask / Keypoint / Faster R-CNN state dict (current or legacy names) -> our keys."""
     state_dict = upgrade_legacy_torchvision(state_dict)
     table = _table(state_dict, True)
     return {_convert_key(k, True, table): v for k, v in state_dict.items()}
 
 
 def mrseg_to_torchvision(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Our state dict -> torchvision's keys (loadable by
-    torchvision.models.detection.maskrcnn_resnet50_fpn*)."""
+    """Our state dict -> torchvision's keys (loadable by torchvision.models.detection.maskrcnn_resnet50_fpn*,
+    keypointrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn*, following the heads the state dict has)."""
     table = _table(state_dict, False)
     return {_convert_key(k, False, table): v for k, v in state_dict.items()}
 

@@ -39,3 +39,23 @@ class ConvNorm(nn.Module):
         if self.relu is not None:
             x = self.relu(x)
         return x
+
+
+def conv_stack(
+    in_channels: int, dims: tuple[int, ...], norm: NormFactory | None
+) -> tuple[nn.ModuleList, int]:
+    """3x3 ConvNorm+ReLU layers of the given widths, and the channel count they end with."""
+    convs = nn.ModuleList()
+    for dim in dims:
+        convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
+        in_channels = dim
+    return convs, in_channels
+
+
+def init_kaiming(module: nn.Module) -> None:
+    """He init (fan_out, ReLU) of every conv and deconv in `module`, zero biases (torchvision's heads)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -47,7 +47,7 @@ def box_detections(
         boxes = boxes[:, 1:].reshape(-1, 4)
         scores = scores[:, 1:].reshape(-1)
         labels = labels[:, 1:].reshape(-1)
-        keep = torch.where(scores > score_thresh)[0]
+        keep = torch.where(scores >= score_thresh)[0]  # the one rule: a score equal to the threshold passes
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         keep = remove_small_boxes(boxes, min_size=1e-2)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
@@ -56,16 +56,31 @@ def box_detections(
     return results
 
 
+def _resize_ratios(
+    from_size: tuple[int, int], to_size: tuple[int, int], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """(to_h / from_h, to_w / from_w) as float32 tensors, computed as torchvision's transform does."""
+    ratios = tuple(
+        torch.tensor(t, dtype=torch.float32, device=device)
+        / torch.tensor(f, dtype=torch.float32, device=device)
+        for t, f in zip(to_size, from_size, strict=True)
+    )
+    return ratios[0], ratios[1]
+
+
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
     """boxes [N, 4] xyxy in an image of from_size (h, w) -> the same boxes in an image of to_size (h, w)."""
-    ratio_h = torch.tensor(to_size[0], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        from_size[0], dtype=torch.float32, device=boxes.device
-    )
-    ratio_w = torch.tensor(to_size[1], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        from_size[1], dtype=torch.float32, device=boxes.device
-    )
+    ratio_h, ratio_w = _resize_ratios(from_size, to_size, boxes.device)
     x0, y0, x1, y1 = boxes.unbind(1)
     return torch.stack((x0 * ratio_w, y0 * ratio_h, x1 * ratio_w, y1 * ratio_h), dim=1)
+
+
+def scale_keypoints(keypoints: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:
+    """keypoints [N, P, 3] (x, y, v) in an image of from_size (h, w) -> the same in an image of to_size;
+    v is kept."""
+    ratio_h, ratio_w = _resize_ratios(from_size, to_size, keypoints.device)
+    x, y, v = keypoints.unbind(-1)
+    return torch.stack((x * ratio_w, y * ratio_h, v), dim=-1)
 
 
 def _paste_boxes(boxes: Tensor, mask_size: int, padding: int) -> Tensor:

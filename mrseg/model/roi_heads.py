@@ -1,4 +1,5 @@
-"""The second stage: box head + predictor and mask head on pooled RoI features, their losses and inference."""
+"""The second stage: box head + predictor, and the optional mask and keypoint heads on pooled RoI features,
+their losses and inference."""
 
 from __future__ import annotations
 
@@ -7,22 +8,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrseg.model.box_coder import BoxCoder
-from mrseg.model.layers import ConvNorm, NormFactory
+from mrseg.model.keypoint_head import KeypointHead, heatmaps_to_keypoints, keypoint_loss
+from mrseg.model.layers import NormFactory, conv_stack, init_kaiming
 from mrseg.model.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, box_iou_batched, pad_boxes
 from mrseg.model.poolers import MultiScaleRoIAlign, roi_align
 from mrseg.model.postprocess import box_detections
 from mrseg.model.sampler import BalancedSampler
-
-
-def conv_stack(
-    in_channels: int, dims: tuple[int, ...], norm: NormFactory | None
-) -> tuple[nn.ModuleList, int]:
-    """3x3 ConvNorm+ReLU layers of the given widths, and the channel count they end with."""
-    convs = nn.ModuleList()
-    for dim in dims:
-        convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
-        in_channels = dim
-    return convs, in_channels
 
 
 class BoxHead(nn.Module):
@@ -94,11 +85,7 @@ class MaskHead(nn.Module):
         self.convs, in_channels = conv_stack(in_channels, conv_dims, norm)
         self.deconv = nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2)
         self.predictor = nn.Conv2d(in_channels, num_classes + 1, kernel_size=1)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_kaiming(self)
 
     def forward(self, x: Tensor) -> Tensor:
         for conv in self.convs:
@@ -138,13 +125,16 @@ def mask_loss(mask_logits: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
 
 
 class RoIHeads(nn.Module):
-    """Box and mask branches.
+    """Box branch, and optional mask and keypoint branches (Mask R-CNN: box + mask; Keypoint R-CNN: box +
+    keypoint, masks optional; Faster R-CNN: box only).
 
     Training: adds the ground-truth boxes to the proposals, matches them (IoU >= fg_iou positive), samples
-    `batch_size_per_image` RoIs at `positive_fraction`, and returns loss_classifier, loss_box_reg, loss_mask.
+    `batch_size_per_image` RoIs at `positive_fraction`, and returns loss_classifier, loss_box_reg, and
+    loss_mask / loss_keypoint for the branches present (on the positive RoIs).
     Inference: per-class boxes -> score threshold, class-aware NMS, top `detections_per_img`; then the mask
-    head on the kept boxes. Returns per image {"boxes" [D, 4], "scores" [D], "labels" [D], "mask_probs"
-    [D, 1, 28, 28]} in the coordinates of the resized image.
+    and keypoint heads on the kept boxes. Returns per image {"boxes" [D, 4], "scores" [D], "labels" [D]},
+    plus "mask_probs" [D, 1, 28, 28] with a mask head and "keypoints" float32 [D, K, 3] (x, y, 1),
+    "keypoints_scores" [D, K] with a keypoint head, all in the coordinates of the resized image.
     """
 
     def __init__(
@@ -153,8 +143,10 @@ class RoIHeads(nn.Module):
         box_pooler: MultiScaleRoIAlign,
         box_head: BoxHead,
         box_predictor: BoxPredictor,
-        mask_pooler: MultiScaleRoIAlign,
-        mask_head: MaskHead,
+        mask_pooler: MultiScaleRoIAlign | None = None,
+        mask_head: MaskHead | None = None,
+        keypoint_pooler: MultiScaleRoIAlign | None = None,
+        keypoint_head: KeypointHead | None = None,
         matcher: Matcher,
         sampler: BalancedSampler,
         box_coder: BoxCoder,
@@ -168,6 +160,11 @@ class RoIHeads(nn.Module):
         self.box_predictor = box_predictor
         self.mask_pooler = mask_pooler
         self.mask_head = mask_head
+        pairs = ((mask_pooler, mask_head), (keypoint_pooler, keypoint_head))
+        if any((pooler is None) != (head is None) for pooler, head in pairs):
+            raise ValueError("RoIHeads: give a branch's pooler and head together (or neither)")
+        self.keypoint_pooler = keypoint_pooler
+        self.keypoint_head = keypoint_head
         self.matcher = matcher
         self.sampler = sampler
         self.box_coder = box_coder
@@ -234,15 +231,26 @@ class RoIHeads(nn.Module):
         class_logits, box_deltas = self.box_predictor(box_features)
         losses = fast_rcnn_losses(class_logits, box_deltas, torch.cat(labels), torch.cat(regression_targets))
 
-        pos_boxes, pos_labels, mask_tgts = [], [], []
-        for b, lab, m, target in zip(boxes, labels, matched, targets, strict=True):
+        if self.mask_head is None and self.keypoint_head is None:
+            return losses
+        pos_boxes, pos_labels, pos_matched = [], [], []
+        for b, lab, m in zip(boxes, labels, matched, strict=True):
             pos = torch.where(lab > 0)[0]
             pos_boxes.append(b[pos])
             pos_labels.append(lab[pos])
+            pos_matched.append(m[pos])
+        if self.mask_head is not None:
             size = 2 * self.mask_pooler.output_size
-            mask_tgts.append(mask_targets(target["masks"], b[pos], m[pos], size))
-        mask_logits = self.mask_head(self.mask_pooler(features, pos_boxes))
-        losses["loss_mask"] = mask_loss(mask_logits, torch.cat(mask_tgts), torch.cat(pos_labels))
+            mask_tgts = [
+                mask_targets(t["masks"], b, m, size)
+                for b, m, t in zip(pos_boxes, pos_matched, targets, strict=True)
+            ]
+            mask_logits = self.mask_head(self.mask_pooler(features, pos_boxes))
+            losses["loss_mask"] = mask_loss(mask_logits, torch.cat(mask_tgts), torch.cat(pos_labels))
+        if self.keypoint_head is not None:
+            heatmaps = self.keypoint_head(self.keypoint_pooler(features, pos_boxes))
+            gt_keypoints = [t["keypoints"][m] for m, t in zip(pos_matched, targets, strict=True)]
+            losses["loss_keypoint"] = keypoint_loss(heatmaps, torch.cat(gt_keypoints), torch.cat(pos_boxes))
         return losses
 
     def _forward_test(
@@ -261,12 +269,18 @@ class RoIHeads(nn.Module):
             detections_per_img=self.detections_per_img,
         )
         boxes = [d[0] for d in detections]
-        mask_logits = self.mask_head(self.mask_pooler(features, boxes))
-        labels = torch.cat([d[2] for d in detections])
-        # the predicted class's logits first, then the sigmoid: K times less work, the same values
-        probs = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels][:, None].sigmoid()
-        results = []
-        # b.shape[0], not len(b): tracing (export) keeps shapes dynamic but freezes Python ints
-        for (b, s, lab), p in zip(detections, probs.split([b.shape[0] for b in boxes]), strict=True):
-            results.append({"boxes": b, "scores": s, "labels": lab, "mask_probs": p})
+        counts = [b.shape[0] for b in boxes]  # b.shape[0], not len(b): tracing (export) keeps shapes dynamic
+        results = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in detections]
+        if self.mask_head is not None:
+            mask_logits = self.mask_head(self.mask_pooler(features, boxes))
+            labels = torch.cat([d[2] for d in detections])
+            # the predicted class's logits first, then the sigmoid: K times less work, the same values
+            rows = torch.arange(labels.shape[0], device=labels.device)
+            probs = mask_logits[rows, labels][:, None].sigmoid()
+            for result, p in zip(results, probs.split(counts), strict=True):
+                result["mask_probs"] = p
+        if self.keypoint_head is not None:
+            heatmaps = self.keypoint_head(self.keypoint_pooler(features, boxes))
+            for result, maps in zip(results, heatmaps.split(counts), strict=True):
+                result["keypoints"], result["keypoints_scores"] = heatmaps_to_keypoints(maps, result["boxes"])
         return results

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mrseg.model.postprocess import scale_boxes
+from mrseg.model.postprocess import scale_boxes, scale_keypoints
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class ImageTransform(nn.Module):
     """images: list of float [3, H_i, W_i] in 0..1 -> (batch [N, 3, H, W] padded with zeros to multiples of
-    `size_divisible`, image_sizes [(h_i, w_i)] after resizing, targets with boxes and masks resized).
+    `size_divisible`, image_sizes [(h_i, w_i)] after resizing, targets with boxes, masks, keypoints resized).
 
     `min_size` may be a tuple: in training one is drawn per image (multi-scale training); in eval the last
     is used.
@@ -77,6 +77,10 @@ class ImageTransform(nn.Module):
             if targets is not None:
                 target = dict(targets[i])
                 target["boxes"] = scale_boxes(target["boxes"], (h, w), tuple(image.shape[-2:]))
+                if "keypoints" in target:
+                    target["keypoints"] = scale_keypoints(
+                        target["keypoints"], (h, w), tuple(image.shape[-2:])
+                    )
                 if "masks" in target:
                     masks = target["masks"][:, None].float()
                     masks = F.interpolate(masks, scale_factor=scale, recompute_scale_factor=True)

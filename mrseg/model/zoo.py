@@ -1,4 +1,10 @@
-"""Named architectures and weights: build a Mask R-CNN by name, load torchvision's or mrseg's weights into it.
+"""Named architectures and weights: build a Mask R-CNN (or Keypoint / Faster R-CNN) by name, load
+torchvision's or mrseg's weights into it.
+
+Arch names are a backbone layout from `ARCHS` plus a suffix naming the RoI heads beyond boxes
+(`HEAD_SUFFIXES`):
+`r50-fpn` (mask, Mask R-CNN), `r50-fpn-kp` (keypoints, Keypoint R-CNN), `r50-fpn-mask-kp` (both),
+`r50-fpn-box` (boxes only, Faster R-CNN); likewise for every layout (`r50-fpn-v2-box`, `r18-fpn-kp`, ...).
 
 Weights come from torchvision's URLs (its weight enums) and are downloaded once into the torch hub cache
 (`$TORCH_HOME/hub/checkpoints`); every file is read with `torch.load(..., weights_only=True)`.
@@ -33,8 +39,9 @@ from mrseg.model.checkpoint_format import (
     is_checkpoint,
     read_checkpoint,
 )
-from mrseg.model.coco_classes import coco_label_classes
+from mrseg.model.coco_classes import coco_label_classes, coco_person_classes
 from mrseg.model.convert import is_torchvision_state_dict, resnet_to_mrseg, torchvision_to_mrseg
+from mrseg.model.keypoint_head import KeypointHead
 from mrseg.model.maskrcnn import MaskRCNN
 from mrseg.model.matcher import Matcher
 from mrseg.model.poolers import MultiScaleRoIAlign
@@ -68,12 +75,50 @@ ARCHS: dict[str, ArchSpec] = {
     "r50-fpn-v2": ArchSpec(50, v2=True, aligned=False),
 }
 
+# arch name = an ARCHS layout + one of these suffixes, naming the heads beyond the box head
+HEAD_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "": ("mask",),
+    "-box": (),
+    "-kp": ("keypoint",),
+    "-mask-kp": ("mask", "keypoint"),
+}
+ARCH_NAMES: tuple[str, ...] = tuple(base + suffix for suffix in HEAD_SUFFIXES for base in ARCHS)
+"""Every name `build_model` and `--arch` take."""
+
+# torchvision's KeypointRCNN trains at a short side drawn from these (min_size's default there); eval uses 800
+KEYPOINT_TRAIN_MIN_SIZES = (640, 672, 704, 736, 768, 800)
+
+
+def split_arch(arch: str) -> tuple[str, tuple[str, ...]]:
+    """An arch name -> (its ARCHS layout, its heads beyond boxes): "r50-fpn-kp" -> ("r50-fpn", ("keypoint",)).
+    Raises ValueError listing the valid names."""
+    for suffix, heads in sorted(HEAD_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
+        base = arch[: len(arch) - len(suffix)] if suffix else arch
+        if arch.endswith(suffix) and base in ARCHS:
+            return base, heads
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
+
+
+def arch_name(base: str, heads: tuple[str, ...] | list[str]) -> str:
+    """The arch name of an ARCHS layout with these heads (the inverse of `split_arch`)."""
+    for suffix, suffix_heads in HEAD_SUFFIXES.items():
+        if set(suffix_heads) == set(heads):
+            return base + suffix
+    raise ValueError(f"no arch has the heads {list(heads)}; heads are a subset of ['mask', 'keypoint']")
+
 
 @dataclass(frozen=True)
 class WeightSpec:
+    """url: torchvision's file; arch: the model it fits; frozen_bn_eps: the eps its FrozenBatchNorm2d layers
+    need (torchvision sets 0 after loading the files trained before its eps fix, pytorch/vision#2933);
+    person_keypoints: a 2-class (background, person) COCO keypoint model, else COCO's 91 labels;
+    min_size: the transform's short side(s), as torchvision's builder of that model sets them."""
+
     url: str
     arch: str
     frozen_bn_eps: float = 1e-5
+    person_keypoints: bool = False
+    min_size: int | tuple[int, ...] = 800
 
 
 WEIGHTS: dict[str, WeightSpec] = {
@@ -84,6 +129,30 @@ WEIGHTS: dict[str, WeightSpec] = {
     # torchvision MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1
     "coco-r50-fpn-v2": WeightSpec(
         "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "r50-fpn-v2"
+    ),
+    # torchvision KeypointRCNN_ResNet50_FPN_Weights.COCO_V1 (54.6 box AP, 65.0 keypoint AP; eps 0 as above)
+    "coco-kp-r50-fpn": WeightSpec(
+        "https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+        "r50-fpn-kp",
+        0.0,
+        person_keypoints=True,
+        min_size=KEYPOINT_TRAIN_MIN_SIZES,
+    ),
+    # torchvision KeypointRCNN_ResNet50_FPN_Weights.COCO_LEGACY (50.6 / 61.1); torchvision leaves its eps at
+    # 1e-5 (keypointrcnn_resnet50_fpn overwrites eps only for COCO_V1)
+    "coco-kp-r50-fpn-legacy": WeightSpec(
+        "https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-9f466800.pth",
+        "r50-fpn-kp",
+        person_keypoints=True,
+        min_size=KEYPOINT_TRAIN_MIN_SIZES,
+    ),
+    # torchvision FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (37.0 box AP; eps 0)
+    "coco-frcnn-r50-fpn": WeightSpec(
+        "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "r50-fpn-box", 0.0
+    ),
+    # torchvision FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1 (46.7 box AP; BatchNorm2d, no eps quirk)
+    "coco-frcnn-r50-fpn-v2": WeightSpec(
+        "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", "r50-fpn-v2-box"
     ),
 }
 
@@ -98,21 +167,27 @@ IMAGENET_URLS: dict[int, str] = {
 
 @dataclass
 class ModelInfo:
-    """arch: an ARCHS name; classes: `{"id": category_id, "name": name}` for labels 1..K (`classes[label -
-    1]`);
+    """arch: an ARCH_NAMES name; classes: `{"id": category_id, "name": name}` for labels 1..K
+    (`classes[label - 1]`; a keypoint model's categories also carry COCO's `keypoints` names and `skeleton`);
     source: the zoo name or file the weights came from."""
 
     arch: str
     classes: list[dict] = field(default_factory=list)
     source: str = ""
 
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The model's heads beyond boxes: (), ("mask",), ("keypoint",) or ("mask", "keypoint")."""
+        return split_arch(self.arch)[1]
+
 
 def build_model(
     arch: str,
     num_classes: int,
     *,
-    min_size: int | tuple[int, ...] = 800,
+    min_size: int | tuple[int, ...] | None = None,
     max_size: int = 1333,
+    num_keypoints: int = 17,
     frozen_bn_eps: float = 1e-5,
     freeze_at: int = 2,
     aligned: bool | None = None,
@@ -124,13 +199,18 @@ def build_model(
     rpn_post_nms_top_n_train: int = 2000,
     rpn_post_nms_top_n_test: int = 1000,
     box_batch_size_per_image: int = 512,
+    box_score_thresh: float = 0.05,
+    box_nms_thresh: float = 0.5,
+    box_detections_per_img: int = 100,
+    paste_masks: bool = True,
 ) -> MaskRCNN:
-    """A Mask R-CNN of a named architecture with random heads.
+    """A Mask R-CNN (Keypoint R-CNN, Faster R-CNN: see the module doc for the arch names) with random heads.
 
     num_classes: K, the number of object classes WITHOUT background (the heads predict K + 1; torchvision's
-    COCO
-    models have K = 90, labels 1..90 = COCO category ids). min_size / max_size: resize limits of the input
-    transform. aligned: override the arch's RoIAlign flavour.
+    COCO models have K = 90, labels 1..90 = COCO category ids). min_size / max_size: resize limits of the
+    input transform; min_size None = 800, or torchvision's KeypointRCNN default (640, ..., 800: one drawn per
+    image in training, 800 in eval) for a model with a keypoint head. num_keypoints: keypoint heatmaps (17 =
+    COCO). aligned: override the arch's RoIAlign flavour.
     norm: the backbone's normalisation (see mrseg.model.backbone.NORMS): None = the arch's own (frozen BN for
     v1, BN for v2; what pretrained weights need); "bn" (BatchNorm2d with batch statistics) or "gn"
     (GroupNorm(32)) put that norm in the ResNet and the FPN, for training from scratch, where frozen BN leaves
@@ -138,19 +218,25 @@ def build_model(
     images). channels: the width of the FPN outputs and of the mask head's convs (256 in the paper; narrower
     is much cheaper for a small model trained from scratch).
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
-    it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training.
+    it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training;
+    box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a detection
+    scoring at least this is kept), class-wise NMS IoU and detections kept per image; paste_masks: False
+    returns `mask_probs` instead of pasted masks (see MaskRCNN).
     Defaults are the paper's (torchvision's names and values); they change no weight shape, so a checkpoint
     loads whatever they are set to.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    base, heads = split_arch(arch)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (object classes, without background), got {num_classes}")
     if norm is not None and norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if len(anchor_sizes) != 5 or min(anchor_sizes) <= 0:
         raise ValueError(f"anchor_sizes needs 5 positive sizes (P2..P6), got {tuple(anchor_sizes)}")
-    spec = ARCHS[arch]
+    if "keypoint" in heads and num_keypoints < 1:
+        raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
+    if min_size is None:
+        min_size = KEYPOINT_TRAIN_MIN_SIZES if "keypoint" in heads else 800
+    spec = ARCHS[base]
     aligned = spec.aligned if aligned is None else aligned
     bn = nn.BatchNorm2d if spec.v2 else None
     if norm is None:
@@ -187,23 +273,31 @@ def build_model(
         fc_dims=(1024,) if spec.v2 else (1024, 1024),
         norm=bn,
     )
+    branches = {}
+    if "mask" in heads:
+        branches["mask_pooler"] = MultiScaleRoIAlign(output_size=14, sampling_ratio=2, aligned=aligned)
+        branches["mask_head"] = MaskHead(
+            in_channels=channels, num_classes=num_classes, conv_dims=(channels,) * 4, norm=bn
+        )
+    if "keypoint" in heads:
+        branches["keypoint_pooler"] = MultiScaleRoIAlign(output_size=14, sampling_ratio=2, aligned=aligned)
+        branches["keypoint_head"] = KeypointHead(in_channels=channels, num_keypoints=num_keypoints, norm=bn)
     roi_heads = RoIHeads(
         box_pooler=MultiScaleRoIAlign(output_size=7, sampling_ratio=2, aligned=aligned),
         box_head=box_head,
         box_predictor=BoxPredictor(in_features=box_head.out_features, num_classes=num_classes),
-        mask_pooler=MultiScaleRoIAlign(output_size=14, sampling_ratio=2, aligned=aligned),
-        mask_head=MaskHead(
-            in_channels=channels, num_classes=num_classes, conv_dims=(channels,) * 4, norm=bn
-        ),
+        **branches,
         matcher=Matcher(0.5, 0.5, allow_low_quality_matches=False),
         sampler=BalancedSampler(box_batch_size_per_image, 0.25),
         box_coder=BoxCoder((10.0, 10.0, 5.0, 5.0)),
-        score_thresh=0.05,
-        nms_thresh=0.5,
-        detections_per_img=100,
+        score_thresh=box_score_thresh,
+        nms_thresh=box_nms_thresh,
+        detections_per_img=box_detections_per_img,
     )
     transform = ImageTransform(min_size=min_size, max_size=max_size)
-    return MaskRCNN(transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads)
+    return MaskRCNN(
+        transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads, paste_masks=paste_masks
+    )
 
 
 # torchvision's weight files are named NAME-HASH.EXT, HASH being the first hex digits of the file's SHA-256
@@ -353,17 +447,35 @@ def _num_classes_of(state_dict: dict) -> int:
     raise WeightsError("the state dict has no roi_heads.box_predictor.cls_score.weight; is it a Mask R-CNN?")
 
 
-def _default_classes(num_classes: int) -> list[dict]:
+_NUM_KEYPOINTS_KEYS = (
+    "roi_heads.keypoint_head.deconv.weight",
+    "roi_heads.keypoint_predictor.kps_score_lowres.weight",
+)
+
+
+def _num_keypoints_of(state_dict: dict) -> int:
+    """The keypoint heatmaps of a state dict's keypoint head (ours or torchvision's keys); 17 without one."""
+    for key in _NUM_KEYPOINTS_KEYS:
+        if key in state_dict:
+            return int(state_dict[key].shape[1])  # ConvTranspose2d weight: [in, out, k, k]
+    return 17
+
+
+def _default_classes(num_classes: int, num_keypoints: int = 0) -> list[dict]:
     if num_classes == 90:
         return coco_label_classes()
+    if num_classes == 1 and num_keypoints == 17:
+        return coco_person_classes()
     return [{"id": i, "name": f"class{i}"} for i in range(1, num_classes + 1)]
 
 
 def load_model(
-    weights: str | Path, arch: str | None = None, device: str | torch.device = "cpu"
+    weights: str | Path, arch: str | None = None, device: str | torch.device = "cpu", **model_kwargs
 ) -> tuple[MaskRCNN, ModelInfo]:
-    """(model in eval mode on `device`, ModelInfo) from a zoo name (coco-r50-fpn, coco-r50-fpn-v2), an mrseg
-    checkpoint (.pt written by `mrseg train`), or a state-dict file (torchvision's or ours) with `arch`."""
+    """(model in eval mode on `device`, ModelInfo) from a zoo name (see WEIGHTS), an mrseg checkpoint (.pt
+    written by `mrseg train`; its arch says which heads it has), or a state-dict file (torchvision's or ours)
+    with `arch` (an ARCH_NAMES name). `model_kwargs`: inference settings for `build_model`
+    (box_score_thresh, box_nms_thresh, box_detections_per_img, paste_masks)."""
     name = str(weights)
     if name in WEIGHTS:
         spec = WEIGHTS[name]
@@ -372,9 +484,12 @@ def load_model(
                 f"--weights {name} is a {spec.arch} model; drop --arch or pass --arch {spec.arch}"
             )
         state = read_file(fetch(spec.url))
-        model = build_model(spec.arch, 90, frozen_bn_eps=spec.frozen_bn_eps)
+        classes = coco_person_classes() if spec.person_keypoints else coco_label_classes()
+        model = build_model(
+            spec.arch, len(classes), frozen_bn_eps=spec.frozen_bn_eps, min_size=spec.min_size, **model_kwargs
+        )
         load_state_dict(model, state, name)
-        info = ModelInfo(arch=spec.arch, classes=coco_label_classes(), source=name)
+        info = ModelInfo(arch=spec.arch, classes=classes, source=name)
     else:
         obj = read_file(name)
         if is_checkpoint(obj):
@@ -382,9 +497,17 @@ def load_model(
                 ckpt = read_checkpoint(obj, name)
             except CheckpointFormatError as e:
                 raise WeightsError(str(e)) from e
-            if ckpt.arch not in ARCHS:
-                raise WeightsError(f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCHS)}")
-            model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs)
+            if ckpt.arch not in ARCH_NAMES:
+                raise WeightsError(
+                    f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCH_NAMES)}"
+                )
+            arch_heads = split_arch(ckpt.arch)[1]
+            if arch_heads != ckpt.heads:
+                raise WeightsError(
+                    f"{name}: the checkpoint's arch {ckpt.arch!r} has the heads {list(arch_heads)} but its "
+                    f"heads key says {list(ckpt.heads)}; re-save it with matching arch and heads"
+                )
+            model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs, **model_kwargs)
             load_state_dict(model, ckpt.state_dict, name)
             info = ModelInfo(arch=ckpt.arch, classes=ckpt.classes, source=name)
         else:
@@ -392,14 +515,17 @@ def load_model(
             if arch is None:
                 raise WeightsError(
                     f"{name} is a bare state dict: say which architecture it is with --arch "
-                    f"({', '.join(ARCHS)})"
+                    f"({', '.join(ARCH_NAMES)})"
                 )
-            if arch not in ARCHS:
-                raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
+            if arch not in ARCH_NAMES:
+                raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
             num_classes = _num_classes_of(state)  # same key in torchvision's and our naming
-            model = build_model(arch, num_classes)
+            num_keypoints = _num_keypoints_of(state)
+            model = build_model(arch, num_classes, num_keypoints=num_keypoints, **model_kwargs)
             load_state_dict(model, state, name)
-            info = ModelInfo(arch=arch, classes=_default_classes(num_classes), source=name)
+            has_keypoints = "keypoint" in split_arch(arch)[1]
+            classes = _default_classes(num_classes, num_keypoints if has_keypoints else 0)
+            info = ModelInfo(arch=arch, classes=classes, source=name)
     return model.to(device).eval(), info
 
 
@@ -411,7 +537,7 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str
     if name == "none":
         return []
     if name == "imagenet":
-        depth = ARCHS[arch].depth
+        depth = ARCHS[split_arch(arch)[0]].depth
         state = resnet_to_mrseg(read_file(fetch(IMAGENET_URLS[depth])))
         own = model.state_dict()
         state = {k: v for k, v in state.items() if not (k.endswith("num_batches_tracked") and k not in own)}

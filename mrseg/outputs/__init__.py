@@ -3,19 +3,19 @@
 Per-item writers (`write(item, image_rgb, det, instances)` then `close()`): `JsonlWriter`, `LabelmeWriter`,
 `YoloWriter`, `OverlayWriter`. Once at the end, on rank 0: `finalize(out_dir, formats, records_paths,
 categories)` builds annotations.json, results.json, predictions.jsonl and yolo/data.yaml from the journals and
-finishes the overlay videos. `Detections.masks` may be a `CroppedMasks` (per-instance crops).
+finishes the overlay videos. `FORMATS` (`mrseg.outputs.formats`) is the one registry of the formats.
+`Detections.masks` may be a `CroppedMasks` (per-instance crops).
 """
 
 from mrseg.outputs.detections import Detections, InputItem
-from mrseg.outputs.finalize import finalize, read_records
+from mrseg.outputs.finalize import read_records
+from mrseg.outputs.formats import FORMATS, OutputFormat, finalize, parse_formats
 from mrseg.outputs.jsonl import JsonlWriter
 from mrseg.outputs.labelme import LabelmeWriter
 from mrseg.outputs.mask_crop import CroppedMasks, MaskCrop
 from mrseg.outputs.overlay import OverlayWriter
 from mrseg.outputs.records import image_record, instance_records, record_line
 from mrseg.outputs.yolo import YoloWriter
-
-FORMATS = ("coco", "coco-results", "jsonl", "labelme", "yolo", "overlay")
 
 __all__ = [
     "FORMATS",
@@ -25,11 +25,13 @@ __all__ = [
     "JsonlWriter",
     "LabelmeWriter",
     "MaskCrop",
+    "OutputFormat",
     "OverlayWriter",
     "YoloWriter",
     "finalize",
     "image_record",
     "instance_records",
+    "parse_formats",
     "read_records",
     "record_line",
 ]

@@ -37,8 +37,12 @@ class Detections:
     boxes: float32 [N, 4] xyxy; scores: float32 [N]; labels: int64 [N] (model labels, 1..K);
     masks: bool [N, H, W], or None; or a `mrseg.outputs.mask_crop.CroppedMasks` (the same masks held as
     per-instance crops, which the writers encode without building full-size masks; it indexes like the array,
-    `np.asarray` gives the array); track_ids: int64 [N] for video frames, else None.
-    width, height: the original image size.
+    `np.asarray` gives the array); None for a model without a mask head (boxes only, or keypoints only).
+    keypoints: float32 [N, K, 3] (x, y in image pixels, visibility: 1 = predicted, as torchvision's) and
+    keypoint_scores: float32 [N, K] (the heatmap logit at each keypoint, not a probability), for a model
+    with a keypoint head; else None. track_ids: int64 [N] for video frames, else None.
+    width, height: the original image size. image: the decoded input, uint8 RGB [H, W, 3], only when asked
+    for (`Predictor.stream(..., keep_images=True)`, which overlays need); else None.
     """
 
     width: int
@@ -47,7 +51,10 @@ class Detections:
     scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
     masks: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    keypoint_scores: np.ndarray | None = None
     track_ids: np.ndarray | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.scores)

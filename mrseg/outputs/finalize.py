@@ -1,4 +1,5 @@
-"""The final files of a predict run, built once from the run journal(s) after every rank is done.
+"""The end-of-run files of a predict run (annotations.json, results.json, predictions.jsonl, data.yaml), built
+once from the run journal(s) after every rank is done; `formats.finalize` picks them per format.
 
 `read_records` streams the journal lines (`{"image": {...}, "instances": [...]}`) of one or more record
 files sorted by image id: a line that is torn (no newline at the end, as after a crash) or not valid JSON is
@@ -19,10 +20,8 @@ from pathlib import Path
 from mrseg import __version__
 from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_open
-from mrseg.outputs.jsonl import JSONL_NAME
 from mrseg.outputs.masks import segmentation_area_bbox, segmentation_to_rle
 from mrseg.outputs.records import public_line
-from mrseg.outputs.video_segments import finish_videos
 from mrseg.outputs.yolo import YOLO_DIR, data_yaml
 
 COCO_NAME = "annotations.json"
@@ -76,11 +75,16 @@ def read_records(records_paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
 def coco_categories(categories: list[dict]) -> list[dict]:
     """COCO `categories` (id, name, supercategory): the model's real classes (`real_categories`: no "N/A"
     placeholders, sorted by id). The predictor never emits a placeholder, so every annotation's
-    `category_id` is declared here."""
-    return [
-        {"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
-        for c in real_categories(categories)
-    ]
+    `category_id` is declared here. A keypoint model's categories also carry COCO's `keypoints` (names) and
+    `skeleton` (1-based pairs)."""
+    out = []
+    for c in real_categories(categories):
+        cat = {"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
+        for key in ("keypoints", "skeleton"):
+            if key in c:
+                cat[key] = c[key]
+        out.append(cat)
+    return out
 
 
 def _dump(obj) -> str:
@@ -97,7 +101,9 @@ def write_coco(
     `area` and `bbox` are pycocotools' `area` / `toBbox` of its segmentation (the ground-truth convention: the
     box is tight around the segmentation's pixels; an empty mask keeps the detector's box, with area 0); the
     detector's box stays in results.json. The score is `score` and `attributes.score` (CVAT's COCO importer
-    reads `attributes`)."""
+    reads `attributes`). A box-only model's annotations have `bbox` and `area` (the box's) and no
+    `segmentation`; a keypoint model's also `keypoints` ([x, y, v] x K, v = 2 for a predicted keypoint) and
+    `num_keypoints`."""
     info = {
         "description": description,
         "version": __version__,
@@ -122,6 +128,8 @@ def write_coco(
                     size = (record["image"]["height"], record["image"]["width"])
                     area, bbox = segmentation_area_bbox(ann["segmentation"], *size)
                     ann.update(area=area, bbox=bbox if area else inst["bbox"])
+                if "keypoints" in inst:
+                    ann.update(keypoints=inst["keypoints"], num_keypoints=inst["num_keypoints"])
                 ann["iscrowd"] = int(inst.get("iscrowd", 0))  # set by `mrseg convert` for crowd regions
                 if "score" in inst:  # a converted ground truth has none
                     ann.update(score=inst["score"], attributes={"score": inst["score"]})
@@ -133,7 +141,9 @@ def write_coco(
 
 def write_results(path: str | os.PathLike, records_paths: list) -> None:
     """`results.json`: the list `COCO.loadRes` takes; segmentations always the exact compressed RLE of the
-    model's masks, whatever `--mask-format` (journals of older versions may hold polygons: rasterised)."""
+    model's masks, whatever `--mask-format` (journals of older versions may hold polygons: rasterised);
+    `keypoints` ([x, y, v] x K) for a keypoint model, whose `score` is the box's (what pycocotools' OKS
+    evaluation ranks by)."""
     with atomic_open(path, "w", fsync=True) as f:
         f.write("[")
         first = True
@@ -145,6 +155,8 @@ def write_results(path: str | os.PathLike, records_paths: list) -> None:
                 if "segmentation" in inst:
                     seg = inst["segmentation"]
                     res["segmentation"] = segmentation_to_rle(seg, image["height"], image["width"])
+                if "keypoints" in inst:
+                    res["keypoints"] = inst["keypoints"]
                 f.write(("" if first else ",") + "\n" + _dump(res))
                 first = False
         f.write("\n]\n")
@@ -164,41 +176,3 @@ def write_yolo_yaml(path: str | os.PathLike, categories: list[dict]) -> None:
     (path.parent / "images").mkdir(parents=True, exist_ok=True)
     with atomic_open(path, "w", fsync=True) as f:
         f.write(data_yaml(categories))
-
-
-def finalize(
-    out_dir: str | os.PathLike,
-    formats: Iterable[str],
-    records_paths: Iterable[str | os.PathLike],
-    categories: list[dict],
-    description: str = "mrseg predict",
-) -> dict[str, Path]:
-    """Write the run's final files into `out_dir` for the requested `formats`; returns {format: path}.
-
-    `coco` -> annotations.json, `coco-results` -> results.json, `jsonl` -> predictions.jsonl (rewritten from
-    the journals sorted by id, which also merges the ranks of a torchrun), `yolo` -> yolo/data.yaml,
-    `overlay` -> builds any overlay video not yet joined from its segments and removes the segments (see
-    `video_segments.finish_videos`; the videos themselves are written by the overlay writer). labelme is
-    per-item only. `categories`: the model's `{"id", "name"}` per label; `description`: annotations.json's
-    `info.description` (the command that wrote it).
-    Missing record files count as empty (a rank that got no inputs).
-    """
-    out = Path(out_dir)
-    formats = set(formats)
-    records_paths = list(records_paths)
-    written: dict[str, Path] = {}
-    if "coco" in formats:
-        write_coco(out / COCO_NAME, records_paths, categories, description)
-        written["coco"] = out / COCO_NAME
-    if "coco-results" in formats:
-        write_results(out / RESULTS_NAME, records_paths)
-        written["coco-results"] = out / RESULTS_NAME
-    if "jsonl" in formats:
-        write_jsonl(out / JSONL_NAME, records_paths)
-        written["jsonl"] = out / JSONL_NAME
-    if "yolo" in formats:
-        write_yolo_yaml(out / YOLO_YAML, categories)
-        written["yolo"] = out / YOLO_YAML
-    if "overlay" in formats:
-        finish_videos(out, read_records(records_paths))
-    return written

@@ -5,6 +5,11 @@ Polygons are in labelme's own convention (vertices at pixel centres, `mrseg.outp
 `masks.DEFAULT_MIN_AREA` px, or no pixel at all, is one `shape_type: "mask"` shape instead (labelme >= 5.3):
 `points` are the top-left and bottom-right pixels of the mask's box, `mask` its crop as a base64 PNG, which
 labelme's `shapes_to_label` pastes back exactly. Every instance therefore has at least one shape.
+
+A model without masks (Faster R-CNN, Keypoint R-CNN) gives each instance a `rectangle` shape, its box corners
+in image pixels (x, y continuous, as labelme's canvas shows them). A keypoint model adds one `point` shape per
+predicted keypoint, labelled with the keypoint's name (the category's `keypoints`), at the model's (x, y);
+an instance's shapes share its `group_id` (the track id for video, else its index in the file).
 """
 
 from __future__ import annotations
@@ -57,11 +62,14 @@ def mask_shape_fields(mask: MaskCrop, box) -> dict:
 
 def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) -> list[dict]:
     """The labelme shapes of instance `i` (without label/group fields): one polygon per part, or one `mask`
-    shape when a polygon cannot express the mask (holes, empty mask)."""
-    if det.masks is not None:
-        mc = instance_crop(det.masks, i, det.boxes[i])
-        if mc.area == 0 or has_holes(mc, DEFAULT_MIN_AREA):
-            return [{"shape_type": "mask", **mask_shape_fields(mc, det.boxes[i])}]
+    shape when a polygon cannot express the mask (holes, empty mask); without masks, its box as a
+    `rectangle`."""
+    if det.masks is None:
+        x, y, w, h = instance["bbox"]
+        return [{"shape_type": "rectangle", "points": [[x, y], [x + w, y + h]], "mask": None}]
+    mc = instance_crop(det.masks, i, det.boxes[i])
+    if mc.area == 0 or has_holes(mc, DEFAULT_MIN_AREA):
+        return [{"shape_type": "mask", **mask_shape_fields(mc, det.boxes[i])}]
     polygons = instance_polygons(det, i, instance, simplify)
     return [
         {
@@ -73,26 +81,59 @@ def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) ->
     ]
 
 
+def keypoint_names(classes: list[dict] | None) -> dict[int, list[str]]:
+    """Category id -> its keypoint names (COCO's category `keypoints`), for the categories that have them."""
+    return {int(c["id"]): list(c["keypoints"]) for c in classes or [] if c.get("keypoints")}
+
+
+def point_shapes(instance: dict, names: list[str] | None) -> list[dict]:
+    """One labelme `point` shape per predicted keypoint (v > 0) of an instance record, labelled with the
+    keypoint's name (`keypoint<k>`, 1-based, when the category names none)."""
+    flat = instance.get("keypoints") or []
+    scores = instance.get("keypoint_scores") or []
+    shapes = []
+    for k in range(len(flat) // 3):
+        x, y, v = flat[3 * k : 3 * k + 3]
+        if v <= 0:
+            continue
+        shapes.append({
+            "label": names[k] if names and k < len(names) else f"keypoint{k + 1}",
+            "points": [[float(x), float(y)]],
+            "description": f"keypoint score {scores[k]:.3f}" if k < len(scores) else "",
+            "shape_type": "point",
+            "mask": None,
+        })  # fmt: skip
+    return shapes
+
+
 def labelme_document(
     item: InputItem,
     det: Detections,
     instances: list[dict],
     image_path: str,
     simplify: float = DEFAULT_SIMPLIFY,
+    classes: list[dict] | None = None,
 ) -> dict:
-    """The labelme JSON dict for one image. Parts of one multi-part instance share a `group_id` (the track id
-    for video); the score goes into `description` ("score 0.912")."""
+    """The labelme JSON dict for one image. The shapes of one instance (parts, box, keypoints) share a
+    `group_id` when it has several (the track id for video, always); the score goes into `description`
+    ("score 0.912"). `classes` (the model's, with `keypoints` names for a keypoint model) name the points."""
     shapes = []
+    names = keypoint_names(classes)
     for i, inst in enumerate(instances):
-        parts = instance_shapes(det, i, inst, simplify)
+        description = f"score {inst['score']:.3f}" if "score" in inst else ""
+        parts = [
+            dict(part, label=inst["name"], description=description)
+            for part in instance_shapes(det, i, inst, simplify)
+        ]
+        parts += point_shapes(inst, names.get(int(inst["category_id"])))
         group = inst.get("track_id", i if len(parts) > 1 else None)
         for part in parts:
             shapes.append(
                 {
-                    "label": inst["name"],
+                    "label": part["label"],
                     "points": part["points"],
                     "group_id": group,
-                    "description": f"score {inst['score']:.3f}" if "score" in inst else "",
+                    "description": part["description"],
                     "shape_type": part["shape_type"],
                     "flags": {},
                     "mask": part["mask"],
@@ -113,9 +154,15 @@ class LabelmeWriter:
     """Writes `OUT/labelme/<name>.json` for each input (atomically). `imagePath` is the source image relative
     to the json file (labelme resolves it that way); for a video frame it is the frame's file name."""
 
-    def __init__(self, out_dir: str | os.PathLike, simplify: float = DEFAULT_SIMPLIFY):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        simplify: float = DEFAULT_SIMPLIFY,
+        classes: list[dict] | None = None,
+    ):
         self.out_dir = out_dir
         self.simplify = simplify
+        self.classes = classes
 
     def path_for(self, item: InputItem):
         return output_path(self.out_dir, "labelme", output_stem(item), suffix=".json")
@@ -131,7 +178,7 @@ class LabelmeWriter:
                 image_path = os.path.relpath(os.path.abspath(item.path), path.parent).replace(os.sep, "/")
             except ValueError:  # another drive on Windows
                 image_path = os.path.abspath(item.path)
-        doc = labelme_document(item, det, instances, image_path, self.simplify)
+        doc = labelme_document(item, det, instances, image_path, self.simplify, self.classes)
         atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2))
 
     def close(self) -> None:

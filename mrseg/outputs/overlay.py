@@ -1,7 +1,9 @@
 """`overlay/<name>.jpg` (images) and `overlay/<video>.mp4` (video frames): the detections drawn on the input.
 
 Masks are filled semi-transparently and outlined, boxes drawn, and each instance labelled with its class name
-and score. Colours follow `track_id` when present (one object keeps its colour across frames), else the class.
+and score; a keypoint model's keypoints are drawn as dots joined by the category's `skeleton` (a box-only
+model's instances are their boxes). Colours follow `track_id` when present (one object keeps its colour
+across frames), else the class.
 """
 
 from __future__ import annotations
@@ -36,10 +38,36 @@ def instance_color(det: Detections, i: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in PALETTE[key % len(PALETTE)])
 
 
+def draw_keypoints(
+    out: np.ndarray, points: np.ndarray, skeleton, color: tuple[int, int, int], thickness: int
+) -> None:
+    """Draws one instance's keypoints `points` [K, 3] (x, y, visibility > 0 when predicted) into `out`
+    (uint8 [H, W, 3], in place): the limbs of `skeleton` (1-based keypoint pairs, COCO's) as lines, each
+    keypoint as a dot with a dark rim."""
+    shift = 4  # sub-pixel positions: cv2 draws at coordinates * 2**shift, pixel centres at integers
+    pts = np.round((np.asarray(points, np.float64)[:, :2] - 0.5) * (1 << shift)).astype(np.int64)
+    seen = np.asarray(points)[:, 2] > 0
+    for a, b in skeleton or ():
+        a, b = int(a) - 1, int(b) - 1
+        if 0 <= a < len(pts) and 0 <= b < len(pts) and seen[a] and seen[b]:
+            start, end = tuple(map(int, pts[a])), tuple(map(int, pts[b]))
+            cv2.line(out, start, end, color, thickness, cv2.LINE_AA, shift)
+    radius = (thickness + 2) << shift
+    for k in np.flatnonzero(seen):
+        centre = tuple(map(int, pts[k]))
+        cv2.circle(out, centre, radius, (0, 0, 0), -1, cv2.LINE_AA, shift)
+        cv2.circle(out, centre, radius * 2 // 3, color, -1, cv2.LINE_AA, shift)
+
+
 def draw_detections(
-    image_rgb: np.ndarray, det: Detections, instances: list[dict] | None = None, alpha: float = 0.45
+    image_rgb: np.ndarray,
+    det: Detections,
+    instances: list[dict] | None = None,
+    alpha: float = 0.45,
+    classes: list[dict] | None = None,
 ) -> np.ndarray:
-    """A copy of `image_rgb` (uint8 `[H, W, 3]`) with the detections drawn; `instances` supply the names."""
+    """A copy of `image_rgb` (uint8 `[H, W, 3]`) with the detections drawn; `instances` supply the names,
+    `classes` (the model's, `classes[label - 1]`) the keypoint skeletons."""
     out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     h, w = out.shape[:2]
     scale = max(h, w) / 1000.0
@@ -59,6 +87,10 @@ def draw_detections(
                 cv2.drawContours(region, contours, -1, color, thickness)
         x0, y0, x1, y1 = (int(round(float(v))) for v in det.boxes[i])
         cv2.rectangle(out, (x0, y0), (x1, y1), color, thickness)
+        if det.keypoints is not None:
+            label = int(det.labels[i])
+            category = classes[label - 1] if classes and 1 <= label <= len(classes) else {}
+            draw_keypoints(out, det.keypoints[i], category.get("skeleton"), color, thickness)
         name = instances[i]["name"] if instances and i < len(instances) else f"class {int(det.labels[i])}"
         text = f"{name} {float(det.scores[i]):.2f}"
         if det.track_ids is not None:
@@ -85,9 +117,15 @@ class OverlayWriter:
     """
 
     def __init__(
-        self, out_dir: str | os.PathLike, alpha: float = 0.45, jpeg_quality: int = 90, vid_stride: int = 1
+        self,
+        out_dir: str | os.PathLike,
+        alpha: float = 0.45,
+        jpeg_quality: int = 90,
+        vid_stride: int = 1,
+        classes: list[dict] | None = None,
     ):
         self.out_dir = out_dir
+        self.classes = classes
         self.alpha = alpha
         self.jpeg_quality = jpeg_quality
         self.vid_stride = vid_stride
@@ -109,7 +147,8 @@ class OverlayWriter:
     ) -> None:
         if image_rgb is None:
             raise ValueError(f"overlay: no image given for {item.rel_path}; the overlay needs the pixels")
-        drawn = cv2.cvtColor(draw_detections(image_rgb, det, instances, self.alpha), cv2.COLOR_RGB2BGR)
+        drawn = draw_detections(image_rgb, det, instances, self.alpha, self.classes)
+        drawn = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
         path = self.path_for(item)
         if item.frame is None:
             ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])

@@ -41,6 +41,10 @@ def instance_records(
     Keys: `bbox` [x, y, w, h] (rounded to 0.01), `area` (mask pixel count, else box area), `segmentation`
     (compressed RLE of the mask, exact; absent without masks), `score` (rounded to 1e-5), `category_id`,
     `label` (model label), `name`, and `track_id` when `det.track_ids` is set.
+    With keypoints (`det.keypoints`), `keypoints` [x1, y1, v1, ..., xK, yK, vK] as COCO has them (x, y
+    rounded to 0.01; v = 2, labelled and visible, for each keypoint the model predicted, else 0 with
+    x = y = 0), `num_keypoints` (how many have v > 0) and `keypoint_scores` [K] (the model's, rounded to
+    1e-5).
     With `mask_format="polygon"` also `polygons`: the instance's COCO polygons (`masks.mask_to_segmentation`,
     simplified by `simplify` px), absent where that falls back to RLE (holes, tiny masks); annotations.json
     uses them instead of the RLE. `mask_format="rle"`: no polygons.
@@ -71,10 +75,25 @@ def instance_records(
                     record["polygons"] = polygons
         else:
             record["area"] = round(max(x1 - x0, 0.0) * max(y1 - y0, 0.0), 2)
+        if det.keypoints is not None:
+            record.update(keypoint_fields(det.keypoints[i], det.keypoint_scores[i]))
         if det.track_ids is not None:
             record["track_id"] = int(det.track_ids[i])
         records.append(record)
     return records
+
+
+def keypoint_fields(keypoints: np.ndarray, scores: np.ndarray | None) -> dict:
+    """`keypoints` (COCO's flat [x, y, v] x K), `num_keypoints` and `keypoint_scores` of one instance from the
+    model's keypoints [K, 3] (x, y, visibility > 0 when predicted) and keypoint scores [K]."""
+    points = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    flat: list[float | int] = []
+    for x, y, v in points:
+        flat += [round(float(x), 2), round(float(y), 2), 2] if v > 0 else [0, 0, 0]
+    out = {"keypoints": flat, "num_keypoints": int((points[:, 2] > 0).sum())}
+    if scores is not None:
+        out["keypoint_scores"] = [round(float(s), 5) for s in np.asarray(scores).reshape(-1)]
+    return out
 
 
 def image_record(item: InputItem, det: Detections) -> dict:

@@ -180,7 +180,7 @@ def test_report_counts_crowd_regions(val):
 
 def test_report_counts_small_holes(tmp_path):
     """A: a 1-px hole only (every polygon format fills it). B: a 1-px and a 25-px hole (COCO keeps both as
-    RLE, labelme as a mask shape; YOLO cuts the big one and fills the small one)."""
+    RLE, labelme as a mask shape; YOLO cuts both)."""
     from pycocotools import mask as mask_util
 
     a = np.zeros((40, 40), np.uint8)
@@ -212,13 +212,15 @@ def test_report_counts_small_holes(tmp_path):
     assert done.exit_code == 0, done.output
     losses = json.loads((tmp_path / "out" / "convert_report.json").read_text())["losses"]
     reason = "holes under 4 px filled by the polygon"
-    assert (losses["coco"][reason], losses["labelme"][reason], losses["yolo"][reason]) == (1, 1, 2)
+    assert (losses["coco"][reason], losses["labelme"][reason]) == (1, 1)
+    assert reason not in losses.get("yolo", {})
     back = _coco(tmp_path / "out" / "annotations.json")
     got_a, got_b = (back.annToMask(ann).astype(bool) for ann in back.dataset["annotations"])
     assert got_a[6, 6] and not got_b[20, 20] and not got_b[27, 27]
     line = (tmp_path / "out" / "yolo" / "labels" / "a.txt").read_text().splitlines()[1]
+    yolo_a = yolo_mask((tmp_path / "out" / "yolo" / "labels" / "a.txt").read_text().splitlines()[0], 40, 40)
     yolo_b = yolo_mask(line, 40, 40)
-    assert yolo_b[20, 20] and not yolo_b[27, 27]
+    assert not yolo_a[6, 6] and not yolo_b[20, 20] and not yolo_b[27, 27]
 
 
 BAD = {

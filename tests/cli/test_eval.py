@@ -194,3 +194,44 @@ def test_images_and_weights_mode(tiny_weights, tmp_path):
     assert run("--coco", gt, "--images", tmp_path / "imgs").exit_code == 2
     result = run("--coco", gt, "--images", tmp_path, "--weights", tiny_weights, "--device", "cpu")
     assert result.exit_code == 1 and "ground-truth images are not in" in result.output
+
+
+KEYPOINTS = Path(__file__).resolve().parents[1] / "assets" / "coco-keypoints-sample"
+
+
+def test_keypoints_through_the_cli(tmp_path):
+    """`mrseg eval --iou-type bbox,keypoints` on the real COCO keypoint sample: both tables, and --json with
+    pycocotools' 10 OKS figures (as it printed them) under "keypoints"."""
+    out = tmp_path / "m.json"
+    gt, res = KEYPOINTS / "person_keypoints_gt.json", KEYPOINTS / "person_keypoints_results.json"
+    result = run("--coco", gt, "--pred", res, "--iou-type", "bbox,keypoints", "--json", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert list(metrics) == ["bbox", "keypoints"]
+    assert list(metrics["keypoints"]) == [
+        "AP",
+        "AP50",
+        "AP75",
+        "APm",
+        "APl",
+        "AR",
+        "AR50",
+        "AR75",
+        "ARm",
+        "ARl",
+    ]
+    printed = (KEYPOINTS / "pycocotools_keypoints_eval.txt").read_text()
+    stats = json.loads(next(line for line in printed.splitlines() if line.startswith("stats "))[6:])
+    np.testing.assert_allclose(list(metrics["keypoints"].values()), stats, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        list(metrics["bbox"].values()), pycocotools_stats(gt, res, "bbox"), rtol=0, atol=1e-12
+    )
+    assert "COCO keypoints (x100)" in result.output and "OKS=0.50:0.95" in result.output
+    assert f"{100 * stats[0]:.1f}" in result.output  # 50.5
+
+
+def test_keypoints_of_boxes_only_results_is_a_note(files, tmp_path):
+    gt, res = files
+    result = run("--coco", gt, "--pred", res, "--iou-type", "bbox,keypoints")
+    assert result.exit_code == 0, result.output
+    assert "keypoints not evaluated: the results have no keypoints" in result.output

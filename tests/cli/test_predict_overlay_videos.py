@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from mrseg.cli import main
+from tests.engine.conftest import write_moving_box_video
 
 SIZES = {"a": (64, 48), "b": (80, 60)}  # (width, height): the frame size tells the videos apart
 FRAMES = {"a": 4, "b": 3}
@@ -42,19 +42,11 @@ from mrseg.cli import main
 main(sys.argv[1:], prog_name="mrseg")
 """
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _video(path: Path, size: tuple[int, int], frames: int) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
-    assert writer.isOpened(), "OpenCV cannot write mp4v here"
-    for t in range(frames):
-        img = np.full((size[1], size[0], 3), 40, np.uint8)
-        cv2.rectangle(img, (4 + 5 * t, 10), (30 + 5 * t, 40), (60, 180, 240), -1)
-        writer.write(img)
-    writer.release()
-    return path
+    return write_moving_box_video(path, frames=frames, size=size, box=(4, 10, 30, 40), step=5)
 
 
 def _env():

@@ -192,17 +192,23 @@ def test_yolo_labels_through_ultralytics(predict_run):
             found.append((name_to_id[names[int(cls)]], consumers.yolo_mask(line, h, w)))
         pairs += polygon_pairs(oracle, found, f"yolo, {file}")
     # YOLO-seg holds one polygon per instance: a mask of several parts is one ring whose bridges are drawn as
-    # lines of pixels, which a mask of a few scattered pixels cannot survive. The targets hold for one-part
-    # masks; several-part ones are reported, and guarded against getting worse (README: Predict).
+    # lines of pixels, so a mask of parts scattered far apart cannot reach the targets in any one ring (for
+    # most of those below 0.8 here, even a Steiner tree of bridges could not: README, Predict). The targets
+    # hold for one-part masks (with their holes); for several parts the ring is never worse than writing
+    # the largest part alone, and their mean is guarded against getting worse.
     single = [(d, iou) for d, iou in pairs if parts_of(d.mask) == 1]
-    several = np.array([iou for d, iou in pairs if parts_of(d.mask) > 1])
+    several = [(d, iou) for d, iou in pairs if parts_of(d.mask) > 1]
     polygon_report("yolo via ultralytics polygon2mask, one-part masks", single)
-    if len(several):
+    if several:
+        ious = np.array([iou for _, iou in several])
         print(
-            f"yolo, masks of several parts: {len(several)} instances, IoU mean {several.mean():.4f} "
-            f"min {several.min():.4f}, {(several < 0.9).mean():.1%} below 0.9"
+            f"yolo, masks of several parts: {len(ious)} instances, IoU mean {ious.mean():.4f} "
+            f"min {ious.min():.4f}, {(ious < 0.9).mean():.1%} below 0.9"
         )
-        assert several.mean() >= 0.7
+        assert ious.mean() >= 0.76
+        for det, iou in several:
+            sizes = cv2.connectedComponentsWithStats(det.mask.astype(np.uint8), connectivity=8)[2][1:, 4]
+            assert iou >= sizes.max() / sizes.sum() - 0.01, (iou, sizes.tolist())
 
 
 def test_eval_is_pycocotools(predict_run, cli, tmp_path):

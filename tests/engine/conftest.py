@@ -28,11 +28,29 @@ def rpn_to_whole_image(model) -> None:
     deltas.bias.copy_(whole.repeat(deltas.bias.numel() // 4))
 
 
-def build_tiny_model(seed: int = 0):
+
+def write_moving_box_video(
+    path: Path, *, frames: int, size: tuple[int, int], box: tuple[int, int, int, int], step: int
+) -> Path:
+    """An mp4v clip of `frames` frames of `size` (w, h): a filled box `box` (x0, y0, x1, y1) moving `step` px
+    right per frame on a dark background (something for a model to track)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    x0, y0, x1, y1 = box
+    for t in range(frames):
+        img = np.full((size[1], size[0], 3), 40, np.uint8)
+        cv2.rectangle(img, (x0 + step * t, y0), (x1 + step * t, y1), (60, 180, 240), -1)
+        writer.write(img)
+    writer.release()
+    return path
+
+def build_tiny_model(seed: int = 0, **model_kwargs):
     from mrseg.model.zoo import build_model
 
     torch.manual_seed(seed)
-    model = build_model("r18-fpn", len(CLASSES), min_size=96, max_size=128)
+    model = build_model("r18-fpn", len(CLASSES), min_size=96, max_size=128, **model_kwargs)
     with torch.no_grad():
         rpn_to_whole_image(model)
         model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([-4.0, 1.0, 0.9, 0.8]))

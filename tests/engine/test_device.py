@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 import mrseg_kernels
 from mrseg.engine import predictor as predictor_mod
-from mrseg.engine.predictor import PredictError, resolve_device
+from mrseg.engine.device import DeviceError, resolve_device
 from mrseg.export.spec import METADATA_KEY, GraphSpec
 
 
@@ -43,7 +43,7 @@ def test_auto_falls_back_to_cpu_with_a_note_when_the_kernels_lack_cuda(fake_gpus
 
 def test_an_explicit_cuda_device_without_cuda_kernels_fails_at_start(fake_gpus, monkeypatch):
     monkeypatch.setattr(mrseg_kernels, "with_cuda", lambda: False)
-    with pytest.raises(PredictError, match="built without CUDA.*--device cpu"):
+    with pytest.raises(DeviceError, match="built without CUDA.*--device cpu"):
         resolve_device("cuda:1")
 
 
@@ -52,7 +52,7 @@ def test_the_chosen_gpu_becomes_the_current_device(fake_gpus, monkeypatch):
     assert resolve_device("cuda", local_rank=1) == torch.device("cuda:1")  # a torchrun rank's own GPU
     assert resolve_device("auto", local_rank=1) == torch.device("cuda:1")
     assert fake_gpus == [torch.device("cuda:1"), torch.device("cuda:1")]
-    with pytest.raises(PredictError, match="no such GPU.*has 2"):
+    with pytest.raises(DeviceError, match="no such GPU.*has 2"):
         resolve_device("cuda:5")
 
 
@@ -61,7 +61,7 @@ def test_cpu_never_touches_cuda(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(PredictError, match="CUDA is not available"):
+    with pytest.raises(DeviceError, match="CUDA is not available"):
         resolve_device("cuda")
 
 

@@ -232,7 +232,7 @@ def write(tmp_path, name, data):
         (lambda r: r[0].__setitem__("score", "high"), r"entry 0 has score 'high'"),
         (lambda r: r.clear(), r"is empty"),
         (lambda r: r[0].pop("score"), r"entry 0 lacks score"),
-        (lambda r: r[2].pop("bbox") and r[2].pop("segmentation"), r"entry 2 lacks 'bbox' or 'segmentation'"),
+        (lambda r: r[2].pop("bbox") and r[2].pop("segmentation"), r"entry 2 lacks 'bbox', 'segmentation' or"),
         (lambda r: r[1].__setitem__("bbox", [1, 2, 3]), r"entry 1 has bbox \[1, 2, 3\]"),
     ],
 )
@@ -276,7 +276,7 @@ def test_bad_files_give_clear_errors(tmp_path):
         with pytest.raises(EvalInputError, match=pattern):
             evaluate(gt_arg, res_arg)
     with pytest.raises(EvalInputError, match="Unknown iou type"):
-        evaluate(gt_path, good, iou_types=("keypoints",))
+        evaluate(gt_path, good, iou_types=("keypoint",))
 
 
 def test_unknown_categories_are_a_warning_and_left_unscored_as_in_pycocotools():

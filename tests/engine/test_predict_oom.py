@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from mrseg.cli import main
 from mrseg.data.images import read_image
-from mrseg.engine.predictor import InferenceOutOfMemory, Predictor, predict
+from mrseg.engine.predict_run import predict
+from mrseg.engine.predictor import InferenceOutOfMemory, Predictor
 
 SIDE = 48  # inputs with a longer side "don't fit"; 96x72 photos fall back to 48x48 tiles
 

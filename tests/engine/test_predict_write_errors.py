@@ -11,7 +11,7 @@ import json
 import cv2
 import pytest
 
-from mrseg.engine.predictor import predict
+from mrseg.engine.predict_run import predict
 from mrseg.outputs import YoloWriter
 
 OPTS = {"score": 0.2, "workers": 0, "quiet": True, "formats": "coco,labelme,yolo,overlay"}

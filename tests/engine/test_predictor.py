@@ -15,8 +15,11 @@ from pycocotools.coco import COCO
 
 from mrseg.data.images import read_image
 from mrseg.engine import journal
-from mrseg.engine.predictor import PredictError, Predictor, predict
+from mrseg.engine.device import DeviceError
+from mrseg.engine.predict_run import predict
+from mrseg.engine.predictor import PredictError, Predictor
 from mrseg.outputs.mask_crop import CroppedMasks
+from tests.engine.conftest import build_tiny_model, write_moving_box_video
 
 
 @pytest.fixture()
@@ -27,6 +30,12 @@ def small_folder(tmp_path, nuts_images):
     for p in nuts_images[:4]:
         cv2.imwrite(str(folder / p.name), cv2.resize(cv2.imread(str(p)), (200, 150)))
     return folder
+
+
+def _assert_same_masks_but_rounding(masks: np.ndarray, ref: np.ndarray) -> None:
+    """The Predictor runs a BN-folded copy: a mask probability within rounding of 0.5 may flip a pixel."""
+    assert masks.shape == ref.shape
+    assert (masks != ref).sum() <= 1e-3 * max(1, ref.sum())
 
 
 def test_predictor_returns_the_wrapped_models_detections_filtered_by_score(
@@ -48,7 +57,7 @@ def test_predictor_returns_the_wrapped_models_detections_filtered_by_score(
     np.testing.assert_allclose(det.scores, ref["scores"][keep].numpy(), rtol=1e-5)
     np.testing.assert_array_equal(det.labels, ref["labels"][keep].numpy())
     assert det.masks.dtype == bool and det.masks.shape == (len(det), *image.shape[:2])
-    np.testing.assert_array_equal(det.masks, ref["masks"][keep][:, 0].numpy())
+    _assert_same_masks_but_rounding(det.masks, ref["masks"][keep][:, 0].numpy())
     assert (det.width, det.height) == (image.shape[1], image.shape[0])
 
 
@@ -57,30 +66,50 @@ def test_predictor_runs_a_fused_copy_and_leaves_the_given_model_alone(tiny_model
 
     image = read_image(str(nuts_images[1]))
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    thresh = tiny_model.roi_heads.score_thresh
+    settings = (tiny_model.roi_heads.score_thresh, tiny_model.paste_masks)
     fused = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=0.3, mask_crops=True)
     plain = Predictor(model=tiny_model, model_classes=tiny_classes, device="cpu", score=0.3, fuse=False)
     assert fused.model is tiny_model and plain.net is tiny_model and fused.net is not tiny_model
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in fused.net.modules())
-    assert fused.net.roi_heads.score_thresh > 0.29 and tiny_model.roi_heads.score_thresh == thresh
     a, b = fused(image), plain(image)
     assert len(b) >= 1
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     assert (np.asarray(a.masks) != b.masks).sum() <= 1e-3 * max(1, b.masks.sum())
-    # the fused copy pastes masks into box crops; the same net pasting full-size masks gives the same pixels
-    assert isinstance(a.masks, CroppedMasks) and isinstance(b.masks, np.ndarray)
-    fused.net.paste_masks = True
-    full = fused(image)
-    assert isinstance(full.masks, np.ndarray) and full.masks.sum() > 0
-    np.testing.assert_array_equal(np.asarray(a.masks), full.masks)
-    fused.net.paste_masks, fused.mask_crops = False, False  # the default for Python callers: a bool array
-    as_array = fused(image)
-    assert isinstance(as_array.masks, np.ndarray) and as_array.masks.dtype == bool
-    np.testing.assert_array_equal(as_array.masks, full.masks)
+    # A model built to return mask probabilities (paste_masks=False, what Predictor(weights) builds) has them
+    # pasted into box crops: the same pixels as the full-size paste.
+    assert isinstance(a.masks, np.ndarray)  # the given model pastes full-size masks itself
+    crop_model = build_tiny_model(paste_masks=False)
+    crops = Predictor(model=crop_model, model_classes=tiny_classes, device="cpu", score=0.3, mask_crops=True)
+    c = crops(image)
+    assert isinstance(c.masks, CroppedMasks) and np.asarray(c.masks).sum() > 0
+    np.testing.assert_array_equal(np.asarray(c.masks), a.masks)
+    as_array = Predictor(model=crop_model, model_classes=tiny_classes, device="cpu", score=0.3)(image)
+    assert isinstance(as_array.masks, np.ndarray) and as_array.masks.dtype == bool  # the default for Python
+    np.testing.assert_array_equal(as_array.masks, a.masks)
     after = tiny_model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+    assert (tiny_model.roi_heads.score_thresh, tiny_model.paste_masks) == settings
+
+
+def test_predictor_builds_its_model_with_the_score_threshold_and_never_changes_it(tiny_weights, nuts_images):
+    """Predictor(weights) builds the model with its settings (box_score_thresh = score, no full-size paste):
+    nothing is set on a built model; the detections equal a plain model's filtered at `score`."""
+    predictor = Predictor(tiny_weights, device="cpu", score=0.3)
+    assert predictor.model.roi_heads.score_thresh == 0.3 and predictor.model.paste_masks is False
+    assert predictor.net.roi_heads.score_thresh == 0.3 and predictor.net.paste_masks is False
+    low = Predictor(tiny_weights, device="cpu", score=0.01)
+    assert low.model.roi_heads.score_thresh == 0.05  # the box head's own threshold is the floor
+    plain = build_tiny_model()
+    image = read_image(str(nuts_images[1]))
+    with torch.no_grad():
+        ref = plain([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0]
+    keep = (ref["scores"] >= 0.3).numpy()
+    det = predictor(image)
+    assert len(det) == keep.sum() >= 1
+    np.testing.assert_allclose(det.scores, ref["scores"].numpy()[keep], atol=1e-5)
+    _assert_same_masks_but_rounding(det.masks, ref["masks"][keep][:, 0].numpy())
 
 
 def test_predictor_takes_paths_batches_and_a_class_filter(tiny_model, tiny_classes, nuts_images):
@@ -109,7 +138,7 @@ def test_predictor_rejects_bad_inputs_with_clear_errors(tiny_model, tiny_classes
         predictor(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(PredictError, match="weights"):
         Predictor(device="cpu")
-    with pytest.raises(PredictError, match="CUDA is not available|not a device"):
+    with pytest.raises(DeviceError, match="CUDA is not available|not a device"):
         Predictor(
             model=tiny_model,
             model_classes=tiny_classes,
@@ -182,14 +211,7 @@ def test_resume_after_a_crash_with_a_torn_journal_line_gives_the_clean_result(
 
 
 def _make_video(path, frames=6, size=(160, 120)):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
-    assert writer.isOpened(), "OpenCV cannot write mp4v here"
-    for t in range(frames):
-        img = np.full((size[1], size[0], 3), 40, np.uint8)
-        cv2.rectangle(img, (10 + 8 * t, 30), (60 + 8 * t, 90), (60, 180, 240), -1)
-        writer.write(img)
-    writer.release()
-    return path
+    return write_moving_box_video(path, frames=frames, size=size, box=(10, 30, 60, 90), step=8)
 
 
 def test_video_frames_are_predicted_in_order_with_stable_track_ids(tiny_weights, tmp_path):
@@ -279,7 +301,7 @@ def test_resuming_a_video_continues_its_track_ids(tiny_weights, tmp_path):
 
 def test_resume_redoes_video_frames_whose_overlay_segment_a_crash_lost(tiny_weights, tmp_path, monkeypatch):
     from mrseg.engine import tracker as tracker_module
-    from mrseg.engine.predictor import PredictInterrupted
+    from mrseg.engine.predict_run import PredictInterrupted
     from mrseg.outputs import video_segments
 
     video = _make_video(tmp_path / "clip.mp4", frames=6)

@@ -14,9 +14,9 @@ import json
 import cv2
 import pytest
 
-from mrseg.engine import journal
-from mrseg.engine import predictor as predictor_mod
-from mrseg.engine.predictor import PredictError, predict
+from mrseg.engine import journal, predict_run
+from mrseg.engine.predict_run import predict
+from mrseg.engine.predictor import PredictError
 from mrseg.engine.run_folder import start_state
 from mrseg.engine.shard import Shard
 from mrseg.outputs import finalize
@@ -85,7 +85,7 @@ def test_a_multi_node_run_without_a_shared_out_fails_loudly(tmp_path, nuts_image
     images.mkdir()
     for i, src in enumerate(nuts_images[:4]):
         cv2.imwrite(str(images / f"{i}.jpg"), cv2.resize(cv2.imread(str(src)), (120, 90)))
-    monkeypatch.setattr(predictor_mod, "init_shard", _TwoNodes)
+    monkeypatch.setattr(predict_run, "init_shard", _TwoNodes)
     out = tmp_path / "out"
     with pytest.raises(PredictError, match="2 input.*shared by every node.*--resume"):
         predict([str(images)], weights=tiny_weights, out=out, device="cpu", workers=0, quiet=True)

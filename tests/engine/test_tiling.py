@@ -145,3 +145,81 @@ def test_tiled_prediction_equals_whole_image_prediction_for_a_tile_independent_d
     cropped = tiled(image)
     assert isinstance(cropped.masks, CroppedMasks)
     np.testing.assert_array_equal(np.asarray(cropped.masks), det.masks)
+
+
+def _keypoint_tile(boxes, scores, keypoints):
+    """A box-only tile result with keypoints [n, K, 3] (tile pixels) and keypoint scores = their x."""
+    kp = np.array(keypoints, np.float32).reshape(len(boxes), -1, 3)
+    return {
+        "boxes": np.array(boxes, np.float32).reshape(-1, 4),
+        "scores": np.array(scores, np.float32),
+        "labels": np.ones(len(boxes), np.int64),
+        "masks": None,
+        "keypoints": kp,
+        "keypoint_scores": kp[..., 0].copy(),
+    }
+
+
+def test_keypoints_move_with_their_tile_and_a_merged_object_keeps_its_best_members():
+    windows = [(0, 0, 100, 100), (60, 20, 160, 120)]
+    tiles = [
+        # one person whole in the overlap (x 70..90, y 30..80), seen by both tiles; the left one scores lower
+        _keypoint_tile([[70, 30, 90, 80]], [0.6], [[[75, 35, 1], [85, 75, 1]]]),
+        # the right tile: the same person (tile pixels) scoring 0.9, and one only it sees
+        _keypoint_tile(
+            [[10, 10, 30, 60], [50, 50, 70, 90]],
+            [0.9, 0.8],
+            [[[16, 16, 1], [24, 54, 1]], [[55, 55, 1], [65, 85, 1]]],
+        ),
+    ]
+    out = merge_tiles(tiles, windows, 120, 160)
+    assert "masks" not in out and out["keypoints"].shape == (2, 2, 3)
+    assert out["keypoint_scores"].shape == (2, 2)
+    np.testing.assert_allclose(out["scores"], [0.9, 0.8])
+    # the merged person: the right tile's keypoints (its best), moved by its window's (60, 20); v kept
+    np.testing.assert_allclose(out["keypoints"][0], [[76, 36, 1], [84, 74, 1]])
+    np.testing.assert_allclose(out["keypoints"][1], [[115, 75, 1], [125, 105, 1]])
+    np.testing.assert_allclose(out["keypoint_scores"], [[16, 24], [55, 65]])  # the tiles' own, not moved
+
+
+class _BlobPeople(torch.nn.Module):
+    """A stand-in keypoint detector (no masks): each bright blob is class 1 (scoring more the larger it is,
+    so a blob seen whole beats its parts cut by tile edges) or, when wider than tall, class 2 (score 0.4),
+    with two keypoints, its box's top-left and bottom-right corners, scoring its area and minus its area."""
+
+    def forward(self, images):
+        outs = []
+        for im in images:
+            gray = (im.mean(0) > 0.5).numpy().astype(np.uint8)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(gray, connectivity=4)
+            boxes = [[x, y, x + w, y + h] for x, y, w, h, _ in stats[1:n]]
+            boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            wide = (boxes[:, 2] - boxes[:, 0]) > (boxes[:, 3] - boxes[:, 1])
+            ones = torch.ones(len(boxes), 2, 1)
+            keypoints = torch.cat([boxes.reshape(-1, 2, 2), ones], dim=2)
+            outs.append({
+                "boxes": boxes, "labels": 1 + wide.long(),
+                "scores": torch.where(wide, 0.4, 0.6 + area / 10**5), "keypoints": keypoints,
+                "keypoints_scores": torch.stack([area, -area], dim=1),
+            })  # fmt: skip
+        return outs
+
+
+def test_predictor_keeps_keypoints_with_their_instances_through_filters_and_tiles():
+    image = np.zeros((300, 420, 3), np.uint8)
+    tall = [(20, 30, 40, 90), (200, 60, 225, 130), (330, 200, 350, 280)]  # x0, y0, x1, y1
+    for x0, y0, x1, y1 in [*tall, (100, 220, 190, 250)]:  # the last one wide
+        image[y0:y1, x0:x1] = 255
+    classes = [{"id": 1, "name": "person"}, {"id": 2, "name": "other"}]
+    expected = np.array([[[x0, y0, 1], [x1, y1, 1]] for x0, y0, x1, y1 in tall], np.float32)
+    for tile in (None, 160):  # every blob lies whole inside some 160-px tile
+        det = Predictor(model=_BlobPeople(), model_classes=classes, device="cpu", score=0.5, tile=tile)(image)
+        assert det.masks is None and len(det) == 3 and (det.labels == 1).all()
+        order = np.argsort(det.boxes[:, 0])
+        np.testing.assert_allclose(det.keypoints[order], expected)
+        area = np.array([(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in tall], np.float32)
+        np.testing.assert_allclose(det.keypoint_scores[order], np.stack([area, -area], axis=1))
+    others = Predictor(model=_BlobPeople(), model_classes=classes, device="cpu", score=0.0, classes=["other"])
+    det = others(image)
+    np.testing.assert_allclose(det.keypoints, [[[100, 220, 1], [190, 250, 1]]])

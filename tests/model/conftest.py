@@ -1,13 +1,21 @@
-"""Oracles for the model tests: torchvision's Mask R-CNN built with seeded random weights, and ours loaded
-with the same weights through the state-dict converter."""
+"""Oracles for the model tests: torchvision's Mask / Keypoint / Faster R-CNN built with seeded random weights,
+and ours loaded with the same weights through the state-dict converter."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet50
-from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection import (
+    fasterrcnn_resnet50_fpn,
+    fasterrcnn_resnet50_fpn_v2,
+    keypointrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn_v2,
+)
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.mask_rcnn import MaskRCNN as TVMaskRCNN
 from torchvision.ops import FrozenBatchNorm2d
@@ -15,6 +23,14 @@ from torchvision.ops import FrozenBatchNorm2d
 from mrseg.model.zoo import build_model, load_state_dict
 
 TV_RESNETS = {18: resnet18, 50: resnet50}
+
+# the one_thread fixture of tests/engine/conftest.py (one definition), as tests/cli/conftest.py re-exports it
+_spec = importlib.util.spec_from_file_location(
+    "_mrseg_engine_conftest_for_model", Path(__file__).parents[1] / "engine" / "conftest.py"
+)
+_engine = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_engine)
+one_thread = _engine.one_thread
 
 
 def perturb_norms(model: nn.Module, generator: torch.Generator) -> None:
@@ -29,13 +45,50 @@ def perturb_norms(model: nn.Module, generator: torch.Generator) -> None:
                 m.running_var.copy_(0.8 + 0.4 * torch.rand(n, generator=generator))
 
 
-def make_detections_visible(model: nn.Module) -> None:
+def make_detections_visible(model: nn.Module, labels: tuple[int, ...] = (1, 3, 18)) -> None:
     """Random weights give ~uniform class scores: raise a few classes above the 0.05 score threshold, and
-    scale the mask logits so masks have clear insides and outsides."""
+    scale the mask logits so masks have clear insides and outsides (a torchvision model with a mask head)."""
     with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias[[1, 3, 18]] += 6.0
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(30.0)
-        model.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(-1.0)
+        model.roi_heads.box_predictor.cls_score.bias[list(labels)] += 6.0
+        if model.roi_heads.mask_predictor is not None:
+            model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(30.0)
+            model.roi_heads.mask_predictor.mask_fcn_logits.bias.fill_(-1.0)
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Replaces every nn.BatchNorm2d below `module` by a FrozenBatchNorm2d with the same statistics and
+    affine parameters: what torchvision's v1 builders use when given weights (`norm_layer=FrozenBatchNorm2d`
+    when trained), and what our v1 archs have. Without weights they build BatchNorm2d, whose eval-mode
+    arithmetic rounds differently (measured: boxes 0.018 px, scores 4e-4 apart on the keypoint test photo)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+
+
+TV_BUILDERS = {
+    "keypoint": keypointrcnn_resnet50_fpn,
+    "faster": fasterrcnn_resnet50_fpn,
+    "faster-v2": fasterrcnn_resnet50_fpn_v2,
+}
+
+
+def build_torchvision_detector(kind: str, seed: int = 0, **kwargs) -> nn.Module:
+    """torchvision's `keypointrcnn_resnet50_fpn` (2 classes: background, person) or `fasterrcnn_resnet50_fpn`
+    / `_v2` (91 classes) built without weights, seeded, with non-trivial norms and the person class (and two
+    more for Faster R-CNN) above the score threshold; in eval mode. The v1 models' ResNet gets
+    FrozenBatchNorm2d as torchvision's COCO models have it (see `freeze_batchnorm`)."""
+    torch.manual_seed(seed)
+    model = TV_BUILDERS[kind](weights=None, weights_backbone=None, **kwargs)
+    perturb_norms(model, torch.Generator().manual_seed(seed + 1))
+    if kind in ("keypoint", "faster"):
+        freeze_batchnorm(model.backbone.body)
+    make_detections_visible(model, (1,) if kind == "keypoint" else (1, 3, 18))
+    return model.eval()
 
 
 def build_torchvision_maskrcnn(depth: int = 50, v2: bool = False, seed: int = 0, **kwargs) -> nn.Module:
@@ -53,7 +106,8 @@ def build_torchvision_maskrcnn(depth: int = 50, v2: bool = False, seed: int = 0,
 
 def build_ours_from(tv_model: nn.Module, arch: str, **kwargs) -> nn.Module:
     """Our model of `arch` with the torchvision model's weights (through the key converter), in eval mode."""
-    model = build_model(arch, 90, aligned=False, **kwargs)
+    num_classes = tv_model.roi_heads.box_predictor.cls_score.out_features - 1
+    model = build_model(arch, num_classes, aligned=False, **kwargs)
     load_state_dict(model, tv_model.state_dict(), "torchvision model")
     return model.eval()
 
@@ -66,3 +120,24 @@ def torchvision_maskrcnn():
 @pytest.fixture
 def ours_from():
     return build_ours_from
+
+
+@pytest.fixture
+def torchvision_detector():
+    return build_torchvision_detector
+
+
+def keep_every_sample(tv_model: nn.Module, ours: nn.Module) -> None:
+    """Samplers that keep every candidate make the losses deterministic; fewer proposals keep the tests
+    quick."""
+    tv_model.rpn.fg_bg_sampler.batch_size_per_image = 10**9
+    tv_model.roi_heads.fg_bg_sampler.batch_size_per_image = 10**9
+    ours.rpn.sampler.batch_size = 10**9
+    ours.roi_heads.sampler.batch_size = 10**9
+    tv_model.rpn._pre_nms_top_n["training"] = ours.rpn.pre_nms_top_n["train"] = 200
+    tv_model.rpn._post_nms_top_n["training"] = ours.rpn.post_nms_top_n["train"] = 60
+
+
+@pytest.fixture
+def deterministic_sampling():
+    return keep_every_sample

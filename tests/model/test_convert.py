@@ -1,7 +1,12 @@
 import pytest
 import torch
 from torchvision.models import resnet18
-from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection import (
+    fasterrcnn_resnet50_fpn,
+    fasterrcnn_resnet50_fpn_v2,
+    keypointrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn_v2,
+)
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.mask_rcnn import MaskRCNN as TVMaskRCNN
 from torchvision.models.resnet import resnet34, resnet50, resnet101
@@ -21,19 +26,46 @@ from mrseg.model.zoo import build_model
 RESNETS = {"r18-fpn": resnet18, "r34-fpn": resnet34, "r50-fpn": resnet50, "r101-fpn": resnet101}
 
 
+TV_BUILDERS = {
+    "r50-fpn-v2": maskrcnn_resnet50_fpn_v2,
+    "r50-fpn-kp": keypointrcnn_resnet50_fpn,
+    "r50-fpn-box": fasterrcnn_resnet50_fpn,
+    "r50-fpn-v2-box": fasterrcnn_resnet50_fpn_v2,
+}
+
+
 def _tv_keys(arch: str) -> dict:
-    if arch == "r50-fpn-v2":
-        model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=5)
+    if arch in TV_BUILDERS:
+        model = TV_BUILDERS[arch](weights=None, weights_backbone=None, num_classes=5)
     else:
         backbone = _resnet_fpn_extractor(RESNETS[arch](norm_layer=FrozenBatchNorm2d), 3)
         model = TVMaskRCNN(backbone, num_classes=5)
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("arch", ["r18-fpn", "r34-fpn", "r50-fpn", "r101-fpn", "r50-fpn-v2"])
+def _drop_batch_counters(state: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "r18-fpn",
+        "r34-fpn",
+        "r50-fpn",
+        "r101-fpn",
+        "r50-fpn-v2",
+        "r50-fpn-kp",
+        "r50-fpn-box",
+        "r50-fpn-v2-box",
+    ],
+)
 def test_conversion_is_a_bijection_on_the_key_sets(arch):
     tv = _tv_keys(arch)
     ours = {k: v.shape for k, v in build_model(arch, 4).state_dict().items()}
+    if arch in ("r50-fpn-kp", "r50-fpn-box"):
+        # torchvision's builders without weights put BatchNorm2d (with its counter) where ours is frozen
+        tv = _drop_batch_counters(tv)
     converted = torchvision_to_mrseg(tv)
     assert len(converted) == len(tv)  # injective
     assert converted == ours  # onto our keys, with the same shapes
@@ -43,7 +75,7 @@ def test_conversion_is_a_bijection_on_the_key_sets(arch):
 def test_every_rule_is_used_and_rules_never_overlap():
     rules = KEY_RULES + BOX_HEAD_V1_RULES + BOX_HEAD_V2_RULES
     used = set()
-    for arch in ("r18-fpn", "r50-fpn-v2"):
+    for arch in ("r18-fpn", "r50-fpn-v2", "r50-fpn-kp"):
         state = _tv_keys(arch)
         torchvision_to_mrseg(state)  # raises if zero or two rules match a key
         for key in state:
@@ -77,8 +109,8 @@ def test_legacy_torchvision_names_are_upgraded():
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(KeyError, match="roi_heads.keypoint_head.0.weight"):
-        torchvision_to_mrseg({"roi_heads.keypoint_head.0.weight": torch.zeros(1)})
+    with pytest.raises(KeyError, match="roi_heads.densepose_head.0.weight"):
+        torchvision_to_mrseg({"roi_heads.densepose_head.0.weight": torch.zeros(1)})
 
 
 def test_imagenet_resnet_keys_fill_our_backbone():

@@ -42,22 +42,11 @@ def _batch():
     return images, targets
 
 
-def _keep_every_sample(tv_model, ours) -> None:
-    """Samplers that keep every candidate make the losses deterministic; fewer proposals keep the test
-    quick."""
-    tv_model.rpn.fg_bg_sampler.batch_size_per_image = 10**9
-    tv_model.roi_heads.fg_bg_sampler.batch_size_per_image = 10**9
-    ours.rpn.sampler.batch_size = 10**9
-    ours.roi_heads.sampler.batch_size = 10**9
-    tv_model.rpn._pre_nms_top_n["training"] = ours.rpn.pre_nms_top_n["train"] = 200
-    tv_model.rpn._post_nms_top_n["training"] = ours.rpn.post_nms_top_n["train"] = 60
-
-
 @pytest.mark.parametrize("depth,v2,arch", [(18, False, "r18-fpn"), (50, True, "r50-fpn-v2")])
-def test_losses_match_torchvision(depth, v2, arch, torchvision_maskrcnn, ours_from):
+def test_losses_match_torchvision(depth, v2, arch, torchvision_maskrcnn, ours_from, deterministic_sampling):
     tv_model = torchvision_maskrcnn(depth, v2=v2, seed=3, min_size=160, max_size=256)
     ours = ours_from(tv_model, arch, min_size=160, max_size=256)
-    _keep_every_sample(tv_model, ours)
+    deterministic_sampling(tv_model, ours)
     images, targets = _batch()
     tv_model.train()
     ours.train()

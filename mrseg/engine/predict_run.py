@@ -1,0 +1,297 @@
+"""`predict`: a whole run to an output folder (or jsonl lines on stdout), resumable and shardable.
+
+Data flow: sources -> InputItems (ids fixed by the listing) -> the run folder is locked, started or resumed
+(`run_folder`, `journal`) -> this rank's share of the inputs not done yet -> `Predictor.stream` (decode,
+batch, predict, track) -> a writer thread (`OutputSink`): records, per-item files, then the journal line
+(the commit point for --resume) -> after every rank is done, rank 0 assembles the final files from the
+journals (`mrseg.outputs.finalize`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from mrseg.engine import journal
+from mrseg.engine.predict_sink import OutputSink
+from mrseg.engine.predict_stream import Failure, group_units
+from mrseg.engine.predictor import PredictError, Predictor, device_note, resolve_device
+from mrseg.engine.progress import RunProgress
+from mrseg.engine.run_folder import check_same_lock, resolve_out_dir, start_state
+from mrseg.engine.run_lock import RunLock
+from mrseg.engine.shard import init_shard, missing_parts, units_for_rank
+from mrseg.engine.tracker import Tracker
+from mrseg.engine.writer import WriterThread
+from mrseg.outputs.detections import InputItem
+from mrseg.outputs.formats import FormatError, needs_image, parse_formats
+
+
+@dataclass
+class PredictSummary:
+    """What a `predict` run did (over all ranks)."""
+
+    out_dir: Path | None
+    total: int = 0  # inputs in the sources
+    processed: int = 0  # written by this run
+    skipped: int = 0  # already done by an earlier run (--resume)
+    failed: int = 0  # inputs that could not be read, predicted or written (the whole run; failures.jsonl)
+    instances: int = 0  # instances written by this run
+    seconds: float = 0.0
+    interrupted: bool = False
+    failures: list[dict] = field(default_factory=list)  # the first few failures, for a summary
+    rank: int = 0  # under torchrun, this process's rank (rank 0 reports for all)
+
+
+class PredictInterrupted(KeyboardInterrupt):
+    """Ctrl-C: what was finished is written and journaled; `summary` says where, to resume."""
+
+    def __init__(self, summary: PredictSummary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def predict(
+    sources: Sequence[str],
+    *,
+    weights: str | Path | None = None,
+    arch: str | None = None,
+    formats: Sequence[str] | str | None = None,
+    out: str | Path | None = None,
+    exist_ok: bool = False,
+    score: float = 0.5,
+    classes: Iterable[str | int] | None = None,
+    mask_format: str = "polygon",
+    simplify: float = 1.0,
+    batch: int | None = None,
+    device: str = "auto",
+    workers: int = 2,
+    resume: bool = False,
+    quiet: bool = False,
+    vid_stride: int = 1,
+    tile: int | None = None,
+    tile_overlap: float = 0.2,
+    max_pixels: int | None = None,
+    precision: str = "fp32",
+    predictor: Predictor | None = None,
+    stdin=None,
+) -> PredictSummary:
+    """Predict every input of `sources` and write the outputs to `out` (`-`: jsonl lines on stdout).
+
+    The options are the CLI's (see `mrseg predict --help`); `predictor` replaces weights/arch/device/score/
+    classes/tile/batch/max_pixels/precision with an existing `Predictor`, `stdin` is read for a `-` source.
+    Under torchrun each rank takes every world-th input (a video as one input) and rank 0 writes the final
+    files once all are done. Returns the summary; raises `PredictInterrupted` on Ctrl-C after flushing and
+    journaling what was done, `PredictError` / `ValueError` for bad options, sources or weights.
+    """
+    started = time.monotonic()
+    stream = str(out) == "-"
+    try:
+        formats = parse_formats(formats, stream)
+    except FormatError as e:
+        raise PredictError(str(e)) from None
+    if mask_format not in ("polygon", "rle"):
+        raise PredictError(f"--mask-format {mask_format}: choose polygon or rle")
+    if vid_stride < 1:
+        raise PredictError(f"--vid-stride must be >= 1, got {vid_stride}")
+    if stream and resume:
+        raise PredictError("--resume needs an output folder; it can't resume a stream to stdout (--out -)")
+    if workers < 0:
+        raise PredictError(f"--workers must be >= 0, got {workers}")
+
+    shard = init_shard()
+    lock: RunLock | None = None
+    try:
+        if stream and shard.world > 1:
+            raise PredictError("--out - (stdout) works in one process only; under torchrun give --out DIR")
+
+        # Rank 0 decides the folder, locks it for the whole run (one lock for all ranks) and lists the inputs
+        # (before the slow model load, so bad sources fail fast); every rank gets the same list, hence ids.
+        def start():
+            nonlocal lock
+            folder = None if stream else resolve_out_dir(out, exist_ok=exist_ok, resume=resume)
+            if folder is not None:
+                lock = RunLock.acquire(folder)
+                if lock.note and not quiet:
+                    print(lock.note, file=sys.stderr)
+            return folder, _list_items(sources, vid_stride, stdin, folder), lock and lock.token()
+
+        out_dir, items, token = shard.on_main(start)
+        if shard.world > 1 and not stream:  # the other ranks must see rank 0's lock: a shared --out
+            # (not rank 0: reading the file through a new descriptor would drop its POSIX lock)
+            mine = None if shard.is_main else check_same_lock(out_dir, token)
+            problems = [p for p in shard.gather(mine) if p]
+            if problems:
+                raise PredictError(problems[0])
+        notes: list[str] = []
+        if predictor is None:
+            dev = resolve_device(device, shard.local_rank, notes=notes,
+                                 needs_kernels=not str(weights).lower().endswith(".onnx"))  # fmt: skip
+            predictor = Predictor(
+                weights, arch=arch, device=dev, score=score,
+                classes=classes, tile=tile, tile_overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
+                precision=precision, mask_crops=True,
+            )  # fmt: skip
+        if shard.is_main and not quiet:  # once, at start: what runs the model
+            for line in [*notes, device_note(predictor)]:
+                print(line, file=sys.stderr)
+        state = journal.ResumeState()
+        if not stream:
+            meta = {"sources": [str(s) for s in sources], "vid_stride": vid_stride, "formats": formats,
+                    "world_size": shard.world, "weights": str(weights), "num_items": len(items),
+                    "precision": predictor.precision}  # fmt: skip
+            if shard.is_main:
+                _open_run_folder(out_dir, meta, resume, items)
+            out_dir = Path(shard.broadcast(str(out_dir) if out_dir else None))
+            shard.barrier()
+            if resume:
+                state = journal.read_state(out_dir)
+                if "overlay" in formats:  # frames whose overlay video segment a crash lost are done again
+                    lost = _lost_overlay_frames(items, state, out_dir)
+                    if lost:
+                        state = journal.read_state(out_dir, exclude=lost)
+        skip = state.done_ids  # inputs that failed are tried again: the cause may have been fixed since
+        summary = PredictSummary(out_dir=out_dir, total=len(items), rank=shard.rank,
+                                 skipped=len(skip & {it.id for it in items}))  # fmt: skip
+
+        todo_units = []
+        for unit in units_for_rank(group_units(items), shard):
+            left = [it for it in unit if it.id not in skip]
+            if left:
+                todo_units.append(left)
+        show = shard.is_main and not (quiet or stream)
+        progress = RunProgress(total=sum(map(len, todo_units)), enabled=show)
+        sink = OutputSink(
+            out_dir=out_dir, rank=shard.rank, formats=formats, classes=predictor.classes,
+            mask_format=mask_format, simplify=simplify, vid_stride=vid_stride, stream=stream, quiet=quiet,
+            progress=progress,
+        )  # fmt: skip
+        todo = [it for unit in todo_units for it in unit]
+        interrupted = _drain(
+            predictor, todo, sink, queue_size=max(2, batch or predictor.batch), vid_stride=vid_stride,
+            workers=workers, batch=batch, max_pixels=max_pixels, keep_images=needs_image(formats),
+            seed_tracker=partial(_seed_tracker, state),
+        )  # fmt: skip
+        local = {"processed": sink.processed, "instances": sink.instances, "failed": sink.failed,
+                 "failures": sink.failures}  # fmt: skip
+        if interrupted:
+            summary.processed, summary.instances, summary.failed = (
+                local[k] for k in ("processed", "instances", "failed")
+            )
+            summary.failures, summary.interrupted = local["failures"], True
+            summary.seconds = time.monotonic() - started
+            raise PredictInterrupted(summary)
+
+        shard.barrier()
+        parts = shard.gather(local)
+        failed_total = incomplete = None
+        if shard.is_main and not stream and shard.world > 1:  # each rank's journal reached rank 0's disk?
+            left, seen = journal.unaccounted(out_dir, [it.id for it in items])
+            incomplete = missing_parts(left, parts, seen, out_dir)
+        incomplete = shard.broadcast(incomplete)
+        if incomplete:
+            raise PredictError(incomplete)
+        if shard.is_main and not stream:
+            from mrseg.outputs import finalize
+
+            finalize(out_dir, formats, journal.all_records_paths(out_dir), predictor.classes)
+            failed_total = journal.merge_failures(out_dir)
+        failed_total = shard.broadcast(failed_total)
+        summary.processed = sum(p["processed"] for p in parts)
+        summary.instances = sum(p["instances"] for p in parts)
+        summary.failed = failed_total if failed_total is not None else sum(p["failed"] for p in parts)
+        summary.failures = [f for p in parts for f in p["failures"]][:20]
+        if summary.failed and not summary.failures and out_dir is not None:  # all failed in an earlier run
+            summary.failures = list(journal.iter_lines(out_dir / "failures.jsonl"))[:20]
+        summary.seconds = time.monotonic() - started
+        shard.barrier()  # nobody exits (which makes torchrun stop the others) before every rank is done
+        return summary
+    finally:
+        if lock is not None:
+            lock.release()
+        shard.close()
+
+
+def _list_items(sources: Sequence[str], vid_stride: int, stdin, out_dir: Path | None) -> list[InputItem]:
+    from mrseg.data.sources import collect_items
+
+    exclude = [out_dir] if out_dir is not None else []
+    return collect_items(list(sources), vid_stride=vid_stride, stdin=stdin, exclude=exclude)
+
+
+def _seed_tracker(state: journal.ResumeState, tracker: Tracker, video: str | None) -> None:
+    """Continue a video's tracks from its last journaled frame; new ids above any it already used."""
+    tracker.next_id = max(tracker.next_id, state.max_track_ids.get(video, 0) + 1)
+    last = state.last_frames.get(video)
+    if not last or not last["instances"]:
+        return
+    inst = [r for r in last["instances"] if r.get("track_id") is not None]
+    if not inst:
+        return
+    boxes = np.array(
+        [
+            [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]
+            for r in inst
+        ],
+        np.float32,
+    )
+    tracker.seed(boxes, np.array([r["label"] for r in inst]), np.array([r["track_id"] for r in inst]))
+
+
+def _lost_overlay_frames(items: list[InputItem], state: journal.ResumeState, out_dir: Path) -> set[int]:
+    """Ids of journaled video frames that no complete overlay segment holds (the run writing them was killed
+    before its segment was finished). A video whose segment folder is gone was assembled by a finished run."""
+    from mrseg.outputs.overlay import OverlayWriter
+    from mrseg.outputs.video_segments import committed_segments, parts_dir
+
+    done_frames: dict[str, list[InputItem]] = {}
+    for it in items:
+        if it.frame is not None and it.id in state.done_ids:
+            done_frames.setdefault(it.path, []).append(it)
+    lost: set[int] = set()
+    for frames in done_frames.values():
+        parts = parts_dir(out_dir, OverlayWriter.video_stem(frames[0]))
+        if not parts.is_dir():
+            continue
+        held = {int(i) for _, meta in committed_segments(parts) for i in meta.get("ids", [])}
+        lost.update(it.id for it in frames if it.id not in held)
+    return lost
+
+
+def _open_run_folder(out_dir: Path, meta: dict, resume: bool, items: list[InputItem]) -> None:
+    start_state(out_dir, meta, resume=resume, items=items)
+    if resume:
+        for path in journal.all_records_paths(out_dir) + journal.all_failures_paths(out_dir):
+            journal.repair(path)
+
+
+def _drain(
+    predictor: Predictor, items: list[InputItem], sink: OutputSink, queue_size: int, **stream_options
+) -> bool:
+    """Stream `items` through `predictor` into the writer thread; each video's end goes in as soon as its
+    last frame of this run is through (its overlay is committed then, not at the end of the run). Returns
+    True when stopped by Ctrl-C."""
+    # Each queued input holds its masks: keep the queue short (a big photo can hold 100s of MB).
+    writer = WriterThread(sink, maxsize=queue_size)
+    interrupted = False
+    with sink.progress:  # stays up until the writer has finished the last input
+        try:
+            end_video = lambda item: writer.put(("end", item, None, None))  # noqa: E731
+            for item, result in predictor.stream(items, on_video_end=end_video, **stream_options):
+                if isinstance(result, Failure):
+                    writer.put(("fail", item, result.reason, None))
+                else:
+                    writer.put(("ok", item, result.image, result))
+        except KeyboardInterrupt:
+            interrupted = True  # what was predicted is still written and journaled below
+        finally:
+            try:
+                writer.close()
+            finally:
+                sink.close()
+    return interrupted
