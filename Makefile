@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml setup.py $(KERNEL_SOURCES)
 demo: install
 	$(PY) -m mrseg --version
 	$(PY) -m mrseg_kernels.selfcheck
-	$(PY) examples/demo.py --min-ap 0.5
+	$(PY) examples/demo.py
 
 $(DATUMARO_STAMP):
 	[ -x $(DATUMARO_VENV)/bin/python ] || $(PYTHON) -m venv $(DATUMARO_VENV)

@@ -34,6 +34,9 @@ PALETTE = np.array(
     ],
     dtype=np.float32,
 )
+# With class_colours, each class takes its colours from its own part of the palette (circles warm,
+# squares green and blue, triangles purple, magenta and white): colour as well as shape tells them apart.
+CLASS_COLOURS = {1: PALETTE[[0, 4, 2]], 2: PALETTE[[1, 3, 6]], 3: PALETTE[[5, 7, 8]]}
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -67,8 +70,18 @@ def _shape_mask(rng: np.random.Generator, kind: int, size: int, lo: int, hi: int
     return mask.astype(bool)
 
 
-def make_image(rng: np.random.Generator, size: int, max_shapes: int, lo: int, hi: int):
-    """One image and its instances: (uint8 [size, size, 3], list of (category_id, visible bool mask))."""
+def make_image(
+    rng: np.random.Generator,
+    size: int,
+    max_shapes: int,
+    lo: int,
+    hi: int,
+    min_visible: float = 0.6,
+    class_colours: bool = False,
+):
+    """One image and its instances: (uint8 [size, size, 3], list of (category_id, visible bool mask)).
+    Every earlier shape stays at least `min_visible` visible (1.0: shapes never overlap); class_colours: see
+    CLASS_COLOURS."""
     img = _background(rng, size)
     shapes: list[tuple[int, np.ndarray]] = []
     count = 0 if rng.random() < 0.1 else int(rng.integers(1, max_shapes + 1))  # ~10 % negatives
@@ -76,13 +89,14 @@ def make_image(rng: np.random.Generator, size: int, max_shapes: int, lo: int, hi
         for _attempt in range(20):
             kind = int(rng.integers(1, 4))
             m = _shape_mask(rng, kind, size, lo, hi)
-            # Keep every earlier shape at least 60 % visible, so no instance becomes a sliver.
-            if all((v & ~m).sum() >= 0.6 * v.sum() for _, v in shapes):
+            # Keep every earlier shape at least min_visible visible, so no instance becomes a sliver.
+            if all((v & ~m).sum() >= min_visible * v.sum() for _, v in shapes):
                 break
         else:
             continue
         shapes = [(k, v & ~m) for k, v in shapes] + [(kind, m)]
-        colour = PALETTE[rng.integers(len(PALETTE))] + rng.normal(0, 12, 3)
+        colours = CLASS_COLOURS[kind] if class_colours else PALETTE
+        colour = colours[rng.integers(len(colours))] + rng.normal(0, 12, 3)
         shade = 1.0 + 0.08 * rng.normal(0, 1, (size, size, 1)).astype(np.float32)
         img = np.where(m[..., None], colour * shade, img)
     img = img + rng.normal(0, 4, img.shape)
@@ -98,6 +112,8 @@ def generate_split(
     max_shapes: int = 4,
     min_shape: int | None = None,
     max_shape: int | None = None,
+    min_visible: float = 0.6,
+    class_colours: bool = False,
 ) -> str:
     """Writes `out_dir/<split>/*.png` and `out_dir/<split>.json`; returns the json path."""
     lo = min_shape or max(8, size // 10)
@@ -106,7 +122,7 @@ def generate_split(
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     images, annotations = [], []
     for image_id in range(count):
-        img, shapes = make_image(rng, size, max_shapes, lo, hi)
+        img, shapes = make_image(rng, size, max_shapes, lo, hi, min_visible, class_colours)
         name = f"{image_id:05d}.png"
         cv2.imwrite(os.path.join(out_dir, split, name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
@@ -141,10 +157,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-shapes", type=int, default=4, help="at most this many shapes per image")
     p.add_argument("--min-shape", type=int, help="smallest shape side in pixels (default size/10, >= 8)")
     p.add_argument("--max-shape", type=int, help="largest shape side in pixels (default size/3)")
+    p.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.6,
+        help="fraction of each shape left visible by later ones (1.0: no overlaps; default 0.6)",
+    )
+    p.add_argument(
+        "--class-colours", action="store_true", help="each class in its own colours (see CLASS_COLOURS)"
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     for split, n in (("train", a.train), ("val", a.val)):
-        path = generate_split(a.out, split, n, a.size, a.seed, a.max_shapes, a.min_shape, a.max_shape)
+        path = generate_split(
+            a.out,
+            split,
+            n,
+            a.size,
+            a.seed,
+            a.max_shapes,
+            a.min_shape,
+            a.max_shape,
+            a.min_visible,
+            a.class_colours,
+        )
         print(f"{split}: {n} images -> {path}")
 
 

@@ -75,7 +75,12 @@ def _anchor_sizes(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--clip-grad", type=float, help="Clip the gradient norm to this value.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", type=int, default=4, show_default=True, help="Data-loading processes.")
+@click.option("--workers", type=int, help="Data-loading processes [default: 1 on the CPU, up to 8 on a GPU].")
+@click.option(
+    "--threads",
+    type=int,
+    help="Torch CPU threads per process [default: the cores not busy (cores minus the load average)].",
+)
 @click.option(
     "--min-size",
     default=DEFAULT_MIN_SIZES,

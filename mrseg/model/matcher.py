@@ -10,6 +10,25 @@ BELOW_LOW_THRESHOLD = -1
 BETWEEN_THRESHOLDS = -2
 
 
+def box_iou_batched(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of boxes1 [..., M, 4] with boxes2 [..., N, 4] (xyxy; leading dims broadcast) -> [..., M, N], with
+    torchvision.ops.box_iou's arithmetic (the same values for one image), for many images in one call."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    lt = torch.max(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    rb = torch.min(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[..., :, None] + area2[..., None, :] - inter)
+
+
+def pad_boxes(boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-image boxes [B_i, 4] -> (padded [N, max B_i, 4] with zero boxes, valid bool [N, max B_i])."""
+    padded = torch.nn.utils.rnn.pad_sequence(boxes, batch_first=True)
+    counts = torch.tensor([b.shape[0] for b in boxes], device=padded.device)
+    return padded, torch.arange(padded.shape[1], device=padded.device) < counts[:, None]
+
+
 class Matcher:
     """IoU matcher.
 
@@ -28,15 +47,18 @@ class Matcher:
         self.allow_low_quality_matches = allow_low_quality_matches
 
     def __call__(self, quality: Tensor) -> Tensor:
-        """quality [M, N] (M >= 1 ground truths) -> matches int64 [N] in {-2, -1, 0..M-1}."""
-        if quality.shape[0] == 0:
+        """quality [..., M, N] (M >= 1 ground truths) -> matches int64 [..., N] in {-2, -1, 0..M-1}.
+
+        Leading dims (images) are matched independently; a ground-truth row whose qualities are all
+        negative (padding) matches nothing and takes no part in the low-quality rule."""
+        if quality.shape[-2] == 0:
             raise ValueError("Matcher: no ground-truth boxes; handle images without objects before matching")
-        best_quality, matches = quality.max(dim=0)
+        best_quality, matches = quality.max(dim=-2)
         all_matches = matches.clone()
         matches[best_quality < self.low] = BELOW_LOW_THRESHOLD
         matches[(best_quality >= self.low) & (best_quality < self.high)] = BETWEEN_THRESHOLDS
         if self.allow_low_quality_matches:
-            best_per_gt = quality.max(dim=1).values
-            _, pred_inds = torch.where(quality == best_per_gt[:, None])
-            matches[pred_inds] = all_matches[pred_inds]
+            best_per_gt = quality.max(dim=-1, keepdim=True).values
+            ties = (quality == best_per_gt) & (best_per_gt >= 0)
+            matches = torch.where(ties.any(dim=-2), all_matches, matches)
         return matches

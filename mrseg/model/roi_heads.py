@@ -6,12 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou
 
 from mrseg.model.box_coder import BoxCoder
 from mrseg.model.keypoint_head import KeypointHead, heatmaps_to_keypoints, keypoint_loss
 from mrseg.model.layers import NormFactory, conv_stack, init_kaiming
-from mrseg.model.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
+from mrseg.model.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher, box_iou_batched, pad_boxes
 from mrseg.model.poolers import MultiScaleRoIAlign, roi_align
 from mrseg.model.postprocess import box_detections
 from mrseg.model.sampler import BalancedSampler
@@ -190,30 +189,39 @@ class RoIHeads(nn.Module):
         self, proposals: list[Tensor], targets: list[dict[str, Tensor]]
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
         """-> per image: sampled boxes [S, 4], labels [S] (0 = background), matched gt index [S], regression
-        targets [S, 4]."""
-        out_boxes, out_labels, out_matched, out_targets = [], [], [], []
-        for boxes, target in zip(proposals, targets, strict=True):
-            gt_boxes = target["boxes"].to(boxes.dtype)
-            gt_labels = target["labels"]
-            boxes = torch.cat([boxes, gt_boxes])
-            if gt_boxes.numel() == 0:
-                matched = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
-                labels = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
-                gt_boxes = torch.zeros((1, 4), dtype=boxes.dtype, device=boxes.device)
-            else:
-                matches = self.matcher(box_iou(gt_boxes, boxes))
-                matched = matches.clamp(min=0)
-                labels = gt_labels[matched].to(torch.int64)
-                labels[matches == BELOW_LOW_THRESHOLD] = 0
-                labels[matches == BETWEEN_THRESHOLDS] = -1
-            pos, neg = self.sampler(labels)
-            keep = torch.where(pos | neg)[0]
-            boxes, labels, matched = boxes[keep], labels[keep], matched[keep]
-            out_boxes.append(boxes)
-            out_labels.append(labels)
-            out_matched.append(matched)
-            out_targets.append(self.box_coder.encode(gt_boxes[matched], boxes))
-        return out_boxes, out_labels, out_matched, out_targets
+        targets [S, 4]. Each image's candidates are its proposals plus its ground-truth boxes; all images are
+        matched and sampled in one pass (candidates and ground truths padded to the largest count; padding
+        is never sampled)."""
+        gt_boxes = [t["boxes"].to(proposals[0].dtype) for t in targets]
+        candidates, is_candidate = pad_boxes(
+            [torch.cat([p, g]) for p, g in zip(proposals, gt_boxes, strict=True)]
+        )
+        gt, is_gt = pad_boxes(gt_boxes)
+        shape = candidates.shape[:2]
+        if gt.shape[1] == 0:
+            matched = torch.zeros(shape, dtype=torch.int64, device=candidates.device)
+            labels = torch.zeros_like(matched)
+            gt = candidates.new_zeros((shape[0], 1, 4))
+        else:
+            matches = self.matcher(box_iou_batched(gt, candidates).masked_fill(~is_gt[:, :, None], -1.0))
+            matched = matches.clamp(min=0)
+            gt_labels = torch.nn.utils.rnn.pad_sequence([t["labels"] for t in targets], batch_first=True)
+            labels = torch.gather(gt_labels.to(torch.int64), 1, matched)
+            labels[matches == BELOW_LOW_THRESHOLD] = 0
+            labels[matches == BETWEEN_THRESHOLDS] = -1
+        labels[~is_candidate] = -1
+        pos, neg = self.sampler(labels)
+        keep = pos | neg
+        image_idx, idx = torch.where(keep)
+        boxes, labels, matched = candidates[image_idx, idx], labels[image_idx, idx], matched[image_idx, idx]
+        regression_targets = self.box_coder.encode(gt[image_idx, matched], boxes)
+        counts = keep.sum(dim=1).tolist()
+        return (
+            list(boxes.split(counts)),
+            list(labels.split(counts)),
+            list(matched.split(counts)),
+            list(regression_targets.split(counts)),
+        )
 
     def _forward_train(
         self, features: list[Tensor], proposals: list[Tensor], targets: list[dict[str, Tensor]]

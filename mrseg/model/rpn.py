@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, remove_small_boxes
+from torchvision.ops import batched_nms, remove_small_boxes
 
 from mrseg.model.anchors import AnchorGenerator
 from mrseg.model.box_coder import BoxCoder, clip_boxes
-from mrseg.model.matcher import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, Matcher
+from mrseg.model.matcher import BETWEEN_THRESHOLDS, Matcher, box_iou_batched, pad_boxes
 from mrseg.model.sampler import BalancedSampler
 
 
@@ -19,6 +19,7 @@ def _at_most(count: int | Tensor, limit: int) -> int | Tensor:
     if isinstance(count, Tensor):
         return torch.clamp(count, max=limit)
     return min(count, limit)
+
 
 class RPNHead(nn.Module):
     """`num_convs` shared 3x3 convs (+ReLU), then 1x1 convs for objectness and box deltas.
@@ -156,35 +157,55 @@ class RPN(nn.Module):
             results.append(boxes[keep])
         return results
 
+    # Images matched in one pass hold [images, ground truths, anchors] IoUs and a few temporaries of twice
+    # that; above this many elements (64 MB of float32) they are matched in groups of images.
+    max_batched_ious = 1 << 24
+
+    def anchor_targets(self, anchors: Tensor, targets: list[dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+        """anchors [R, 4], targets' boxes [G_i, 4] -> (labels [N, R] float: 1 object, 0 background, -1
+        ignored; the matched ground-truth box of each anchor [N, R, 4], meaningful where the label is 1).
+        Images are matched together, their ground truths padded to the largest count (padding matches
+        nothing), in groups small enough for `max_batched_ious`."""
+        num_anchors = anchors.shape[0]
+        most = max((t["boxes"].shape[0] for t in targets), default=0)
+        group = max(1, self.max_batched_ious // max(1, most * num_anchors))
+        labels, matched = [], []
+        for start in range(0, len(targets), group):
+            gt_boxes, valid = pad_boxes(
+                [t["boxes"].to(anchors.dtype) for t in targets[start : start + group]]
+            )
+            if gt_boxes.shape[1] == 0:  # no image of the group has an object: every anchor is background
+                zeros = anchors.new_zeros((gt_boxes.shape[0], num_anchors, 4))
+                labels.append(zeros[..., 0])
+                matched.append(zeros)
+                continue
+            quality = box_iou_batched(gt_boxes, anchors).masked_fill(~valid[:, :, None], -1.0)
+            matches = self.matcher(quality)
+            label = (matches >= 0).to(anchors.dtype)
+            label[matches == BETWEEN_THRESHOLDS] = -1.0
+            labels.append(label)
+            image_idx = torch.arange(gt_boxes.shape[0], device=anchors.device)[:, None]
+            matched.append(gt_boxes[image_idx, matches.clamp(min=0)])
+        return torch.cat(labels), torch.cat(matched)
+
     def losses(
         self, anchors: Tensor, objectness: Tensor, pred_deltas: Tensor, targets: list[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
         """anchors [R, 4]; objectness [N, R]; pred_deltas [N, R, 4] -> loss_objectness (BCE over the sampled
         anchors), loss_rpn_box_reg (smooth-L1, beta 1/9, over positives, divided by the number sampled)."""
-        labels, regression_targets = [], []
-        for target in targets:
-            gt_boxes = target["boxes"]
-            if gt_boxes.numel() == 0:
-                labels.append(torch.zeros(anchors.shape[0], dtype=torch.float32, device=anchors.device))
-                regression_targets.append(torch.zeros_like(anchors))
-                continue
-            matches = self.matcher(box_iou(gt_boxes, anchors))
-            label = (matches >= 0).to(torch.float32)
-            label[matches == BELOW_LOW_THRESHOLD] = 0.0
-            label[matches == BETWEEN_THRESHOLDS] = -1.0
-            labels.append(label)
-            regression_targets.append(self.box_coder.encode(gt_boxes[matches.clamp(min=0)], anchors))
-
-        pos, neg = zip(*(self.sampler(label) for label in labels), strict=True)
-        pos_idx = torch.where(torch.cat(pos))[0]
-        sampled_idx = torch.cat([pos_idx, torch.where(torch.cat(neg))[0]])
-        labels_all = torch.cat(labels)
-        targets_all = torch.cat(regression_targets)
-        pred_deltas = pred_deltas.reshape(-1, 4)
+        labels, matched_boxes = self.anchor_targets(anchors, targets)
+        pos, neg = self.sampler(labels)
+        pos_idx = torch.where(pos.flatten())[0]
+        sampled_idx = torch.cat([pos_idx, torch.where(neg.flatten())[0]])
+        num_anchors = anchors.shape[0]
+        # regression targets of the positives only (encode works row by row: the same values)
+        regression_targets = self.box_coder.encode(
+            matched_boxes.reshape(-1, 4)[pos_idx], anchors[pos_idx % num_anchors]
+        )
         box_loss = F.smooth_l1_loss(
-            pred_deltas[pos_idx], targets_all[pos_idx], beta=1 / 9, reduction="sum"
+            pred_deltas.reshape(-1, 4)[pos_idx], regression_targets, beta=1 / 9, reduction="sum"
         ) / max(sampled_idx.numel(), 1)
         objectness_loss = F.binary_cross_entropy_with_logits(
-            objectness.flatten()[sampled_idx], labels_all[sampled_idx]
+            objectness.flatten()[sampled_idx], labels.flatten()[sampled_idx]
         )
         return {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}

@@ -30,8 +30,9 @@ def _due(iteration: int, period: int, last: int) -> bool:
 class MetricsWriter(HookBase):
     """Every `period` iterations and at the last: the mean losses since the previous record (averaged over
     processes), lr, s/iter and images/s of the steps themselves (evaluation and checkpoint time left out),
-    memory -> a "train" record in metrics.jsonl (`log`, main process only) and a log line; the progress bar
-    advances after every step. epoch_of(iteration) -> epoch as a float; batch: images per step, all processes.
+    memory -> a "train" record in metrics.jsonl (`log`, main process only) and a log line with the ETA; the
+    progress bar (loss, s/iteration, ETA) advances after every step. epoch_of(iteration) -> epoch as a
+    float; batch: images per step, all processes.
     """
 
     def __init__(
@@ -56,12 +57,13 @@ class MetricsWriter(HookBase):
 
     def after_step(self) -> None:
         t = self.trainer
-        self.seconds += time.perf_counter() - self._t0
+        seconds = time.perf_counter() - self._t0
+        self.seconds += seconds
         for k, v in t.losses.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.sums["loss"] = self.sums.get("loss", 0.0) + t.loss
         self.count += 1
-        info = None
+        self.reporter.step(t.iter, t.loss, seconds)
         if _due(t.iter, self.period, t.max_iter):
             means = distributed.all_reduce_mean({k: v / self.count for k, v in self.sums.items()}, t.device)
             record = {
@@ -74,15 +76,14 @@ class MetricsWriter(HookBase):
                 "images_per_sec": round(self.count * self.batch / max(self.seconds, 1e-9), 3),
                 "memory_mb": round(memory_mb(t.device), 1),
             }
-            info = f"loss {means['loss']:.3f} lr {t.lr:.4g}"
             self.reporter.log_line(
-                f"iter {t.iter}/{t.max_iter} {info} "
-                f"{record['sec_per_iter']:.2f} s/it {record['images_per_sec']:.1f} img/s"
+                f"iter {t.iter}/{t.max_iter} loss {means['loss']:.3f} lr {t.lr:.4g} "
+                f"{record['sec_per_iter']:.3f} s/it {record['images_per_sec']:.1f} img/s "
+                f"ETA {self.reporter.eta(t.iter)}"
             )
             if self.log is not None:
                 self.log.write(record)
             self._reset()
-        self.reporter.advance(t.iter, info)
 
 
 class PeriodicEval(HookBase):

@@ -21,6 +21,25 @@ import torch
 from torch import nn
 
 
+def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scales the gradients of `params` so that their total L2 norm is at most `max_norm` (what
+    torch.nn.utils.clip_grad_norm_ does); returns the total norm before clipping.
+
+    clip_grad_norm_ multiplies every gradient by min(1, max_norm / (norm + 1e-6)), a read and a write of all
+    of them, even when that factor is 1. On the CPU, where reading the factor back costs nothing, the
+    multiplication runs only when the factor is below 1 (multiplying by exactly 1 changes no bit). On an
+    accelerator that read would be a host sync, so there it always runs.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    factor = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # clip_grad_norm_'s own arithmetic
+    if norm.device.type != "cpu" or not factor.item() == 1.0:  # NaN: scale, as clip_grad_norm_ would
+        torch._foreach_mul_(grads, factor)
+    return norm
+
+
 class TrainError(ValueError):
     """A training run that cannot start or go on; the message says what is wrong and what to do."""
 
@@ -133,8 +152,9 @@ class SimpleTrainer:
             for hook in self.hooks:
                 hook.after_train()
 
-    def run_step(self) -> None:
-        images, targets = next(self._data)
+    def run_step(self, batch: tuple | None = None) -> None:
+        """One iteration on `batch` (images, targets), by default the loader's next one."""
+        images, targets = next(self._data) if batch is None else batch
         images = [img.to(self.device, non_blocking=True) for img in images]
         targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
@@ -150,7 +170,7 @@ class SimpleTrainer:
         self.scaler.scale(loss).backward()
         if self.clip_grad:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
+            clip_gradients(self.params, self.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.lr = self.optimizer.param_groups[0]["lr"]

@@ -52,7 +52,7 @@ from mrseg.engine.train.hooks import (
 from mrseg.engine.train.loop import SimpleTrainer, TrainError
 from mrseg.engine.train.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.train.metrics import MetricsLog
-from mrseg.engine.train.progress import TrainReporter
+from mrseg.engine.train.progress import TrainReporter, pick_threads, pick_workers
 from mrseg.engine.train.scratch_init import calibrate_frozen_bn, init_predictors
 from mrseg.engine.train.validation import OKS_KEYPOINTS, validation_types
 from mrseg.model.backbone import NORMS
@@ -82,6 +82,8 @@ class TrainConfig:
     (frozen BN; what pretrained weights were made for). anchor_sizes: 5 anchor sizes for P2..P6 (None:
     32..512; smaller for small images). channels: FPN and mask-head width (256; 128 is ~2x faster for small
     models from scratch). All three are recorded in the checkpoints, so load_model rebuilds the same model.
+    workers / threads: data-loading processes and torch CPU threads per process; None picks them
+    (mrseg.engine.train.progress.pick_workers / pick_threads) and the run says what it picked.
     """
 
     coco: str
@@ -104,7 +106,8 @@ class TrainConfig:
     clip_grad: float | None = None
     amp: bool = True
     device: str = "auto"
-    workers: int = 4
+    workers: int | None = None
+    threads: int | None = None
     out: str | None = None
     exist_ok: bool = False
     resume: str | None = None
@@ -226,9 +229,11 @@ def train(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> Tra
     dist = distributed.init_distributed(device.type)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    threads_before = torch.get_num_threads()
     try:
         return _train(cfg, device, dist, on_step)
     finally:
+        torch.set_num_threads(threads_before)
         distributed.cleanup()
 
 
@@ -354,6 +359,7 @@ def _loader(
     device: torch.device,
     total_iters: int,
     start_iter: int,
+    workers: int,
 ) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
     """This process's batches of iterations start_iter + 1 .. total_iters, in the seeded order."""
     sampler = ResumableBatchSampler(
@@ -368,7 +374,7 @@ def _loader(
     loader = torch.utils.data.DataLoader(
         train_set,
         batch_sampler=sampler,
-        num_workers=cfg.workers,
+        num_workers=workers,
         collate_fn=collate,
         generator=torch.Generator().manual_seed(cfg.seed),
         persistent_workers=False,
@@ -424,7 +430,8 @@ def _train(
             model.load_state_dict(ckpt["model"])
         model.to(device)
         optimizer, scheduler = _optimizer(model, cfg, plan)
-        loader, sampler = _loader(train_set, cfg, dist, device, total_iters, start_iter)
+        cfg, workers = _use_cores(cfg, device, reporter)
+        loader, sampler = _loader(train_set, cfg, dist, device, total_iters, start_iter, workers)
         train_model: nn.Module = model
         if dist.enabled:
             train_model = nn.parallel.DistributedDataParallel(
@@ -530,6 +537,28 @@ def _datasets(cfg: TrainConfig) -> tuple[CocoDataset, CocoDataset | None]:
             "or validate on a COCO person-keypoints file"
         )
     return train_set, val_set
+
+
+def _use_cores(cfg: TrainConfig, device: torch.device, reporter: TrainReporter) -> tuple[TrainConfig, int]:
+    """Sets this process's torch threads (on the CPU) and picks the data-loading workers; says both once.
+    Returns cfg with the thread count it set (saved in the checkpoints, so `--resume` sums in the same order
+    as the interrupted run) and the workers."""
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    workers = pick_workers(cfg.workers, device.type, processes)
+    if device.type != "cpu":
+        reporter.say(f"data loading: {workers} worker process{'es' if workers != 1 else ''}")
+        return cfg, workers
+    try:
+        threads, why = pick_threads(cfg.threads, processes)
+    except ValueError as e:
+        raise TrainError(str(e)) from e
+    torch.set_num_threads(threads)
+    per = " per process" if processes > 1 else ""
+    reporter.say(
+        f"CPU: {threads} torch thread{'s' if threads != 1 else ''}{per} ({why}), {workers} data-loading "
+        f"worker{'s' if workers != 1 else ''}; --threads / --workers to change"
+    )
+    return dataclasses.replace(cfg, threads=threads), workers
 
 
 def _say_resumed(

@@ -62,6 +62,7 @@ def tiny_config(shapes: Path, out: Path, **kw) -> TrainConfig:
         min_size=(64,),
         max_size=64,
         workers=0,
+        threads=1,
         out=str(out),
         roi_batch=16,
         rpn_train_proposals=50,
