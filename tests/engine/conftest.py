@@ -29,6 +29,17 @@ def rpn_to_whole_image(model) -> None:
 
 
 
+
+def load_example(*parts: str):
+    """A script of examples/ (e.g. `load_example("shapes", "generate.py")`) loaded as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / Path(*parts)
+    spec = importlib.util.spec_from_file_location(f"example_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 def write_moving_box_video(
     path: Path, *, frames: int, size: tuple[int, int], box: tuple[int, int, int, int], step: int
 ) -> Path:

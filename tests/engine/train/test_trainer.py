@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -26,17 +25,13 @@ from mrseg.engine.train.checkpoint import (
 from mrseg.engine.train.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.train.trainer import TrainConfig, TrainError, resume_config, train
 from mrseg.model.zoo import load_model
+from tests.engine.conftest import load_example
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _shapes_module():
-    spec = importlib.util.spec_from_file_location(
-        "shapes_generate", ROOT / "examples" / "shapes" / "generate.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("shapes", "generate.py")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ segmentations."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -19,6 +18,8 @@ from mrseg.engine.evaluate.evaluator import KEYPOINT_METRIC_NAMES
 from mrseg.engine.train.trainer import TrainConfig, TrainError, resume_config, train
 from mrseg.model.coco_classes import coco_person_classes
 from mrseg.model.zoo import load_model
+from tests.engine.conftest import load_example
+from tests.engine.train.test_trainer import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,12 +27,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location(
-        "stickfigures_generate", ROOT / "examples" / "stickfigures" / "generate.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("stickfigures", "generate.py")
 
 
 @pytest.fixture(scope="module")
@@ -45,29 +41,8 @@ def sticks(tmp_path_factory) -> Path:
 
 
 def kp_config(sticks: Path, out: Path, **kw) -> TrainConfig:
-    """r18-fpn-kp from scratch at 64 px, a 32-channel FPN (64-wide keypoint head), few RoIs."""
-    base = dict(
-        coco=str(sticks / "train.json"),
-        images=str(sticks / "train"),
-        arch="r18-fpn-kp",
-        weights="none",
-        iters=4,
-        batch=2,
-        lr=0.01,
-        min_size=(64,),
-        max_size=64,
-        workers=0,
-        out=str(out),
-        roi_batch=16,
-        rpn_train_proposals=50,
-        log_every=1,
-        warmup_iters=2,
-        device="cpu",
-        quiet=True,
-        channels=32,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    """test_trainer's tiny config as r18-fpn-kp: 64 px, a 32-channel FPN (64-wide keypoint head), few RoIs."""
+    return tiny_config(sticks, out, **{"arch": "r18-fpn-kp", "channels": 32, **kw})
 
 
 def _records(run: Path, kind: str) -> list[dict]:
