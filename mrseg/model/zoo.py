@@ -87,6 +87,7 @@ ARCH_NAMES: tuple[str, ...] = tuple(base + suffix for suffix in HEAD_SUFFIXES fo
 
 # torchvision's KeypointRCNN trains at a short side drawn from these (min_size's default there); eval uses 800
 KEYPOINT_TRAIN_MIN_SIZES = (640, 672, 704, 736, 768, 800)
+DEFAULT_BOX_SCORE_THRESH = 0.05  # the box head's own score threshold (the paper's, torchvision's)
 
 
 def split_arch(arch: str) -> tuple[str, tuple[str, ...]]:
@@ -199,7 +200,7 @@ def build_model(
     rpn_post_nms_top_n_train: int = 2000,
     rpn_post_nms_top_n_test: int = 1000,
     box_batch_size_per_image: int = 512,
-    box_score_thresh: float = 0.05,
+    box_score_thresh: float = DEFAULT_BOX_SCORE_THRESH,
     box_nms_thresh: float = 0.5,
     box_detections_per_img: int = 100,
     paste_masks: bool = True,

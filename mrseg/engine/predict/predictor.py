@@ -22,8 +22,6 @@ from mrseg.engine.predict.tiling import merge_tiles, tile_windows
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.mask_crop import CroppedMasks
 
-BOX_SCORE_THRESH = 0.05  # the box head's own threshold (the paper's, torchvision's): `score` never goes lower
-
 __all__ = [
     "DeviceError",
     "Failure",
@@ -192,8 +190,11 @@ class Predictor:
             # Detections scoring under `score` are dropped before the mask head and the paste, not after (NMS
             # only lets a box suppress lower-scoring ones, so the kept set is the same); masks come back as
             # probabilities in their boxes and are pasted in `_filter`, into box-sized crops.
+            from mrseg.model.zoo import DEFAULT_BOX_SCORE_THRESH  # `score` never goes below the head's own
+
+            threshold = max(DEFAULT_BOX_SCORE_THRESH, score)
             model, info = load_weights(
-                weights, arch, self.device, box_score_thresh=max(BOX_SCORE_THRESH, score), paste_masks=False
+                weights, arch, self.device, box_score_thresh=threshold, paste_masks=False
             )
             model_classes = info.classes
         if model_classes is None:
