@@ -9,6 +9,7 @@ journals (`mrseg.outputs.finalize`).
 
 from __future__ import annotations
 
+import datetime
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -18,18 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
+from mrseg.engine.distributed import join
 from mrseg.engine.predict import journal
 from mrseg.engine.predict.predictor import PredictError, Predictor, device_note, resolve_device
 from mrseg.engine.predict.progress import RunProgress
 from mrseg.engine.predict.run_folder import check_same_lock, resolve_out_dir, start_state
 from mrseg.engine.predict.run_lock import RunLock
-from mrseg.engine.predict.shard import init_shard, missing_parts, units_for_rank
 from mrseg.engine.predict.sink import OutputSink
 from mrseg.engine.predict.stream import Failure, group_units
 from mrseg.engine.predict.tracker import Tracker
 from mrseg.engine.predict.writer import WriterThread
 from mrseg.outputs.detections import InputItem
 from mrseg.outputs.formats import FormatError, needs_image, parse_formats
+
+# Only the coordination uses torch.distributed (a barrier at the end and a few small objects), over gloo so
+# that it works on CPU and GPU alike; the model runs independently on each rank. Ranks finish their shares at
+# different times: the end barrier must wait for the slowest.
+_BARRIER_TIMEOUT = datetime.timedelta(days=2)
 
 
 @dataclass
@@ -104,10 +110,10 @@ def predict(
     if workers < 0:
         raise PredictError(f"--workers must be >= 0, got {workers}")
 
-    shard = init_shard()
+    rank = join("gloo", _BARRIER_TIMEOUT)
     lock: RunLock | None = None
     try:
-        if stream and shard.world > 1:
+        if stream and rank.enabled:
             raise PredictError("--out - (stdout) works in one process only; under torchrun give --out DIR")
 
         # Rank 0 decides the folder, locks it for the whole run (one lock for all ranks) and lists the inputs
@@ -121,34 +127,34 @@ def predict(
                     print(lock.note, file=sys.stderr)
             return folder, _list_items(sources, vid_stride, stdin, folder), lock and lock.token()
 
-        out_dir, items, token = shard.on_main(start)
-        if shard.world > 1 and not stream:  # the other ranks must see rank 0's lock: a shared --out
+        out_dir, items, token = rank.on_main(start)
+        if rank.enabled and not stream:  # the other ranks must see rank 0's lock: a shared --out
             # (not rank 0: reading the file through a new descriptor would drop its POSIX lock)
-            mine = None if shard.is_main else check_same_lock(out_dir, token)
-            problems = [p for p in shard.gather(mine) if p]
+            mine = None if rank.is_main else check_same_lock(out_dir, token)
+            problems = [p for p in rank.gather(mine) if p]
             if problems:
                 raise PredictError(problems[0])
         notes: list[str] = []
         if predictor is None:
-            dev = resolve_device(device, shard.local_rank, notes=notes,
+            dev = resolve_device(device, rank.local_rank, notes=notes,
                                  needs_kernels=not str(weights).lower().endswith(".onnx"))  # fmt: skip
             predictor = Predictor(
                 weights, arch=arch, device=dev, score=score,
                 classes=classes, tile=tile, tile_overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
                 precision=precision, mask_crops=True,
             )  # fmt: skip
-        if shard.is_main and not quiet:  # once, at start: what runs the model
+        if rank.is_main and not quiet:  # once, at start: what runs the model
             for line in [*notes, device_note(predictor)]:
                 print(line, file=sys.stderr)
         state = journal.ResumeState()
         if not stream:
             meta = {"sources": [str(s) for s in sources], "vid_stride": vid_stride, "formats": formats,
-                    "world_size": shard.world, "weights": str(weights), "num_items": len(items),
+                    "world_size": rank.world, "weights": str(weights), "num_items": len(items),
                     "precision": predictor.precision}  # fmt: skip
-            if shard.is_main:
+            if rank.is_main:
                 _open_run_folder(out_dir, meta, resume, items)
-            out_dir = Path(shard.broadcast(str(out_dir) if out_dir else None))
-            shard.barrier()
+            out_dir = Path(rank.broadcast(str(out_dir) if out_dir else None))
+            rank.barrier()
             if resume:
                 state = journal.read_state(out_dir)
                 if "overlay" in formats:  # frames whose overlay video segment a crash lost are done again
@@ -156,18 +162,19 @@ def predict(
                     if lost:
                         state = journal.read_state(out_dir, exclude=lost)
         skip = state.done_ids  # inputs that failed are tried again: the cause may have been fixed since
-        summary = PredictSummary(out_dir=out_dir, total=len(items), rank=shard.rank,
+        summary = PredictSummary(out_dir=out_dir, total=len(items), rank=rank.rank,
                                  skipped=len(skip & {it.id for it in items}))  # fmt: skip
 
         todo_units = []
-        for unit in units_for_rank(group_units(items), shard):
+        # unit u (an image, or a whole video so its track ids stay consistent) goes to rank u % world
+        for unit in group_units(items)[rank.rank :: rank.world]:
             left = [it for it in unit if it.id not in skip]
             if left:
                 todo_units.append(left)
-        show = shard.is_main and not (quiet or stream)
+        show = rank.is_main and not (quiet or stream)
         progress = RunProgress(total=sum(map(len, todo_units)), enabled=show)
         sink = OutputSink(
-            out_dir=out_dir, rank=shard.rank, formats=formats, classes=predictor.classes,
+            out_dir=out_dir, rank=rank.rank, formats=formats, classes=predictor.classes,
             mask_format=mask_format, simplify=simplify, vid_stride=vid_stride, stream=stream, quiet=quiet,
             progress=progress,
         )  # fmt: skip
@@ -187,21 +194,21 @@ def predict(
             summary.seconds = time.monotonic() - started
             raise PredictInterrupted(summary)
 
-        shard.barrier()
-        parts = shard.gather(local)
+        rank.barrier()
+        parts = rank.gather(local)
         failed_total = incomplete = None
-        if shard.is_main and not stream and shard.world > 1:  # each rank's journal reached rank 0's disk?
+        if rank.is_main and not stream and rank.enabled:  # each rank's journal reached rank 0's disk?
             left, seen = journal.unaccounted(out_dir, [it.id for it in items])
-            incomplete = missing_parts(left, parts, seen, out_dir)
-        incomplete = shard.broadcast(incomplete)
+            incomplete = _missing_parts(left, parts, seen, out_dir)
+        incomplete = rank.broadcast(incomplete)
         if incomplete:
             raise PredictError(incomplete)
-        if shard.is_main and not stream:
+        if rank.is_main and not stream:
             from mrseg.outputs import finalize
 
             finalize(out_dir, formats, journal.all_records_paths(out_dir), predictor.classes)
             failed_total = journal.merge_failures(out_dir)
-        failed_total = shard.broadcast(failed_total)
+        failed_total = rank.broadcast(failed_total)
         summary.processed = sum(p["processed"] for p in parts)
         summary.instances = sum(p["instances"] for p in parts)
         summary.failed = failed_total if failed_total is not None else sum(p["failed"] for p in parts)
@@ -209,12 +216,37 @@ def predict(
         if summary.failed and not summary.failures and out_dir is not None:  # all failed in an earlier run
             summary.failures = list(journal.iter_lines(out_dir / "failures.jsonl"))[:20]
         summary.seconds = time.monotonic() - started
-        shard.barrier()  # nobody exits (which makes torchrun stop the others) before every rank is done
+        rank.barrier()  # nobody exits (which makes torchrun stop the others) before every rank is done
         return summary
     finally:
         if lock is not None:
             lock.release()
-        shard.close()
+        rank.close()
+
+
+def _missing_parts(unaccounted: int, parts: list[dict], seen_ranks: set[int], out_dir) -> str | None:
+    """None when rank 0's journals account for every input (done or failed), else the error to stop on.
+
+    `unaccounted`: inputs neither journaled as done nor as failed in what rank 0 sees of OUT/.mrseg;
+    `parts`: each rank's `{"processed", "failed"}` counts of this run (gathered); `seen_ranks`: the ranks
+    whose journal files rank 0 sees. Ranks on another node write their journals on that node's disk unless
+    `--out` is shared: their inputs would silently be missing from the final files."""
+    if unaccounted == 0:
+        return None
+    reported = sum(int(p.get("processed", 0)) + int(p.get("failed", 0)) for p in parts)
+    unseen = [
+        r
+        for r, p in enumerate(parts)
+        if r not in seen_ranks and p.get("processed", 0) + p.get("failed", 0) > 0
+    ]
+    return (
+        f"{unaccounted} input(s) are neither in the journals nor in the failure logs that rank 0 sees in "
+        f"{out_dir}/.mrseg (the ranks reported {reported} input(s) written or failed this run"
+        + (f"; no journal of rank(s) {', '.join(map(str, unseen))} is visible here" if unseen else "")
+        + "). The ranks wrote to different disks: a multi-node run needs --out on a filesystem shared by "
+        "every node (NFS, Lustre, ...). No final file was written. To finish, copy every node's "
+        "OUT/.mrseg/records-*.jsonl and failures-*.jsonl into this OUT/.mrseg/ and run again with --resume."
+    )
 
 
 def _list_items(sources: Sequence[str], vid_stride: int, stdin, out_dir: Path | None) -> list[InputItem]:

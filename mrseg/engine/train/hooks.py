@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mrseg.data.coco import CocoDataset
-from mrseg.engine.train import distributed
+from mrseg.engine.distributed import Rank
 from mrseg.engine.train.checkpoint import rng_state, save_atomic, set_rng_state
 from mrseg.engine.train.loop import HookBase
 from mrseg.engine.train.metrics import MetricsLog, memory_mb
@@ -32,7 +32,7 @@ class MetricsWriter(HookBase):
     processes), lr, s/iter and images/s of the steps themselves (evaluation and checkpoint time left out),
     memory -> a "train" record in metrics.jsonl (`log`, main process only) and a log line with the ETA; the
     progress bar (loss, s/iteration, ETA) advances after every step. epoch_of(iteration) -> epoch as a
-    float; batch: images per step, all processes.
+    float; batch: images per step, all processes; `rank` averages the losses over the processes.
     """
 
     def __init__(
@@ -40,11 +40,12 @@ class MetricsWriter(HookBase):
         log: MetricsLog | None,
         reporter: TrainReporter,
         *,
+        rank: Rank,
         period: int,
         batch: int,
         epoch_of: Callable[[int], float],
     ):
-        self.log, self.reporter, self.period = log, reporter, period
+        self.log, self.reporter, self.rank, self.period = log, reporter, rank, period
         self.batch, self.epoch_of = batch, epoch_of
         self._reset()
 
@@ -65,7 +66,7 @@ class MetricsWriter(HookBase):
         self.count += 1
         self.reporter.step(t.iter, t.loss, seconds)
         if _due(t.iter, self.period, t.max_iter):
-            means = distributed.all_reduce_mean({k: v / self.count for k, v in self.sums.items()}, t.device)
+            means = self.rank.all_reduce_mean({k: v / self.count for k, v in self.sums.items()}, t.device)
             record = {
                 "type": "train",
                 "iter": t.iter,
@@ -99,14 +100,14 @@ class PeriodicEval(HookBase):
         val_set: CocoDataset | None,
         *,
         period: int,
-        is_main: bool,
+        rank: Rank,
         log: MetricsLog | None,
         reporter: TrainReporter,
         best_path: Path,
         describe: Callable[[], dict],
         iou_types: tuple[str, ...] = ("bbox", "segm"),
     ):
-        self.model, self.val_set, self.period, self.is_main = model, val_set, period, is_main
+        self.model, self.val_set, self.period, self.rank = model, val_set, period, rank
         self.iou_types = iou_types
         self.log, self.reporter, self.best_path, self.describe = log, reporter, best_path, describe
         self.best_ap: float | None = None
@@ -122,7 +123,7 @@ class PeriodicEval(HookBase):
         t = self.trainer
         if self.val_set is None or not _due(t.iter, self.period, t.max_iter):
             return
-        if self.is_main:
+        if self.rank.is_main:
             self.last_eval = validate(self.model, self.val_set, t.device, iou_types=self.iou_types)
             ap = self.last_eval[self.iou_types[-1]]["AP"]
             self.log.write({"type": "eval", "iter": t.iter, **self.last_eval})
@@ -133,7 +134,7 @@ class PeriodicEval(HookBase):
             if self.best_ap is None or ap > self.best_ap:
                 self.best_ap = ap
                 save_atomic({**self.describe(), **self.state_dict()}, self.best_path)
-        distributed.barrier()
+        self.rank.barrier()
 
 
 class StepCallback(HookBase):
@@ -151,8 +152,8 @@ class StopOnSignal(HookBase):
     after each step, if any process got one, `trainer.stop_requested` is set, so the checkpoint hook saves
     last.pt and the loop ends. Outside the main thread signals are left alone."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, rank: Rank):
+        self.rank = rank
         self.signum: int | None = None
         self._previous: dict = {}
 
@@ -169,7 +170,7 @@ class StopOnSignal(HookBase):
         self.signum = signum
 
     def after_step(self) -> None:
-        if distributed.any_rank(self.signum is not None, self.device):
+        if self.rank.any_rank(self.signum is not None, self.trainer.device):
             self.trainer.stop_requested = True
 
     def after_train(self) -> None:
@@ -185,15 +186,12 @@ class RngState(HookBase):
     data order is kept, the weights are not bit-identical) and says so. state_dict is collective: every
     process calls it."""
 
-    def __init__(self, dist: distributed.DistInfo, seed: int, reporter: TrainReporter):
-        self.dist, self.seed, self.reporter = dist, seed, reporter
+    def __init__(self, rank: Rank, seed: int, reporter: TrainReporter):
+        self.rank, self.seed, self.reporter = rank, seed, reporter
         self._saved: list | None = None
 
     def state_dict(self) -> dict:
-        states = [rng_state()]
-        if self.dist.enabled:
-            states = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(states, rng_state())
+        states = self.rank.gather(rng_state())
         return {"rng": states[0], "rng_per_rank": states}
 
     def load_state_dict(self, state: dict) -> None:
@@ -202,12 +200,12 @@ class RngState(HookBase):
     def before_train(self) -> None:
         if self._saved is None:
             return
-        if len(self._saved) == self.dist.world_size:
-            set_rng_state(self._saved[self.dist.rank])
+        if len(self._saved) == self.rank.world:
+            set_rng_state(self._saved[self.rank.rank])
         else:
-            torch.manual_seed(self.seed + self.trainer.start_iter * 7919 + self.dist.rank)
+            torch.manual_seed(self.seed + self.trainer.start_iter * 7919 + self.rank.rank)
             self.reporter.say(
-                f"resume: the run had {len(self._saved)} processes, now {self.dist.world_size}; the RNG is "
+                f"resume: the run had {len(self._saved)} processes, now {self.rank.world}; the RNG is "
                 "reseeded (the data order is kept, but the result will not be bit-identical)"
             )
         self._saved = None

@@ -38,7 +38,7 @@ from torch import nn
 from mrseg.data.augment import train_transforms
 from mrseg.data.coco import CocoDataset, collate
 from mrseg.engine.device import resolve_device
-from mrseg.engine.train import distributed
+from mrseg.engine.distributed import Rank, join
 from mrseg.engine.train.batch_sampler import ResumableBatchSampler
 from mrseg.engine.train.checkpoint import load_checkpoint
 from mrseg.engine.train.hooks import (
@@ -226,15 +226,15 @@ def train(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> Tra
     """
     _check_config(cfg)
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
-    dist = distributed.init_distributed(device.type)
+    rank = join("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     threads_before = torch.get_num_threads()
     try:
-        return _train(cfg, device, dist, on_step)
+        return _train(cfg, device, rank, on_step)
     finally:
         torch.set_num_threads(threads_before)
-        distributed.cleanup()
+        rank.close()
 
 
 def _open_run(cfg: TrainConfig) -> tuple[Path, dict | None]:
@@ -355,7 +355,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, plan: _Plan):
 def _loader(
     train_set: CocoDataset,
     cfg: TrainConfig,
-    dist: distributed.DistInfo,
+    rank: Rank,
     device: torch.device,
     total_iters: int,
     start_iter: int,
@@ -364,12 +364,12 @@ def _loader(
     """This process's batches of iterations start_iter + 1 .. total_iters, in the seeded order."""
     sampler = ResumableBatchSampler(
         len(train_set),
-        cfg.batch // dist.world_size,
+        cfg.batch // rank.world,
         total_iters=total_iters,
         start_iter=start_iter,
         seed=cfg.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
+        rank=rank.rank,
+        world_size=rank.world,
     )
     loader = torch.utils.data.DataLoader(
         train_set,
@@ -385,13 +385,11 @@ def _loader(
 
 
 def _train(
-    cfg: TrainConfig, device: torch.device, dist: distributed.DistInfo, on_step: Callable[[int], None] | None
+    cfg: TrainConfig, device: torch.device, rank: Rank, on_step: Callable[[int], None] | None
 ) -> TrainResult:
     out_dir, ckpt = _open_run(cfg)
-    if cfg.batch % dist.world_size:
-        raise TrainError(
-            f"--batch {cfg.batch} must be a multiple of the number of processes ({dist.world_size})"
-        )
+    if cfg.batch % rank.world:
+        raise TrainError(f"--batch {cfg.batch} must be a multiple of the number of processes ({rank.world})")
     amp = cfg.amp and device.type == "cuda"
 
     torch.manual_seed(cfg.seed)
@@ -421,7 +419,7 @@ def _train(
         num_keypoints=len(train_set.keypoint_names) or 17,
         **shape,
     )
-    reporter = TrainReporter(dist.is_main and not cfg.quiet, total_iters, start_iter)
+    reporter = TrainReporter(rank.is_main and not cfg.quiet, total_iters, start_iter)
     metrics = None
     try:
         if ckpt is None:
@@ -431,9 +429,9 @@ def _train(
         model.to(device)
         optimizer, scheduler = _optimizer(model, cfg, plan)
         cfg, workers = _use_cores(cfg, device, reporter)
-        loader, sampler = _loader(train_set, cfg, dist, device, total_iters, start_iter, workers)
+        loader, sampler = _loader(train_set, cfg, rank, device, total_iters, start_iter, workers)
         train_model: nn.Module = model
-        if dist.enabled:
+        if rank.enabled:
             train_model = nn.parallel.DistributedDataParallel(
                 model,
                 device_ids=[device.index] if device.type == "cuda" else None,
@@ -465,14 +463,14 @@ def _train(
                 config=cfg.to_json(),
             )
 
-        if dist.is_main:
+        if rank.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             metrics = MetricsLog(out_dir / "metrics.jsonl", resume_iter=start_iter if ckpt else None)
         evaluation = PeriodicEval(
             model,
             val_set,
             period=plan.eval_every,
-            is_main=dist.is_main,
+            rank=rank,
             log=metrics,
             reporter=reporter,
             best_path=out_dir / "best.pt",
@@ -482,16 +480,21 @@ def _train(
         trainer.register_hooks(
             [
                 MetricsWriter(
-                    metrics, reporter, period=cfg.log_every, batch=cfg.batch, epoch_of=sampler.epoch_of
+                    metrics,
+                    reporter,
+                    rank=rank,
+                    period=cfg.log_every,
+                    batch=cfg.batch,
+                    epoch_of=sampler.epoch_of,
                 ),
                 evaluation,
                 *([StepCallback(on_step)] if on_step is not None else []),
-                StopOnSignal(device),
-                RngState(dist, cfg.seed, reporter),
+                StopOnSignal(rank),
+                RngState(rank, cfg.seed, reporter),
                 PeriodicCheckpoint(
                     out_dir / "last.pt",
                     period=plan.checkpoint_every,
-                    is_main=dist.is_main,
+                    is_main=rank.is_main,
                     describe=describe,
                     reporter=reporter,
                 ),  # fmt: skip
@@ -500,15 +503,15 @@ def _train(
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
             _say_resumed(reporter, cfg, trainer, bool(amp and ckpt.get("scaler")), evaluation.best_ap)
-        if dist.is_main:
+        if rank.is_main:
             norm = shape["norm"]
-            resolved = {**cfg.to_json(), "out": str(out_dir), **plan.record(dist.world_size, classes)}
+            resolved = {**cfg.to_json(), "out": str(out_dir), **plan.record(rank.world, classes)}
             atomic_write_text(out_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
             reporter.say(
                 f"training {cfg.arch} on {len(train_set)} images ({len(classes)} classes) for {total_iters} "
                 f"iterations of {cfg.batch} images on {device}"
                 f"{f' ({norm} norm)' if norm else ''}"
-                f"{f' x {dist.world_size} processes' if dist.enabled else ''}; lr {plan.base_lr:.5g}; "
+                f"{f' x {rank.world} processes' if rank.enabled else ''}; lr {plan.base_lr:.5g}; "
                 f"AMP {'on' if amp else 'off'}; writing to {out_dir}"
             )
         trainer.train()

@@ -14,12 +14,12 @@ import json
 import cv2
 import pytest
 
+from mrseg.engine.distributed import Rank
 from mrseg.engine.predict import journal
 from mrseg.engine.predict import run as predict_run
 from mrseg.engine.predict.predictor import PredictError
 from mrseg.engine.predict.run import predict
 from mrseg.engine.predict.run_folder import start_state
-from mrseg.engine.predict.shard import Shard
 from mrseg.outputs import finalize
 
 META = {"sources": ["imgs"], "vid_stride": 1, "formats": ["jsonl"]}
@@ -65,10 +65,10 @@ def test_ranks_merge_in_numeric_order(tmp_path):
     assert names == ["records-2.jsonl", "records-10.jsonl"]
 
 
-class _TwoNodes(Shard):
+class _TwoNodes(Rank):
     """Rank 0 of 2 whose rank 1 reports its work but wrote it on another node's disk (never seen here)."""
 
-    def __init__(self):
+    def __init__(self, backend, timeout):
         super().__init__(rank=0, world=2)
 
     def barrier(self):
@@ -86,7 +86,7 @@ def test_a_multi_node_run_without_a_shared_out_fails_loudly(tmp_path, nuts_image
     images.mkdir()
     for i, src in enumerate(nuts_images[:4]):
         cv2.imwrite(str(images / f"{i}.jpg"), cv2.resize(cv2.imread(str(src)), (120, 90)))
-    monkeypatch.setattr(predict_run, "init_shard", _TwoNodes)
+    monkeypatch.setattr(predict_run, "join", _TwoNodes)
     out = tmp_path / "out"
     with pytest.raises(PredictError, match="2 input.*shared by every node.*--resume"):
         predict([str(images)], weights=tiny_weights, out=out, device="cpu", workers=0, quiet=True)
@@ -105,14 +105,3 @@ def test_other_ranks_that_do_not_see_rank_0s_lock_say_the_filesystem_is_not_shar
         assert "not on a filesystem shared by every node" in elsewhere
     finally:
         lock.release()
-
-
-def test_an_error_of_rank_0_reaches_the_other_ranks():
-    from mrseg.engine.predict.shard import ShardError
-
-    class Rank1(Shard):
-        def broadcast(self, obj):
-            return (None, "--out x is in use")  # what rank 0 broadcast after its start failed
-
-    with pytest.raises(ShardError, match="rank 0 stopped the run: --out x is in use"):
-        Rank1(rank=1, world=2).on_main(lambda: pytest.fail("only rank 0 runs it"))

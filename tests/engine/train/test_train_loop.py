@@ -148,6 +148,7 @@ def test_signal_stops_after_the_step_and_last_pt_holds_that_step(tmp_path):
     import os
     import signal
 
+    from mrseg.engine.distributed import Rank
     from mrseg.engine.train.hooks import PeriodicCheckpoint, StepCallback, StopOnSignal
     from mrseg.engine.train.progress import TrainReporter
 
@@ -157,7 +158,7 @@ def test_signal_stops_after_the_step_and_last_pt_holds_that_step(tmp_path):
     trainer.register_hooks(
         [
             StepCallback(lambda it: os.kill(os.getpid(), signal.SIGTERM) if it == 2 else None),
-            StopOnSignal(torch.device("cpu")),
+            StopOnSignal(Rank()),
             PeriodicCheckpoint(
                 tmp_path / "last.pt",
                 period=4,
@@ -177,6 +178,7 @@ def test_signal_stops_after_the_step_and_last_pt_holds_that_step(tmp_path):
 def test_metrics_records_average_the_steps_since_the_last_record(tmp_path):
     import json
 
+    from mrseg.engine.distributed import Rank
     from mrseg.engine.train.hooks import MetricsWriter
     from mrseg.engine.train.metrics import MetricsLog
     from mrseg.engine.train.progress import TrainReporter
@@ -193,7 +195,9 @@ def test_metrics_records_average_the_steps_since_the_last_record(tmp_path):
     trainer.register_hooks(
         [
             losses,
-            MetricsWriter(log, TrainReporter(False, 5, 0), period=2, batch=2, epoch_of=lambda it: it / 4),
+            MetricsWriter(
+                log, TrainReporter(False, 5, 0), rank=Rank(), period=2, batch=2, epoch_of=lambda it: it / 4
+            ),
         ]
     )
     trainer.train()
