@@ -132,7 +132,7 @@ def box_run(photo, tmp_path_factory) -> dict:
 
         with pytest.MonkeyPatch.context() as mp:
             for target in (
-                "mrseg.engine.predict.predictor._cropped_masks",
+                "mrseg.engine.predict.model_output.cropped_masks",
                 "mrseg.outputs.records.rle_encode",
                 "mrseg.outputs.records.mask_to_segmentation",
                 "mrseg.outputs.yolo.yolo_lines",

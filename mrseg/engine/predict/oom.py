@@ -18,6 +18,15 @@ import torch
 MIN_TILE = 32  # the smallest tile `--tile` takes; below it tiling is not worth trying
 
 
+class InferenceOutOfMemory(MemoryError):
+    """An image ran out of memory in a batch, alone and in tiles; the message says what to try. `results`:
+    every image's Detections, or for each image that failed, why (a `str`)."""
+
+    def __init__(self, message: str, results: list | None = None):
+        super().__init__(message)
+        self.results = results
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether `error` says that memory ran out (on the device or on the host)."""
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):

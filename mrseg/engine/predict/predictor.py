@@ -8,7 +8,6 @@ output folder (`mrseg.engine.predict.run`).
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -16,11 +15,18 @@ import numpy as np
 import torch
 
 from mrseg.engine.device import DeviceError, resolve_device
-from mrseg.engine.predict.oom import infer_with_fallback
+from mrseg.engine.predict.model_output import detection_arrays
+from mrseg.engine.predict.oom import InferenceOutOfMemory, infer_with_fallback
+from mrseg.engine.predict.options import (
+    PredictError,
+    autocast_dtype,
+    device_note,
+    load_weights,
+    resolve_class_filter,
+)
 from mrseg.engine.predict.stream import Failure, TrackerSeed, stream_predictions
 from mrseg.engine.predict.tiling import merge_tiles, tile_windows
 from mrseg.outputs.detections import Detections, InputItem
-from mrseg.outputs.mask_crop import CroppedMasks
 
 __all__ = [
     "DeviceError",
@@ -34,105 +40,6 @@ __all__ = [
     "resolve_class_filter",
     "resolve_device",
 ]
-
-
-class PredictError(ValueError):
-    """A run can't start or go on as asked; the message says what and what to do."""
-
-
-class InferenceOutOfMemory(MemoryError):
-    """An image ran out of memory in a batch, alone and in tiles; the message says what to try. `results`:
-    every image's Detections, or for each image that failed, why (a `str`)."""
-
-    def __init__(self, message: str, results: list | None = None):
-        super().__init__(message)
-        self.results = results
-
-
-def device_note(predictor: Predictor) -> str:
-    """`device: cuda:1 (NVIDIA H100, torch)` / `device: cpu (onnxruntime CPUExecutionProvider)`: what runs."""
-    dev = predictor.device
-    where = str(dev)
-    if dev.type == "cuda":
-        where += f" ({torch.cuda.get_device_name(dev)})"
-    runs_on = getattr(predictor.model, "runs_on", None) or "torch"
-    return f"device: {where}, model run by {runs_on}"
-
-
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The `torch.autocast` dtype for `--precision` on `device`: None for fp32 (no autocast); PredictError for
-    a name or a device that can't run it."""
-    if precision not in PRECISIONS:
-        raise PredictError(f"--precision {precision}: choose {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return None
-    if device.type == "cpu" and dtype == torch.float16:
-        raise PredictError(
-            "--precision fp16 runs on CUDA devices only (CPU kernels for float16 are slow or missing); "
-            "on the CPU use --precision bf16, or fp32 (the default)"
-        )
-    if not torch.amp.is_autocast_available(device.type):
-        raise PredictError(f"--precision {precision}: torch.autocast doesn't run on {device}; use fp32")
-    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise PredictError(f"--precision bf16: {device} has no bfloat16 support; use --precision fp16")
-    return dtype
-
-
-def load_weights(weights: str | Path, arch: str | None, device: torch.device, **model_kwargs):
-    """(model, ModelInfo) for a zoo name, an mrseg checkpoint, a state-dict file or an exported .onnx.
-    `model_kwargs` (see `zoo.build_model`) configure a torch model; an .onnx graph has them built in."""
-    if str(weights).lower().endswith(".onnx"):
-        if importlib.util.find_spec("onnxruntime") is None:
-            raise PredictError(
-                f"--weights {weights}: running .onnx models needs onnxruntime (pip install onnxruntime); or "
-                "pass the .pt checkpoint the model was exported from"
-            )
-        from mrseg.export.runtime import load_onnx
-
-        model = load_onnx(weights, device)
-        return model, model.info
-    from mrseg.model import zoo
-
-    return zoo.load_model(weights, arch=arch, device=device, **model_kwargs)
-
-
-def resolve_class_filter(wanted: Iterable[str | int] | None, classes: Sequence[dict]) -> set[int] | None:
-    """Model labels (1..K) to emit: those of `--classes` (names, case-insensitive, or category ids), else
-    every label whose class is a real category; None when that is every label (nothing to drop).
-
-    Placeholder slots ("N/A", e.g. COCO ids 12, 26, 29, ...) are never emitted: their detections are dropped
-    here, before any writer, so no output names a category its category list lacks. Asking for one, or for a
-    name / id the model lacks, raises PredictError listing the valid names.
-    """
-    from mrseg.model.coco_classes import is_placeholder
-
-    real = {i + 1 for i, c in enumerate(classes) if not is_placeholder(c)}
-    wanted = [w for w in (wanted or []) if str(w).strip()]
-    if not wanted:
-        return None if len(real) == len(classes) else real
-    by_name = {str(c["name"]).lower(): i + 1 for i, c in enumerate(classes) if i + 1 in real}
-    by_id = {int(c["id"]): i + 1 for i, c in enumerate(classes) if i + 1 in real}
-    labels = set()
-    for w in wanted:
-        key = str(w).strip()
-        if key.lower() in by_name:
-            labels.add(by_name[key.lower()])
-        elif key.isdigit() and int(key) in by_id:
-            labels.add(by_id[int(key)])
-        else:
-            raise PredictError(_class_filter_error(key, classes, real))
-    return labels
-
-
-def _class_filter_error(key: str, classes: Sequence[dict], real: set[int]) -> str:
-    slots = {str(c["name"]).lower() for c in classes} | {str(c["id"]) for c in classes}
-    what = "an unused slot with no category" if key.lower() in slots else "not a class of this model"
-    names = ", ".join(f"{c['name']} ({c['id']})" for i, c in enumerate(classes) if i + 1 in real)
-    return f"--classes: {key!r} is {what}; give names or category ids (comma-separated) from: {names}"
 
 
 class Predictor:
@@ -326,7 +233,18 @@ class Predictor:
     def _run_model(self, images: list[torch.Tensor], crops: bool) -> list[dict[str, np.ndarray]]:
         inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]
         outputs = self._forward(inputs)
-        return [self._filter(o, im.shape[:2], crops) for o, im in zip(outputs, images, strict=True)]
+        threshold = getattr(self.net, "mask_threshold", 0.5)
+        return [
+            detection_arrays(
+                o,
+                im.shape[:2],
+                score=self.score,
+                keep_labels=self.keep_labels,
+                mask_threshold=threshold,
+                crops=crops,
+            )
+            for o, im in zip(outputs, images, strict=True)
+        ]
 
     def _forward(self, inputs: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """The model call, under torch.autocast at `precision` (the model keeps box coordinates float32)."""
@@ -334,41 +252,6 @@ class Predictor:
             return self.net(inputs)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
             return self.net(inputs)
-
-    def _filter(self, o: dict, image_size: tuple[int, int], crops: bool) -> dict[str, np.ndarray]:
-        keep = o["scores"] >= self.score
-        if self.keep_labels is not None:
-            wanted = torch.tensor(sorted(self.keep_labels), device=o["labels"].device)
-            keep &= torch.isin(o["labels"], wanted)
-        all_kept = bool(keep.all())  # the model already dropped what scores under `score`: usually no copy
-
-        def kept(t: torch.Tensor) -> torch.Tensor:
-            return t if all_kept else t[keep]
-
-        boxes = kept(o["boxes"])
-        res = {
-            "boxes": boxes.float().cpu().numpy().reshape(-1, 4),
-            "scores": kept(o["scores"]).float().cpu().numpy(),
-            "labels": kept(o["labels"]).to(torch.int64).cpu().numpy(),
-            "masks": None,
-            "keypoints": None,
-            "keypoint_scores": None,
-        }
-        if o.get("keypoints") is not None:
-            res["keypoints"] = kept(o["keypoints"]).float().cpu().numpy()
-            res["keypoint_scores"] = kept(o["keypoints_scores"]).float().cpu().numpy()
-        if o.get("mask_probs") is not None:
-            threshold = getattr(self.net, "mask_threshold", 0.5)
-            masks = _cropped_masks(kept(o["mask_probs"]), boxes, image_size, threshold)
-            res["masks"] = masks if crops else np.asarray(masks)
-        elif o.get("masks") is not None:
-            masks = kept(o["masks"])
-            if masks.dim() == 4:
-                masks = masks[:, 0]
-            if masks.dtype != torch.bool:
-                masks = masks > 0.5
-            res["masks"] = masks.cpu().numpy()
-        return res
 
     def _infer_tiled(self, image: torch.Tensor, tile: int | None = None) -> Detections:
         """Detections of one image [H, W, 3] predicted in overlapping tiles: of side `tile` one per model call
@@ -385,23 +268,3 @@ class Predictor:
         if masks is not None and not self.mask_crops:
             masks = np.asarray(masks)
         return Detections(width=w, height=h, masks=masks, **merged)
-
-
-def _cropped_masks(probs: torch.Tensor, boxes: torch.Tensor, image_size, threshold: float) -> CroppedMasks:
-    """Mask probabilities [N, 1, M, M] in the frame of `boxes` [N, 4] (image pixels) -> the pasted,
-    thresholded masks as box-sized crops on the CPU (one copy per chunk of similar box sizes, not one per
-    instance)."""
-    from mrseg.model.postprocess import paste_mask_crops
-
-    height, width = int(image_size[0]), int(image_size[1])
-    crops: list = [None] * probs.shape[0]
-    origins = np.zeros((probs.shape[0], 2), np.int64)
-    for chunk in paste_mask_crops(probs, boxes, (height, width), threshold=threshold):
-        index, windows = chunk.index.cpu().numpy(), chunk.crops.cpu().numpy()
-        corners, sizes = chunk.origins.cpu().numpy(), chunk.sizes.cpu().numpy()
-        for k, i in enumerate(index):
-            crops[i] = windows[k, : sizes[k, 1], : sizes[k, 0]]
-            origins[i] = corners[k]
-    return CroppedMasks.from_crops(crops, origins, height, width)
-
-
