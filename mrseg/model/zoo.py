@@ -199,6 +199,7 @@ def build_model(
     rpn_pre_nms_top_n_test: int = 1000,
     rpn_post_nms_top_n_train: int = 2000,
     rpn_post_nms_top_n_test: int = 1000,
+    rpn_nms_thresh: float = 0.7,
     box_batch_size_per_image: int = 512,
     box_score_thresh: float = DEFAULT_BOX_SCORE_THRESH,
     box_nms_thresh: float = 0.5,
@@ -219,7 +220,8 @@ def build_model(
     images). channels: the width of the FPN outputs and of the mask head's convs, and half the keypoint head's
     (256 and 512 in the paper; narrower is much cheaper for a small model trained from scratch).
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
-    it) in train / eval mode; box_batch_size_per_image: RoIs sampled per image for the box head in training;
+    it) in train / eval mode; rpn_nms_thresh: the proposals' NMS IoU; box_batch_size_per_image: RoIs sampled
+    per image for the box head in training;
     box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a detection
     scoring at least this is kept), class-wise NMS IoU and detections kept per image; paste_masks: False
     returns `mask_probs` instead of pasted masks (see MaskRCNN).
@@ -265,7 +267,7 @@ def build_model(
         box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0)),
         pre_nms_top_n={"train": rpn_pre_nms_top_n_train, "test": rpn_pre_nms_top_n_test},
         post_nms_top_n={"train": rpn_post_nms_top_n_train, "test": rpn_post_nms_top_n_test},
-        nms_thresh=0.7,
+        nms_thresh=rpn_nms_thresh,
     )
     box_head = BoxHead(
         in_channels=channels,

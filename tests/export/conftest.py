@@ -28,10 +28,10 @@ HEIGHT, WIDTH = 128, 160
 
 def small_model(seed: int = 0, score_thresh: float = 0.05):
     torch.manual_seed(seed)
-    model = build_model("r18-fpn", len(CLASSES), min_size=HEIGHT, max_size=WIDTH)
-    model.rpn.post_nms_top_n = {"train": 200, "test": 200}
-    model.roi_heads.detections_per_img = 20
-    model.roi_heads.score_thresh = score_thresh
+    model = build_model(
+        "r18-fpn", len(CLASSES), min_size=HEIGHT, max_size=WIDTH, rpn_post_nms_top_n_train=200,
+        rpn_post_nms_top_n_test=200, box_detections_per_img=20, box_score_thresh=score_thresh,
+    )
     return model.eval()
 
 

@@ -47,8 +47,8 @@ def test_training_mode_batchnorm_is_not_folded():
 
 def _small_model(arch: str) -> nn.Module:
     torch.manual_seed(0)
-    model = build_model(arch, 5, min_size=128, max_size=192)
-    model.roi_heads.detections_per_img = 20  # the mask head's cost grows with detections, not image size
+    # the mask head's cost grows with detections, not image size
+    model = build_model(arch, 5, min_size=128, max_size=192, box_detections_per_img=20)
     _randomise_norms(model, seed=1)
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[1:3] += 4.0  # detections above the score threshold

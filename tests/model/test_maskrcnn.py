@@ -73,17 +73,17 @@ def test_r50_fpn_v2_matches_torchvision_on_a_photo(torchvision_maskrcnn, ours_fr
 
 
 def test_eval_outputs_follow_the_contract_with_and_without_detections():
-    torch.manual_seed(0)
-    model = build_model("r18-fpn", 5, min_size=96, max_size=160).eval()
-    model.roi_heads.detections_per_img = 20
-    images = [torch.rand(3, 70, 100), torch.rand(3, 90, 60)]
+    def build(**kwargs):
+        torch.manual_seed(0)  # the same weights for each
+        model = build_model("r18-fpn", 5, min_size=96, max_size=160, box_detections_per_img=20, **kwargs)
+        return model.eval()
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 70, 100, generator=g), torch.rand(3, 90, 60, generator=g)]
     with torch.inference_mode():
-        model.roi_heads.score_thresh = 0.99  # nothing scores that high with random heads
-        empty = model(images)
-        model.roi_heads.score_thresh = 0.0
-        full = model(images)
-        model.paste_masks = False
-        raw = model(images)
+        empty = build(box_score_thresh=0.99)(images)  # nothing scores that high with random heads
+        full = build(box_score_thresh=0.0)(images)
+        raw = build(box_score_thresh=0.0, paste_masks=False)(images)
     for out, image in zip(empty, images, strict=True):
         assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 1, *image.shape[-2:])
     for out, image in zip(full, images, strict=True):

@@ -29,7 +29,10 @@ def build_spread_model(seed: int = 0):
     from mrseg.model.zoo import build_model
 
     torch.manual_seed(seed)
-    model = build_model("r18-fpn", 3, min_size=320, max_size=427, channels=64)
+    model = build_model(
+        "r18-fpn", 3, min_size=320, max_size=427, channels=64, rpn_nms_thresh=0.3, rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=20,
+    )
     with torch.no_grad():
         model.rpn.head.anchor_deltas.weight.zero_()
         model.rpn.head.anchor_deltas.bias.zero_()
@@ -37,9 +40,6 @@ def build_spread_model(seed: int = 0):
         model.roi_heads.box_predictor.cls_score.weight.mul_(5.0)
         model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([-4.0, 1.0, 0.9, 0.8]))
         model.roi_heads.mask_head.predictor.weight.mul_(100.0)
-    model.rpn.nms_thresh = 0.3
-    model.rpn.pre_nms_top_n = {"train": 2000, "test": 200}
-    model.rpn.post_nms_top_n = {"train": 2000, "test": 20}
     return model.eval()
 
 
