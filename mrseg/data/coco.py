@@ -39,6 +39,7 @@ from pycocotools import mask as mask_utils
 
 from mrseg.data.augment import keypoint_flip_map
 from mrseg.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+from mrseg.outputs.masks import polygons_to_mask, rle_decode
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +116,34 @@ def as_int(value: Any) -> int | None:
     return int(value) if -(2**63) <= value < 2**63 else None
 
 
-def _read_json(path: str) -> dict:
+def load_json(
+    path: str | os.PathLike, what: str, error: type[Exception], missing: str = "file not found"
+) -> Any:
+    """The parsed JSON of `path`; `error` naming the file when it is missing (`missing`: what the message
+    says then), cannot be read or is not valid JSON (`what`: the kind of file it should be)."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
-        raise DatasetError(f"{path}: annotation file not found; pass the COCO json with --coco") from None
+        raise error(f"{path}: {missing}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e}); is it a COCO annotation file?") from None
+        raise error(f"{path}: not valid JSON ({e}); is it a {what} file?") from None
+
+
+def load_coco_json(path: str | os.PathLike, error: type[Exception], missing: str = "file not found") -> dict:
+    """`load_json` of a COCO dataset file: `error` unless it is an object with an 'images' list."""
+    data = load_json(path, "COCO annotation", error, missing)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DatasetError(
+        raise error(
             f"{path}: not a COCO dataset (expected an object with 'images', 'annotations', 'categories')"
         )
+    return data
+
+
+def _read_json(path: str) -> dict:
+    data = load_coco_json(path, DatasetError, "annotation file not found; pass the COCO json with --coco")
     if not isinstance(data.get("categories"), list) or not data["categories"]:
         raise DatasetError(f"{path}: has no 'categories'; a COCO training file lists its classes there")
     for i, c in enumerate(data["categories"]):  # the class list must be right: no skipping here
@@ -189,14 +206,8 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
 
 def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     """A checked segmentation (polygons, RLE or uncompressed RLE) -> uint8 [H, W] mask."""
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg["counts"], list):
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        counts = seg["counts"]
-        rle = {"size": seg["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(rle).astype(np.uint8)
+    mask = polygons_to_mask(seg, height, width) if isinstance(seg, list) else rle_decode(seg)
+    return mask.astype(np.uint8)
 
 
 def check_keypoints(ann: dict, num_keypoints: int) -> tuple[np.ndarray | None, str | None]:

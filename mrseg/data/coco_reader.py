@@ -8,7 +8,6 @@ image file's header.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,22 +19,9 @@ from mrseg.data.annotation_source import (
     SourceInstance,
     image_size_from_file,
 )
-from mrseg.data.coco import as_int, check_segmentation, decode_segmentation
+from mrseg.data.coco import as_int, check_segmentation, decode_segmentation, load_coco_json
 from mrseg.data.images import DEFAULT_MAX_PIXELS
 from mrseg.outputs.mask_crop import MaskCrop
-
-
-def load_json(path: Path, what: str):
-    """The parsed JSON of `path`; `SourceError` for a missing file or invalid JSON."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise SourceError(f"{path}: file not found") from None
-    except OSError as e:
-        raise SourceError(f"{path}: cannot be read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(f"{path}: not valid JSON ({e}); is it a {what} file?") from None
 
 
 def _int(value, context: str) -> int:
@@ -62,11 +48,7 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
     to the file when that folder exists, else the file's folder."""
     path = Path(path)
     name = path.name
-    data = load_json(path, "COCO annotation")
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise SourceError(
-            f"{path}: not a COCO dataset (expected an object with 'images', 'annotations', 'categories')"
-        )
+    data = load_coco_json(path, SourceError)
     categories = _categories(data, name)
     known = {c["id"] for c in categories}
     if images_dir is None:
@@ -150,4 +132,4 @@ def _instance(ann: dict, height: int, width: int, context: str) -> SourceInstanc
     )
 
 
-__all__ = ["load_json", "read_coco"]
+__all__ = ["read_coco"]

@@ -29,7 +29,7 @@ from mrseg.data.annotation_source import (
     image_size_from_file,
     relative_name,
 )
-from mrseg.data.coco_reader import load_json
+from mrseg.data.coco import load_json
 from mrseg.outputs.mask_crop import MaskCrop
 
 AREA_SHAPES = ("polygon", "rectangle", "circle", "mask")
@@ -83,7 +83,7 @@ def shape_mask(shape: dict, height: int, width: int, context: str) -> np.ndarray
 
 
 def _doc(path: Path) -> dict:
-    doc = load_json(path, "labelme")
+    doc = load_json(path, "labelme", SourceError)
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
         raise SourceError(f"{path}: not a labelme file (expected an object with a 'shapes' list)")
     return doc

@@ -20,8 +20,8 @@ from pathlib import Path
 from mrseg import __version__
 from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_open
-from mrseg.outputs.masks import segmentation_area_bbox, segmentation_to_rle
-from mrseg.outputs.records import public_line
+from mrseg.outputs.masks import segmentation_area_bbox
+from mrseg.outputs.records import coco_results, public_line
 from mrseg.outputs.yolo import YOLO_DIR, data_yaml
 
 COCO_NAME = "annotations.json"
@@ -149,14 +149,7 @@ def write_results(path: str | os.PathLike, records_paths: list) -> None:
         first = True
         for record in read_records(records_paths):
             image = record["image"]
-            for inst in record["instances"]:
-                res = {"image_id": image["id"], "category_id": inst["category_id"], "bbox": inst["bbox"]}
-                res["score"] = inst["score"]
-                if "segmentation" in inst:
-                    seg = inst["segmentation"]
-                    res["segmentation"] = segmentation_to_rle(seg, image["height"], image["width"])
-                if "keypoints" in inst:
-                    res["keypoints"] = inst["keypoints"]
+            for res in coco_results(image["id"], record["instances"], image["height"], image["width"]):
                 f.write(("" if first else ",") + "\n" + _dump(res))
                 first = False
         f.write("\n]\n")

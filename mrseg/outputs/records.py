@@ -17,7 +17,7 @@ import numpy as np
 
 from mrseg.outputs.detections import Detections, InputItem
 from mrseg.outputs.mask_crop import instance_crop
-from mrseg.outputs.masks import DEFAULT_SIMPLIFY, mask_to_segmentation, rle_encode
+from mrseg.outputs.masks import DEFAULT_SIMPLIFY, mask_to_segmentation, rle_encode, segmentation_to_rle
 
 JOURNAL_ONLY_KEYS = ("polygons",)
 """Instance keys kept in the run journal for annotations.json but left out of predictions.jsonl."""
@@ -94,6 +94,29 @@ def keypoint_fields(keypoints: np.ndarray, scores: np.ndarray | None) -> dict:
     if scores is not None:
         out["keypoint_scores"] = [round(float(s), 5) for s in np.asarray(scores).reshape(-1)]
     return out
+
+
+def coco_results(
+    image_id: int, instances: list[dict], height: int, width: int, category_ids: dict[int, int] | None = None
+) -> list[dict]:
+    """One image's COCO results (for `COCO.loadRes`: results.json, `mrseg eval --images`, validation) from its
+    instance records (`instance_records`, or a journal line's), values as rounded there: `image_id`,
+    `category_id`, `bbox` [x, y, w, h], `score` (the box's; pycocotools ranks keypoints by it too), where the
+    instance has them `segmentation` (compressed RLE; older journals' polygons rasterised at `height` x
+    `width`) and `keypoints`. `category_ids`: model label -> category id to write instead of the record's (a
+    ground truth's); instances whose label it lacks are left out."""
+    results = []
+    for inst in instances:
+        if category_ids is not None and inst["label"] not in category_ids:
+            continue
+        category_id = inst["category_id"] if category_ids is None else category_ids[inst["label"]]
+        res = {"image_id": image_id, "category_id": category_id, "bbox": inst["bbox"], "score": inst["score"]}
+        if "segmentation" in inst:
+            res["segmentation"] = segmentation_to_rle(inst["segmentation"], height, width)
+        if "keypoints" in inst:
+            res["keypoints"] = inst["keypoints"]
+        results.append(res)
+    return results
 
 
 def image_record(item: InputItem, det: Detections) -> dict:

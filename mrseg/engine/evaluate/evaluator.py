@@ -568,7 +568,7 @@ def predict_results(
 ) -> list[dict]:
     """Runs `predictor` (an `mrseg.Predictor`) over every ground-truth image and returns COCO results (boxes
     and RLE masks) with the ground truth's image and category ids. `on_image()` is called after each image."""
-    from mrseg.outputs.records import instance_records
+    from mrseg.outputs.records import coco_results, instance_records
 
     mapping = class_mapping(predictor.classes, gt)
     if not mapping:
@@ -586,14 +586,8 @@ def predict_results(
                 f"{path} is {det.width} x {det.height} pixels but the ground truth says {info['width']} x "
                 f"{info['height']} for image id {img_id}; is it the right file (or rotated by its EXIF tag)?"
             )
-        for rec in instance_records(det, predictor.classes, mask_format="rle"):
-            if rec["label"] in mapping:
-                result = {"image_id": img_id, "category_id": mapping[rec["label"]], "bbox": rec["bbox"]}
-                result["score"] = rec["score"]
-                for key in ("segmentation", "keypoints"):
-                    if key in rec:
-                        result[key] = rec[key]
-                results.append(result)
+        records = instance_records(det, predictor.classes, mask_format="rle")
+        results += coco_results(img_id, records, det.height, det.width, category_ids=mapping)
         if on_image is not None:
             on_image()
     return results

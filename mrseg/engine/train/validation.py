@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from torch import nn
 
 from mrseg.data.coco import CocoDataset, collate
 from mrseg.engine.evaluate.evaluator import evaluate
+from mrseg.outputs.detections import Detections
+from mrseg.outputs.records import coco_results, instance_records
 
 # pycocotools' OKS has sigmas for COCO's 17 person keypoints only
 OKS_KEYPOINTS = 17
@@ -26,32 +27,21 @@ def validation_types(heads: tuple[str, ...], num_keypoints: int = OKS_KEYPOINTS)
     return types
 
 
-def detections_to_results(output: dict[str, torch.Tensor], image_id: int, classes: list[dict]) -> list[dict]:
+def detections_to_results(
+    output: dict[str, torch.Tensor], image_id: int, classes: list[dict], height: int, width: int
+) -> list[dict]:
     """One image's model output (boxes [D, 4] xyxy, scores [D], labels [D] in 1..K, masks bool [D, 1, H, W],
-    keypoints [D, P, 3]) -> COCO result dicts (bbox xywh, RLE segmentation, keypoints [x, y, v] * P;
-    category_id from `classes[label - 1]`; score: the box score, what pycocotools ranks keypoints by too)."""
-    boxes = output["boxes"].detach().float().cpu().numpy()
-    scores = output["scores"].detach().float().cpu().numpy()
-    labels = output["labels"].detach().cpu().numpy()
-    masks = output["masks"][:, 0].detach().cpu().numpy().astype(np.uint8) if "masks" in output else None
-    keypoints = output["keypoints"].detach().float().cpu().numpy() if "keypoints" in output else None
-    results = []
-    for i in range(len(scores)):
-        x1, y1, x2, y2 = (float(v) for v in boxes[i])
-        r = {
-            "image_id": int(image_id),
-            "category_id": int(classes[int(labels[i]) - 1]["id"]),
-            "score": float(scores[i]),
-            "bbox": [x1, y1, x2 - x1, y2 - y1],
-        }
-        if masks is not None:
-            rle = mask_utils.encode(np.asfortranarray(masks[i]))
-            rle["counts"] = rle["counts"].decode("ascii")
-            r["segmentation"] = rle
-        if keypoints is not None:
-            r["keypoints"] = [round(float(v), 2) for v in keypoints[i].flatten()]
-        results.append(r)
-    return results
+    keypoints [D, P, 3], keypoints_scores [D, P]) on an image of `height` x `width` -> COCO results exactly as
+    results.json and `mrseg eval --images` have them (`records.coco_results`; category_id from `classes`)."""
+
+    def array(key: str, dtype=torch.float32) -> np.ndarray | None:
+        return output[key].detach().to(dtype).cpu().numpy() if key in output else None
+
+    masks = array("masks", torch.bool)
+    det = Detections(width, height, array("boxes"), array("scores"), array("labels", torch.int64))
+    det.masks = None if masks is None else masks[:, 0]
+    det.keypoints, det.keypoint_scores = array("keypoints"), array("keypoints_scores")
+    return coco_results(image_id, instance_records(det, classes, mask_format="rle"), height, width)
 
 
 @torch.no_grad()
@@ -68,8 +58,9 @@ def predict_dataset(
     try:
         for images, targets in loader:
             outputs = model([img.to(device) for img in images])
-            for out, target in zip(outputs, targets, strict=True):
-                results += detections_to_results(out, int(target["image_id"]), dataset.classes)
+            for image, out, target in zip(images, outputs, targets, strict=True):
+                height, width = image.shape[-2:]
+                results += detections_to_results(out, int(target["image_id"]), dataset.classes, height, width)
     finally:
         model.train(was_training)
     return results
