@@ -37,9 +37,12 @@ def _foldable(norm: nn.Module) -> bool:
 
 def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     """A new Conv2d computing norm(conv(x)) for a FrozenBatchNorm2d or an eval-mode BatchNorm2d `norm`."""
+    # The products are rounded to the conv's dtype once, from float64: folding in float32 rounds twice, which
+    # tripled the box differences from the unfused model (3e-2 vs 1e-2 px, random-weight R50 Faster R-CNN).
+    wide = torch.float32 if conv.weight.device.type == "mps" else torch.float64  # MPS has no float64
     with torch.no_grad():
-        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-        shift = norm.bias - norm.running_mean * scale
+        scale = norm.weight.to(wide) * torch.rsqrt(norm.running_var.to(wide) + norm.eps)
+        shift = norm.bias.to(wide) - norm.running_mean.to(wide) * scale
         fused = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
@@ -53,8 +56,8 @@ def fold_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = shift if conv.bias is None else conv.bias * scale + shift
+        fused.weight.copy_(conv.weight.to(wide) * scale.view(-1, 1, 1, 1))
+        bias = shift if conv.bias is None else conv.bias.to(wide) * scale + shift
         fused.bias.copy_(bias)
     fused.requires_grad_(False)
     return fused

@@ -128,7 +128,13 @@ def test_fused_r50_fpn_matches_torchvision_on_a_photo(torchvision_maskrcnn, ours
     with torch.inference_mode():
         (e,) = tv_model([image])
         (g,) = ours([image])
-    assert len(e["boxes"]) >= 10 and torch.equal(g["labels"], e["labels"])
+    assert len(e["boxes"]) >= 10 and len(g["boxes"]) == len(e["boxes"])
+    # detections whose scores differ by float rounding (8e-6 seen) may come out in either order: pair each of
+    # torchvision's with the nearest of ours, one to one
+    order = (g["boxes"][None, :, :] - e["boxes"][:, None, :]).abs().amax(-1).argmin(1)
+    assert len(set(order.tolist())) == len(order)
+    g = {k: v[order] for k, v in g.items()}
+    assert torch.equal(g["labels"], e["labels"])
     assert float((g["boxes"] - e["boxes"]).abs().max()) <= 1e-2
     assert float((g["scores"] - e["scores"]).abs().max()) <= 1e-4
     # The 30x mask logits of these weights saturate to exactly 0 / 1, so many pasted pixels are exact 0.5
