@@ -546,10 +546,16 @@ def load_model(
     return model.to(device).eval(), info
 
 
+# The state-dict prefix of each optional head: a source without it leaves that head as built (fine-tuning a
+# keypoint model from COCO mask weights, or a mask model from a box-only checkpoint).
+HEAD_PREFIXES = {"mask": "roi_heads.mask_head.", "keypoint": "roi_heads.keypoint_head."}
+
+
 def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str]:
     """Initialises `model` (built for `arch`) for training from `weights`: "imagenet" (the ResNet backbone),
-    "none", a zoo name or a file. Class-specific layers whose shapes differ (other number of classes) are left
-    random; their names are returned."""
+    "none", a zoo name or a file of the same layout (backbone, FPN, box head; `split_arch`), whatever heads it
+    has. Class-specific layers whose shapes differ (other number of classes), and heads of `arch` that the
+    weights lack, are left as built; their state-dict keys are returned."""
     name = str(weights)
     if name == "none":
         return []
@@ -566,8 +572,12 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str
         return []
     if name in WEIGHTS:
         spec = WEIGHTS[name]
-        if spec.arch != arch:
-            raise WeightsError(f"--weights {name} is for --arch {spec.arch}, not {arch}")
+        if split_arch(spec.arch)[0] != split_arch(arch)[0]:
+            raise WeightsError(
+                f"--weights {name} is a {spec.arch} model; it can start an --arch of the same layout "
+                f"({', '.join(a for a in ARCH_NAMES if split_arch(a)[0] == split_arch(spec.arch)[0])}), "
+                f"not {arch}"
+            )
         state = read_file(fetch(spec.url))
         if spec.frozen_bn_eps != 1e-5:
             set_frozen_bn_eps(model, spec.frozen_bn_eps)
@@ -578,11 +588,13 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str
         state = torchvision_to_mrseg(state)
     state, missing, unexpected, skipped = compare_state_dict(model, state)
     fitting = {k: v for k, v in state.items() if k not in skipped and k not in unexpected}
-    missing = [k for k in missing if k not in skipped]
+    absent = [p for p in HEAD_PREFIXES.values() if not any(k.startswith(p) for k in state)]
+    fresh = [k for k in missing if k.startswith(tuple(absent))] if absent else []
+    missing = [k for k in missing if k not in skipped and k not in fresh]
     if missing:
         raise WeightsError(f"{name} does not fit --arch {arch}: {len(missing)} missing keys: {missing[:8]}")
     model.load_state_dict(fitting, strict=False)
-    return skipped
+    return skipped + fresh
 
 
 def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:

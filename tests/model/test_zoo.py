@@ -286,3 +286,41 @@ def test_concurrent_fetches_download_once(monkeypatch, tmp_path):
         paths = list(pool.map(lambda _: zoo.fetch(url), range(4)))
     assert len(calls) == 1
     assert len(set(paths)) == 1 and paths[0].read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("source_arch", "target_arch", "fresh_head"),
+    [("r18-fpn", "r18-fpn-kp", "keypoint_head"), ("r18-fpn-box", "r18-fpn", "mask_head")],
+)
+def test_load_pretrained_starts_a_missing_head_as_built(tmp_path, source_arch, target_arch, fresh_head):
+    """COCO mask weights start a keypoint model (and box-only weights a mask model): everything the source has
+    is loaded, the head it lacks keeps its constructor's initialisation and is reported."""
+    torch.manual_seed(0)
+    source = build_model(source_arch, 1, channels=32)
+    path = tmp_path / "source.pth"
+    torch.save(mrseg_to_torchvision(source.state_dict()), path)
+    torch.manual_seed(1)
+    target = build_model(target_arch, 1, channels=32)
+    built = {k: v.clone() for k, v in target.state_dict().items()}
+    fresh = load_pretrained(target, path, target_arch)
+    prefix = f"roi_heads.{fresh_head}."
+    assert fresh and all(k.startswith(prefix) for k in fresh)
+    assert sorted(fresh) == sorted(k for k in built if k.startswith(prefix))
+    loaded = source.state_dict()
+    for key, value in target.state_dict().items():
+        want = built[key] if key.startswith(prefix) else loaded[key]
+        assert torch.equal(value, want), key
+
+
+def test_load_pretrained_refuses_another_layout_and_a_head_cut_short(tmp_path):
+    source = build_model("r18-fpn-kp", 1, channels=32)
+    state = mrseg_to_torchvision(source.state_dict())
+    with pytest.raises(WeightsError, match="missing keys"):  # another backbone
+        torch.save(state, tmp_path / "kp.pth")
+        load_pretrained(build_model("r34-fpn-kp", 1, channels=32), tmp_path / "kp.pth", "r34-fpn-kp")
+    del state[next(k for k in state if "keypoint_head" in k)]  # a head present but incomplete is an error
+    torch.save(state, tmp_path / "cut.pth")
+    with pytest.raises(WeightsError, match="missing keys"):
+        load_pretrained(build_model("r18-fpn-kp", 1, channels=32), tmp_path / "cut.pth", "r18-fpn-kp")
+    with pytest.raises(WeightsError, match="same layout"):
+        load_pretrained(build_model("r18-fpn-kp", 1), "coco-r50-fpn", "r18-fpn-kp")

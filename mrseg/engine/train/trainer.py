@@ -57,7 +57,14 @@ from mrseg.engine.train.scratch_init import calibrate_frozen_bn, init_predictors
 from mrseg.engine.train.validation import OKS_KEYPOINTS, validation_types
 from mrseg.model.backbone import NORMS
 from mrseg.model.checkpoint_format import make_checkpoint, model_shape
-from mrseg.model.zoo import ARCH_NAMES, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained, split_arch
+from mrseg.model.zoo import (
+    ARCH_NAMES,
+    DEFAULT_ANCHOR_SIZES,
+    HEAD_PREFIXES,
+    build_model,
+    load_pretrained,
+    split_arch,
+)
 from mrseg.outputs.atomic import atomic_write_text
 
 logger = logging.getLogger("mrseg.train")
@@ -274,10 +281,17 @@ def _init_weights(
     except ValueError as e:
         raise TrainError(str(e)) from e
     n_classes = len(train_set.classes)
-    if reinitialised:
+    fresh = [k for k in reinitialised if k.startswith(tuple(HEAD_PREFIXES.values()))]
+    resized = [k for k in reinitialised if k not in fresh]
+    if resized:
         reporter.say(
-            f"weights {cfg.weights}: re-initialised {len(reinitialised)} class-specific tensors "
-            f"for {n_classes} classes ({', '.join(reinitialised[:4])}, ...)"
+            f"weights {cfg.weights}: re-initialised {len(resized)} class-specific tensors "
+            f"for {n_classes} classes ({', '.join(resized[:4])}, ...)"
+        )
+    if fresh:
+        heads = sorted({k.split(".")[1] for k in fresh})
+        reporter.say(
+            f"weights {cfg.weights} have no {' or '.join(heads)}: it starts as built ({len(fresh)} tensors)"
         )
     if cfg.weights in ("none", "imagenet") or reinitialised:
         init_predictors(model, None if cfg.weights in ("none", "imagenet") else reinitialised)

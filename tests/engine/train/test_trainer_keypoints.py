@@ -154,3 +154,28 @@ def test_torchrun_two_cpu_processes_keypoints(sticks, tmp_path):
     ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert ckpt["iteration"] == 2 and len(ckpt["rng_per_rank"]) == 2 and ckpt["heads"] == ["keypoint"]
     assert [r["iter"] for r in _records(tmp_path / "ddp", "train")] == [1, 2]
+
+
+def test_keypoint_run_starts_from_a_mask_checkpoint(sticks, tmp_path, capfd):
+    """`--arch r18-fpn-kp --weights <mask checkpoint>`: backbone, FPN, RPN and box head come from the file,
+    the keypoint head starts as built, and the run says so (it was refused before)."""
+    from mrseg.model.checkpoint_format import make_checkpoint
+    from mrseg.model.zoo import build_model
+
+    torch.manual_seed(3)
+    source = build_model("r18-fpn", 1, norm="bn", channels=32, min_size=64, max_size=64)
+    path = tmp_path / "mask.pt"
+    classes = [{"id": 1, "name": "person"}]
+    torch.save(make_checkpoint(source, arch="r18-fpn", classes=classes, min_size=64, max_size=64, norm="bn",
+                               channels=32), path)  # fmt: skip
+    run = tmp_path / "run"
+    train(kp_config(sticks, run, weights=str(path), iters=1, quiet=False, lr=0.0, warmup_iters=1))
+    err = capfd.readouterr().err
+    assert "have no keypoint_head: it starts as built" in err
+    trained = load_model(run / "last.pt")[0].state_dict()
+    # lr 0: the loaded parts are the file's, tensor for tensor (BatchNorm statistics move in training)
+    for key, value in source.state_dict().items():
+        if key.startswith(("backbone.fpn.", "rpn.", "roi_heads.box_head.")) and "running" not in key and (
+            "num_batches" not in key
+        ):
+            assert torch.equal(trained[key], value), key
