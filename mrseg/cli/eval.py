@@ -110,7 +110,7 @@ def eval_cmd(
             results, name = load_results(pred_path), pred_path
         else:
             results, name = (
-                run_model(gt, images_dir, weights, arch, device, score, err),
+                run_model(gt, images_dir, weights, arch, device, score),
                 f"{weights} on {images_dir}",
             )
             if save_pred:
@@ -140,13 +140,11 @@ def eval_cmd(
         err.print(f"metrics written to {json_out}")
 
 
-def run_model(gt, images_dir: str, weights: str, arch, device: str, score: float, err: Console) -> list[dict]:
+def run_model(gt, images_dir: str, weights: str, arch, device: str, score: float) -> list[dict]:
     """COCO results of `weights` on the ground truth's images (see evaluate.evaluator.predict_results)."""
-    from rich.progress import Progress
-
     from mrseg.engine.predict.predictor import Predictor
+    from mrseg.engine.progress import ProgressBar
 
     predictor = Predictor(weights=weights, arch=arch, device=device, score=score, mask_crops=True)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("predicting", total=len(gt.getImgIds()))
-        return predict_results(gt, images_dir, predictor, on_image=lambda: progress.advance(task))
+    with ProgressBar("predicting", len(gt.getImgIds()), "bar", "percent", "eta", transient=True) as progress:
+        return predict_results(gt, images_dir, predictor, on_image=progress.advance)

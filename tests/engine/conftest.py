@@ -88,6 +88,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture()
+def terminal(monkeypatch):
+    """stderr taken for a 200-column terminal (rich reads TTY_COMPATIBLE and COLUMNS), so progress bars are
+    drawn; `strip_ansi` reads what they drew."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
 @pytest.fixture(scope="session")
 def pycocotools_printed() -> dict[str, list[float]]:
     """The 12 figures per iou type that pycocotools printed for the COCO API's val2014 sample and its fake

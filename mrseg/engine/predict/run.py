@@ -22,13 +22,13 @@ import numpy as np
 from mrseg.engine.distributed import join
 from mrseg.engine.predict import journal
 from mrseg.engine.predict.predictor import PredictError, Predictor, device_note, resolve_device
-from mrseg.engine.predict.progress import RunProgress
 from mrseg.engine.predict.run_folder import check_same_lock, resolve_out_dir, start_state
 from mrseg.engine.predict.run_lock import RunLock
 from mrseg.engine.predict.sink import OutputSink
 from mrseg.engine.predict.stream import Failure, group_units
 from mrseg.engine.predict.tracker import Tracker
 from mrseg.engine.predict.writer import WriterThread
+from mrseg.engine.progress import ProgressBar
 from mrseg.outputs.detections import InputItem
 from mrseg.outputs.formats import FormatError, needs_image, parse_formats
 
@@ -172,7 +172,10 @@ def predict(
             if left:
                 todo_units.append(left)
         show = rank.is_main and not (quiet or stream)
-        progress = RunProgress(total=sum(map(len, todo_units)), enabled=show)
+        progress = ProgressBar(
+            "predict", sum(map(len, todo_units)), "bar", "count", "{rate} img/s", "eta", "{failed} failed",
+            show=show, failed=0,
+        )  # fmt: skip
         sink = OutputSink(
             out_dir=out_dir, rank=rank.rank, formats=formats, classes=predictor.classes,
             mask_format=mask_format, simplify=simplify, vid_stride=vid_stride, stream=stream, quiet=quiet,

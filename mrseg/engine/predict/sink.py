@@ -96,7 +96,7 @@ class OutputSink:
             except Exception as e:  # noqa: BLE001 - reported; resume redoes the frames
                 if _is_fatal_write_error(e, self.journal is None):
                     raise
-                self.progress.print(f"warning: the overlay video of {item.path} could not be written: {e}")
+                self.progress.say(f"warning: the overlay video of {item.path} could not be written: {e}")
 
     def _failure(self, item: InputItem, reason: str) -> None:
         rec = {"id": item.id, "path": item.path, "file_name": item.rel_path, "reason": reason}
@@ -108,8 +108,8 @@ class OutputSink:
         if len(self.failures) < 20:
             self.failures.append(rec)
         if not self.quiet:
-            self.progress.print(f"warning: skipped {describe_failure(rec)}")
-        self.progress.advance(failed=True)
+            self.progress.say(f"warning: skipped {describe_failure(rec)}")
+        self.progress.advance(failed=self.failed)
 
     def close(self) -> None:
         errors = []

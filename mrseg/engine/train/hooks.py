@@ -16,10 +16,10 @@ from torch import nn
 
 from mrseg.data.coco import CocoDataset
 from mrseg.engine.distributed import Rank
+from mrseg.engine.progress import ProgressBar, Window, eta
 from mrseg.engine.train.checkpoint import rng_state, save_atomic, set_rng_state
 from mrseg.engine.train.loop import HookBase
 from mrseg.engine.train.metrics import MetricsLog, memory_mb
-from mrseg.engine.train.progress import TrainReporter
 from mrseg.engine.train.validation import METRIC_NAMES, validate
 
 
@@ -30,23 +30,26 @@ def _due(iteration: int, period: int, last: int) -> bool:
 class MetricsWriter(HookBase):
     """Every `period` iterations and at the last: the mean losses since the previous record (averaged over
     processes), lr, s/iter and images/s of the steps themselves (evaluation and checkpoint time left out),
-    memory -> a "train" record in metrics.jsonl (`log`, main process only) and a log line with the ETA; the
-    progress bar (loss, s/iteration, ETA) advances after every step. epoch_of(iteration) -> epoch as a
-    float; batch: images per step, all processes; `rank` averages the losses over the processes.
+    memory -> a "train" record in metrics.jsonl (`log`, main process only) and, without a drawn bar, a log
+    line with the ETA; the bar (loss and s/iteration over the last `window` steps, the ETA at that pace)
+    advances after every step. epoch_of(iteration) -> epoch as a float; batch: images per step, all
+    processes; `rank` averages the losses over the processes.
     """
 
     def __init__(
         self,
         log: MetricsLog | None,
-        reporter: TrainReporter,
+        progress: ProgressBar,
         *,
         rank: Rank,
         period: int,
         batch: int,
         epoch_of: Callable[[int], float],
+        window: int = 20,
     ):
-        self.log, self.reporter, self.rank, self.period = log, reporter, rank, period
+        self.log, self.progress, self.rank, self.period = log, progress, rank, period
         self.batch, self.epoch_of = batch, epoch_of
+        self.pace, self.recent_loss = Window(window), Window(window)
         self._reset()
 
     def _reset(self) -> None:
@@ -64,7 +67,11 @@ class MetricsWriter(HookBase):
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.sums["loss"] = self.sums.get("loss", 0.0) + t.loss
         self.count += 1
-        self.reporter.step(t.iter, t.loss, seconds)
+        self.pace.add(seconds)
+        self.recent_loss.add(t.loss)
+        self.progress.update(
+            t.iter, info=f"loss {self.recent_loss.mean:.3f}  {self.pace.mean:.3f} s/it  ETA {self._eta()}"
+        )
         if _due(t.iter, self.period, t.max_iter):
             means = self.rank.all_reduce_mean({k: v / self.count for k, v in self.sums.items()}, t.device)
             record = {
@@ -77,14 +84,18 @@ class MetricsWriter(HookBase):
                 "images_per_sec": round(self.count * self.batch / max(self.seconds, 1e-9), 3),
                 "memory_mb": round(memory_mb(t.device), 1),
             }
-            self.reporter.log_line(
-                f"iter {t.iter}/{t.max_iter} loss {means['loss']:.3f} lr {t.lr:.4g} "
-                f"{record['sec_per_iter']:.3f} s/it {record['images_per_sec']:.1f} img/s "
-                f"ETA {self.reporter.eta(t.iter)}"
-            )
+            if not self.progress.live:
+                self.progress.say(
+                    f"iter {t.iter}/{t.max_iter} loss {means['loss']:.3f} lr {t.lr:.4g} "
+                    f"{record['sec_per_iter']:.3f} s/it {record['images_per_sec']:.1f} img/s "
+                    f"ETA {self._eta()}"
+                )
             if self.log is not None:
                 self.log.write(record)
             self._reset()
+
+    def _eta(self) -> str:
+        return eta(self.pace.mean, self.trainer.max_iter - self.trainer.iter)
 
 
 class PeriodicEval(HookBase):
@@ -102,14 +113,14 @@ class PeriodicEval(HookBase):
         period: int,
         rank: Rank,
         log: MetricsLog | None,
-        reporter: TrainReporter,
+        progress: ProgressBar,
         best_path: Path,
         describe: Callable[[], dict],
         iou_types: tuple[str, ...] = ("bbox", "segm"),
     ):
         self.model, self.val_set, self.period, self.rank = model, val_set, period, rank
         self.iou_types = iou_types
-        self.log, self.reporter, self.best_path, self.describe = log, reporter, best_path, describe
+        self.log, self.progress, self.best_path, self.describe = log, progress, best_path, describe
         self.best_ap: float | None = None
         self.last_eval: dict = {}
 
@@ -130,7 +141,7 @@ class PeriodicEval(HookBase):
             scores = ", ".join(
                 f"{METRIC_NAMES[k]} {self.last_eval[k]['AP']:.4f}" for k in self.iou_types[::-1]
             )
-            self.reporter.say(f"eval at iter {t.iter}: {scores}")
+            self.progress.say(f"eval at iter {t.iter}: {scores}")
             if self.best_ap is None or ap > self.best_ap:
                 self.best_ap = ap
                 save_atomic({**self.describe(), **self.state_dict()}, self.best_path)
@@ -186,8 +197,8 @@ class RngState(HookBase):
     data order is kept, the weights are not bit-identical) and says so. state_dict is collective: every
     process calls it."""
 
-    def __init__(self, rank: Rank, seed: int, reporter: TrainReporter):
-        self.rank, self.seed, self.reporter = rank, seed, reporter
+    def __init__(self, rank: Rank, seed: int, progress: ProgressBar):
+        self.rank, self.seed, self.progress = rank, seed, progress
         self._saved: list | None = None
 
     def state_dict(self) -> dict:
@@ -204,7 +215,7 @@ class RngState(HookBase):
             set_rng_state(self._saved[self.rank.rank])
         else:
             torch.manual_seed(self.seed + self.trainer.start_iter * 7919 + self.rank.rank)
-            self.reporter.say(
+            self.progress.say(
                 f"resume: the run had {len(self._saved)} processes, now {self.rank.world}; the RNG is "
                 "reseeded (the data order is kept, but the result will not be bit-identical)"
             )
@@ -218,10 +229,10 @@ class PeriodicCheckpoint(HookBase):
     how to go on."""
 
     def __init__(
-        self, path: Path, *, period: int, is_main: bool, describe: Callable[[], dict], reporter: TrainReporter
+        self, path: Path, *, period: int, is_main: bool, describe: Callable[[], dict], progress: ProgressBar
     ):
         self.path, self.period, self.is_main = path, period, is_main
-        self.describe, self.reporter = describe, reporter
+        self.describe, self.progress = describe, progress
 
     def after_step(self) -> None:
         t = self.trainer
@@ -231,7 +242,7 @@ class PeriodicCheckpoint(HookBase):
         if self.is_main:
             save_atomic({**self.describe(), **state}, self.path)
         if t.stop_requested:
-            self.reporter.say(
+            self.progress.say(
                 f"stopped by a signal at iteration {t.iter}/{t.max_iter}; {self.path} saved: continue with "
                 "--resume"
             )

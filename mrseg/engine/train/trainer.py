@@ -39,6 +39,7 @@ from mrseg.data.augment import train_transforms
 from mrseg.data.coco import CocoDataset, collate
 from mrseg.engine.device import resolve_device
 from mrseg.engine.distributed import Rank, join
+from mrseg.engine.progress import ProgressBar
 from mrseg.engine.train.batch_sampler import ResumableBatchSampler
 from mrseg.engine.train.checkpoint import load_checkpoint
 from mrseg.engine.train.hooks import (
@@ -52,7 +53,7 @@ from mrseg.engine.train.hooks import (
 from mrseg.engine.train.loop import SimpleTrainer, TrainError
 from mrseg.engine.train.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.train.metrics import MetricsLog
-from mrseg.engine.train.progress import TrainReporter, pick_threads, pick_workers
+from mrseg.engine.train.resources import pick_threads, pick_workers
 from mrseg.engine.train.scratch_init import calibrate_frozen_bn, init_predictors
 from mrseg.engine.train.validation import OKS_KEYPOINTS, validation_types
 from mrseg.model.backbone import NORMS
@@ -90,7 +91,7 @@ class TrainConfig:
     32..512; smaller for small images). channels: FPN and mask-head width (256; 128 is ~2x faster for small
     models from scratch). All three are recorded in the checkpoints, so load_model rebuilds the same model.
     workers / threads: data-loading processes and torch CPU threads per process; None picks them
-    (mrseg.engine.train.progress.pick_workers / pick_threads) and the run says what it picked.
+    (mrseg.engine.train.resources.pick_workers / pick_threads) and the run says what it picked.
     """
 
     coco: str
@@ -271,9 +272,7 @@ def _model_shape(cfg: TrainConfig, ckpt: dict | None) -> tuple[TrainConfig, dict
     }
 
 
-def _init_weights(
-    model: nn.Module, cfg: TrainConfig, train_set: CocoDataset, reporter: TrainReporter
-) -> None:
+def _init_weights(model: nn.Module, cfg: TrainConfig, train_set: CocoDataset, progress: ProgressBar) -> None:
     """A new run's starting weights: cfg.weights, fresh class-specific layers, frozen BN set from the data
     when training from scratch."""
     try:
@@ -281,16 +280,18 @@ def _init_weights(
     except ValueError as e:
         raise TrainError(str(e)) from e
     n_classes = len(train_set.classes)
-    fresh = [k for k in reinitialised if k.startswith(tuple(HEAD_PREFIXES.values()))]
+    keys, again = list(model.state_dict()), set(reinitialised)
+    absent = [p for p in HEAD_PREFIXES.values() if all(k in again for k in keys if k.startswith(p))]
+    fresh = [k for k in reinitialised if k.startswith(tuple(absent))]  # a whole head the weights lack
     resized = [k for k in reinitialised if k not in fresh]
     if resized:
-        reporter.say(
+        progress.say(
             f"weights {cfg.weights}: re-initialised {len(resized)} class-specific tensors "
             f"for {n_classes} classes ({', '.join(resized[:4])}, ...)"
         )
     if fresh:
         heads = sorted({k.split(".")[1] for k in fresh})
-        reporter.say(
+        progress.say(
             f"weights {cfg.weights} have no {' or '.join(heads)}: it starts as built ({len(fresh)} tensors)"
         )
     if cfg.weights in ("none", "imagenet") or reinitialised:
@@ -299,7 +300,7 @@ def _init_weights(
         images = [train_set[i][0] for i in range(min(8, len(train_set)))]
         n = calibrate_frozen_bn(model, images)
         if n:
-            reporter.say(
+            progress.say(
                 f"weights none: set the statistics of {n} frozen BN layers from {len(images)} images"
             )
 
@@ -433,16 +434,19 @@ def _train(
         num_keypoints=len(train_set.keypoint_names) or 17,
         **shape,
     )
-    reporter = TrainReporter(rank.is_main and not cfg.quiet, total_iters, start_iter)
+    quiet = cfg.quiet or not rank.is_main
+    progress = ProgressBar(
+        "train", total_iters, "bar", "count", "{info}", quiet=quiet, completed=start_iter, info=""
+    ).start()
     metrics = None
     try:
         if ckpt is None:
-            _init_weights(model, cfg, train_set, reporter)
+            _init_weights(model, cfg, train_set, progress)
         else:
             model.load_state_dict(ckpt["model"])
         model.to(device)
         optimizer, scheduler = _optimizer(model, cfg, plan)
-        cfg, workers = _use_cores(cfg, device, reporter)
+        cfg, workers = _use_cores(cfg, device, progress)
         loader, sampler = _loader(train_set, cfg, rank, device, total_iters, start_iter, workers)
         train_model: nn.Module = model
         if rank.enabled:
@@ -486,7 +490,7 @@ def _train(
             period=plan.eval_every,
             rank=rank,
             log=metrics,
-            reporter=reporter,
+            progress=progress,
             best_path=out_dir / "best.pt",
             describe=describe,
             iou_types=validation_types(model.heads, len(train_set.keypoint_names)),
@@ -495,7 +499,7 @@ def _train(
             [
                 MetricsWriter(
                     metrics,
-                    reporter,
+                    progress,
                     rank=rank,
                     period=cfg.log_every,
                     batch=cfg.batch,
@@ -504,24 +508,24 @@ def _train(
                 evaluation,
                 *([StepCallback(on_step)] if on_step is not None else []),
                 StopOnSignal(rank),
-                RngState(rank, cfg.seed, reporter),
+                RngState(rank, cfg.seed, progress),
                 PeriodicCheckpoint(
                     out_dir / "last.pt",
                     period=plan.checkpoint_every,
                     is_main=rank.is_main,
                     describe=describe,
-                    reporter=reporter,
+                    progress=progress,
                 ),  # fmt: skip
             ]
         )
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
-            _say_resumed(reporter, cfg, trainer, bool(amp and ckpt.get("scaler")), evaluation.best_ap)
+            _say_resumed(progress, cfg, trainer, bool(amp and ckpt.get("scaler")), evaluation.best_ap)
         if rank.is_main:
             norm = shape["norm"]
             resolved = {**cfg.to_json(), "out": str(out_dir), **plan.record(rank.world, classes)}
             atomic_write_text(out_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
-            reporter.say(
+            progress.say(
                 f"training {cfg.arch} on {len(train_set)} images ({len(classes)} classes) for {total_iters} "
                 f"iterations of {cfg.batch} images on {device}"
                 f"{f' ({norm} norm)' if norm else ''}"
@@ -530,7 +534,7 @@ def _train(
             )
         trainer.train()
     finally:
-        reporter.close()
+        progress.close()
         if metrics:
             metrics.close()
     return TrainResult(
@@ -556,14 +560,14 @@ def _datasets(cfg: TrainConfig) -> tuple[CocoDataset, CocoDataset | None]:
     return train_set, val_set
 
 
-def _use_cores(cfg: TrainConfig, device: torch.device, reporter: TrainReporter) -> tuple[TrainConfig, int]:
+def _use_cores(cfg: TrainConfig, device: torch.device, progress: ProgressBar) -> tuple[TrainConfig, int]:
     """Sets this process's torch threads (on the CPU) and picks the data-loading workers; says both once.
     Returns cfg with the thread count it set (saved in the checkpoints, so `--resume` sums in the same order
     as the interrupted run) and the workers."""
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     workers = pick_workers(cfg.workers, device.type, processes)
     if device.type != "cpu":
-        reporter.say(f"data loading: {workers} worker process{'es' if workers != 1 else ''}")
+        progress.say(f"data loading: {workers} worker process{'es' if workers != 1 else ''}")
         return cfg, workers
     try:
         threads, why = pick_threads(cfg.threads, processes)
@@ -571,7 +575,7 @@ def _use_cores(cfg: TrainConfig, device: torch.device, reporter: TrainReporter) 
         raise TrainError(str(e)) from e
     torch.set_num_threads(threads)
     per = " per process" if processes > 1 else ""
-    reporter.say(
+    progress.say(
         f"CPU: {threads} torch thread{'s' if threads != 1 else ''}{per} ({why}), {workers} data-loading "
         f"worker{'s' if workers != 1 else ''}; --threads / --workers to change"
     )
@@ -579,16 +583,16 @@ def _use_cores(cfg: TrainConfig, device: torch.device, reporter: TrainReporter) 
 
 
 def _say_resumed(
-    reporter: TrainReporter, cfg: TrainConfig, trainer: SimpleTrainer, scaler: bool, best_ap: float | None
+    progress: ProgressBar, cfg: TrainConfig, trainer: SimpleTrainer, scaler: bool, best_ap: float | None
 ) -> None:
-    reporter.say(
+    progress.say(
         f"resumed from {resume_path(cfg.resume, cfg.out)}: model, optimizer, lr scheduler"
         f"{', AMP scaler' if scaler else ''}, data order and RNG state "
         f"at iteration {trainer.iter}/{trainer.max_iter} (lr {trainer.scheduler.get_last_lr()[0]:.5g}, "
         f"best AP {best_ap if best_ap is not None else '-'})"
     )
     if trainer.iter >= trainer.max_iter:
-        reporter.say(
+        progress.say(
             f"the run is already complete ({trainer.iter} iterations); raise --iters/--epochs to go on"
         )
 

@@ -35,6 +35,16 @@ def _batches(n: int) -> list:
     ]
 
 
+class _Losses(HookBase):
+    """Records each step's losses and lr."""
+
+    def __init__(self):
+        self.seen = []
+
+    def after_step(self):
+        self.seen.append(dict(self.trainer.losses, loss=self.trainer.loss, lr=self.trainer.lr))
+
+
 def _trainer(model: nn.Module, batches: list, max_iter: int, clip: float | None = None) -> SimpleTrainer:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 ** (it // 2))
@@ -149,12 +159,12 @@ def test_signal_stops_after_the_step_and_last_pt_holds_that_step(tmp_path):
     import signal
 
     from mrseg.engine.distributed import Rank
+    from mrseg.engine.progress import ProgressBar
     from mrseg.engine.train.hooks import PeriodicCheckpoint, StepCallback, StopOnSignal
-    from mrseg.engine.train.progress import TrainReporter
 
     before = signal.getsignal(signal.SIGTERM)
     trainer = _trainer(Toy(), _batches(5), 5)
-    quiet = TrainReporter(False, 5, 0)
+    quiet = ProgressBar("train", 5, quiet=True)
     trainer.register_hooks(
         [
             StepCallback(lambda it: os.kill(os.getpid(), signal.SIGTERM) if it == 2 else None),
@@ -164,7 +174,7 @@ def test_signal_stops_after_the_step_and_last_pt_holds_that_step(tmp_path):
                 period=4,
                 is_main=True,
                 describe=lambda: {"model": "toy"},
-                reporter=quiet,
+                progress=quiet,
             ),
         ]
     )
@@ -175,28 +185,21 @@ def test_signal_stops_after_the_step_and_last_pt_holds_that_step(tmp_path):
     assert signal.getsignal(signal.SIGTERM) == before  # handlers given back
 
 
-def test_metrics_records_average_the_steps_since_the_last_record(tmp_path):
+def test_metrics_records_average_the_steps_since_the_last_record(tmp_path, capsys):
     import json
 
     from mrseg.engine.distributed import Rank
+    from mrseg.engine.progress import ProgressBar
     from mrseg.engine.train.hooks import MetricsWriter
     from mrseg.engine.train.metrics import MetricsLog
-    from mrseg.engine.train.progress import TrainReporter
 
-    class Losses(HookBase):
-        def __init__(self):
-            self.seen = []
-
-        def after_step(self):
-            self.seen.append(dict(self.trainer.losses, loss=self.trainer.loss, lr=self.trainer.lr))
-
-    log, losses = MetricsLog(tmp_path / "metrics.jsonl"), Losses()
+    log, losses = MetricsLog(tmp_path / "metrics.jsonl"), _Losses()
     trainer = _trainer(Toy(), _batches(5), 5)
     trainer.register_hooks(
         [
             losses,
             MetricsWriter(
-                log, TrainReporter(False, 5, 0), rank=Rank(), period=2, batch=2, epoch_of=lambda it: it / 4
+                log, ProgressBar("train", 5), rank=Rank(), period=2, batch=2, epoch_of=lambda it: it / 4
             ),
         ]
     )
@@ -211,3 +214,26 @@ def test_metrics_records_average_the_steps_since_the_last_record(tmp_path):
             )
         assert record["lr"] == losses.seen[steps[-1]]["lr"] and record["epoch"] == record["iter"] / 4
         assert record["sec_per_iter"] > 0 and record["images_per_sec"] > 0
+    # not a terminal: no bar, a plain log line per record instead
+    lines = capsys.readouterr().err.splitlines()
+    expected = [f"iter {r['iter']}/5 loss {r['loss']:.3f}" for r in records]
+    assert [line.split(" lr ")[0] for line in lines] == expected
+    assert all(" s/it " in line and " img/s ETA " in line for line in lines)
+    assert lines[-1].endswith("ETA 0:00")
+
+
+def test_on_a_terminal_the_bar_shows_the_loss_and_pace_of_the_last_steps(terminal, capsys):
+    from mrseg.engine.distributed import Rank
+    from mrseg.engine.progress import ProgressBar
+    from mrseg.engine.train.hooks import MetricsWriter
+    from tests.engine.conftest import strip_ansi
+
+    losses, trainer = _Losses(), _trainer(Toy(), _batches(5), 5)
+    with ProgressBar("train", 5, "bar", "count", "{info}", info="") as bar:
+        writer = MetricsWriter(None, bar, rank=Rank(), period=2, batch=2, epoch_of=float, window=2)
+        trainer.register_hooks([losses, writer])
+        trainer.train()
+    lines = strip_ansi(capsys.readouterr().err).strip().splitlines()
+    recent = (losses.seen[3]["loss"] + losses.seen[4]["loss"]) / 2  # the window: the last 2 steps
+    assert f" 5/5 loss {recent:.3f}  " in lines[-1] and lines[-1].endswith(" s/it  ETA 0:00")
+    assert not any(line.startswith("iter ") for line in lines)  # the bar replaces the log lines
