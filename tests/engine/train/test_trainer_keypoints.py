@@ -163,15 +163,16 @@ def test_keypoint_run_starts_from_a_mask_checkpoint(sticks, tmp_path, capfd):
     from mrseg.model.zoo import build_model
 
     torch.manual_seed(3)
-    source = build_model("r18-fpn", 1, norm="bn", channels=32, min_size=64, max_size=64)
+    source = build_model("r18-fpn", 3, norm="bn", channels=32, min_size=64, max_size=64)
     path = tmp_path / "mask.pt"
-    classes = [{"id": 1, "name": "person"}]
+    classes = [{"id": i, "name": f"class {i}"} for i in (1, 2, 3)]
     torch.save(make_checkpoint(source, arch="r18-fpn", classes=classes, min_size=64, max_size=64, norm="bn",
                                channels=32), path)  # fmt: skip
     run = tmp_path / "run"
     train(kp_config(sticks, run, weights=str(path), iters=1, quiet=False, lr=0.0, warmup_iters=1))
     err = capfd.readouterr().err
-    assert "have no keypoint_head: it starts as built" in err
+    assert "have no keypoint_head: it starts as built" in err and "mask_head" not in err
+    assert "re-initialised 4 class-specific tensors for 1 classes" in err  # 3 classes in the file, 1 here
     trained = load_model(run / "last.pt")[0].state_dict()
     # lr 0: the loaded parts are the file's, tensor for tensor (BatchNorm statistics move in training)
     for key, value in source.state_dict().items():
