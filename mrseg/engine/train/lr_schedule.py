@@ -35,7 +35,8 @@ def lr_factor(
     the first `warmup_iters` iterations, on top of the decay.
     """
     if schedule == "step":
-        decay = gamma ** sum(iteration >= max(1, int(s * total_iters)) for s in steps)
+        # rounded before the floor: 0.29 * 100 is 28.999999999999996 in floats, and the step belongs at 29
+        decay = gamma ** sum(iteration >= max(1, int(round(s * total_iters, 6))) for s in steps)
     elif schedule == "cosine":
         t = min(1.0, iteration / max(1, total_iters))
         decay = final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * t))
