@@ -1,4 +1,5 @@
-"""The training loop: lr schedule, resumable data order, checkpoints, exact resume, fine-tuning, DDP."""
+"""The training loop: checkpoints, exact resume, fine-tuning, DDP (the lr schedule and the resumable data
+order: test_lr_schedule.py, test_batch_sampler.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from mrseg.engine.train.batch_sampler import ResumableBatchSampler
 from mrseg.engine.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -22,7 +22,6 @@ from mrseg.engine.train.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from mrseg.engine.train.lr_schedule import lr_factor, scaled_lr
 from mrseg.engine.train.trainer import TrainConfig, TrainError, resume_config, train
 from mrseg.model.zoo import load_model
 from tests.engine.conftest import load_example
@@ -68,34 +67,6 @@ def tiny_config(shapes: Path, out: Path, **kw) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)
-
-
-def test_lr_schedule():
-    assert scaled_lr(16) == pytest.approx(0.02) and scaled_lr(2) == pytest.approx(0.0025)
-    kw = dict(total_iters=100, warmup_iters=10, warmup_factor=0.001)
-    assert lr_factor(0, **kw) == pytest.approx(0.001)
-    assert lr_factor(5, **kw) == pytest.approx(0.001 * 0.5 + 0.5)
-    assert lr_factor(10, **kw) == 1.0 and lr_factor(66, **kw) == 1.0
-    assert lr_factor(67, **kw) == pytest.approx(0.1) and lr_factor(89, **kw) == pytest.approx(0.01)
-    cos = dict(total_iters=100, warmup_iters=0, schedule="cosine")
-    assert lr_factor(0, **cos) == 1.0 and lr_factor(50, **cos) == pytest.approx(0.5)
-    assert lr_factor(100, **cos) == pytest.approx(0.0, abs=1e-12)
-    with pytest.raises(ValueError, match="schedule"):
-        lr_factor(0, total_iters=10, warmup_iters=0, schedule="linear")
-
-
-def test_batch_sampler_shards_and_resumes():
-    full = list(ResumableBatchSampler(10, 3, total_iters=9, seed=4))
-    assert len(full) == 9 and all(len(b) == 3 for b in full)
-    first_epoch = [i for b in full for i, _ in b][:10]
-    assert sorted(first_epoch) == list(range(10))  # an epoch visits every image once
-    assert first_epoch != list(range(10))
-    seeds = [s for b in full for _, s in b]
-    assert len(set(seeds)) == len(seeds)  # every item gets its own augmentation seed
-    assert list(ResumableBatchSampler(10, 3, total_iters=9, start_iter=5, seed=4)) == full[5:]
-    ranks = [list(ResumableBatchSampler(10, 2, total_iters=3, seed=4, rank=r, world_size=2)) for r in (0, 1)]
-    epoch = [i for b in ranks[0] for i, _ in b][:5] + [i for b in ranks[1] for i, _ in b][:5]
-    assert sorted(epoch) == list(range(10))  # the two shards of an epoch are disjoint and cover it
 
 
 def test_rng_state_survives_weights_only_checkpoint(tmp_path):
