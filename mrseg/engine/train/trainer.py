@@ -239,7 +239,11 @@ def train(cfg: TrainConfig, on_step: Callable[[int], None] | None = None) -> Tra
         torch.cuda.set_device(device)
     threads_before = torch.get_num_threads()
     try:
-        return _train(cfg, device, rank, on_step)
+        result = _train(cfg, device, rank, on_step)
+        # rank 0 is still writing last.pt when the others finish: leave together, so that no process tears
+        # the group down (and exits) while another still holds its connections (a rare gloo abort at exit)
+        rank.barrier()
+        return result
     finally:
         torch.set_num_threads(threads_before)
         rank.close()
