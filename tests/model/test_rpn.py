@@ -7,7 +7,7 @@ from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 from mrseg.model.anchors import AnchorGenerator
 from mrseg.model.box_coder import BoxCoder
 from mrseg.model.matcher import Matcher
-from mrseg.model.rpn import RPN, RPNHead
+from mrseg.model.rpn import RPN, RPNHead, top_indices
 from mrseg.model.sampler import BalancedSampler
 
 SIZES = (32, 64, 128, 256, 512)
@@ -95,3 +95,17 @@ def test_losses_match_torchvision_with_every_anchor_sampled():
     for k in ("loss_objectness", "loss_rpn_box_reg"):
         assert float(expected[k].detach()) > 0
         torch.testing.assert_close(got[k], expected[k], rtol=1e-5, atol=1e-6)
+
+
+def test_top_indices_orders_equal_scores_by_index():
+    """Equal logits (many: a uniform background) in ONNX TopK's order, which torch.topk does not promise."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (3, 500), generator=g).float()
+    scores[1, 7] = float("nan")  # topk and sort both rank NaN first
+    stable = scores.sort(dim=1, descending=True, stable=True).indices
+    got = top_indices(scores, 120)
+    assert torch.equal(got, stable[:, :120])
+    assert not torch.equal(scores.topk(120, dim=1).indices, stable[:, :120])  # else this tests nothing
+    distinct = torch.randn(3, 500, generator=g)
+    assert torch.equal(top_indices(distinct, 120), distinct.topk(120, dim=1).indices)
+    assert top_indices(distinct, 0).shape == (3, 0)
