@@ -114,9 +114,11 @@ step_setup() {
 step_kernels() {
     export_env
     timed 60 "$PY" -m mrseg_kernels.selfcheck
-    # every test with a CUDA variant: the kernels' own and the predictor's precision tests
+    # every test with a CUDA variant: the kernels, the precision tests, RPN top-k, batches, metrics, device
     timed 120 "$PY" -m pytest -q -p no:cacheprovider -n 4 tests/mrseg_kernels \
-        tests/engine/predict/test_predictor_precision.py tests/cli/test_predict_precision.py
+        tests/engine/predict/test_predictor_precision.py tests/cli/test_predict_precision.py \
+        tests/model/test_rpn.py tests/engine/predict/test_batches.py tests/engine/train/test_metrics.py \
+        tests/engine/test_device.py
     timed 60 "$PY" benchmarks/roi_align.py --device "$DEVICE" --repeats 5
     timed 60 "$PY" benchmarks/roi_align.py --device "$DEVICE" --repeats 5 --channels-last
 }

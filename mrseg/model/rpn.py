@@ -29,6 +29,9 @@ def top_indices(scores: Tensor, k: int | Tensor) -> Tensor:
     torch.topk leaves equal scores in no set order. Equal objectness logits are common (a uniform background
     or the padding gives the same features at many anchors), and which of two equal, overlapping boxes NMS
     keeps follows this order."""
+    if scores.is_cuda and not torch.onnx.is_in_onnx_export():
+        # one stable sort, no host sync (the per-row selection below reads sizes back to the host)
+        return scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
     top = scores.topk(k, dim=1)
     if torch.onnx.is_in_onnx_export() or top.indices.shape[1] == 0:
         return top.indices

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
@@ -97,15 +98,20 @@ def test_losses_match_torchvision_with_every_anchor_sampled():
         torch.testing.assert_close(got[k], expected[k], rtol=1e-5, atol=1e-6)
 
 
-def test_top_indices_orders_equal_scores_by_index():
-    """Equal logits (many: a uniform background) in ONNX TopK's order, which torch.topk does not promise."""
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: run on a GPU machine")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NO_CUDA)])
+def test_top_indices_orders_equal_scores_by_index(device):
+    """Equal logits (many: a uniform background) in ONNX TopK's order, which torch.topk does not promise (on
+    CUDA through a stable sort, without a host sync)."""
     g = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 6, (3, 500), generator=g).float()
     scores[1, 7] = float("nan")  # topk and sort both rank NaN first
     stable = scores.sort(dim=1, descending=True, stable=True).indices
-    got = top_indices(scores, 120)
+    got = top_indices(scores.to(device), 120).cpu()
     assert torch.equal(got, stable[:, :120])
     assert not torch.equal(scores.topk(120, dim=1).indices, stable[:, :120])  # else this tests nothing
     distinct = torch.randn(3, 500, generator=g)
-    assert torch.equal(top_indices(distinct, 120), distinct.topk(120, dim=1).indices)
-    assert top_indices(distinct, 0).shape == (3, 0)
+    assert torch.equal(top_indices(distinct.to(device), 120).cpu(), distinct.topk(120, dim=1).indices)
+    assert top_indices(distinct.to(device), 0).shape == (3, 0)
