@@ -33,7 +33,7 @@ def top_indices(scores: Tensor, k: int | Tensor) -> Tensor:
         # one stable sort, no host sync (the per-row selection below reads sizes back to the host)
         return scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
     top = scores.topk(k, dim=1)
-    if torch.onnx.is_in_onnx_export() or top.indices.shape[1] == 0:
+    if torch.onnx.is_in_onnx_export() or top.indices.shape[1] == 0 or scores.shape[0] == 0:
         return top.indices
     rows = []
     for row, kth in zip(scores, top.values[:, -1], strict=True):

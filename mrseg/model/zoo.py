@@ -200,6 +200,7 @@ def build_model(
     rpn_post_nms_top_n_train: int = 2000,
     rpn_post_nms_top_n_test: int = 1000,
     rpn_nms_thresh: float = 0.7,
+    rpn_batch_size_per_image: int = 256,
     box_batch_size_per_image: int = 512,
     box_score_thresh: float = DEFAULT_BOX_SCORE_THRESH,
     box_nms_thresh: float = 0.5,
@@ -220,8 +221,9 @@ def build_model(
     images). channels: the width of the FPN outputs and of the mask head's convs, and half the keypoint head's
     (256 and 512 in the paper; narrower is much cheaper for a small model trained from scratch).
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
-    it) in train / eval mode; rpn_nms_thresh: the proposals' NMS IoU; box_batch_size_per_image: RoIs sampled
-    per image for the box head in training;
+    it) in train / eval mode; rpn_nms_thresh: the proposals' NMS IoU; rpn_batch_size_per_image: anchors
+    sampled per image for the RPN loss; box_batch_size_per_image: RoIs sampled per image for the box head in
+    training;
     box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a detection
     scoring at least this is kept), class-wise NMS IoU and detections kept per image; paste_masks: False
     returns `mask_probs` instead of pasted masks (see MaskRCNN).
@@ -263,7 +265,7 @@ def build_model(
             in_channels=channels, num_anchors=anchors.num_anchors_per_location, num_convs=2 if spec.v2 else 1
         ),
         matcher=Matcher(0.7, 0.3, allow_low_quality_matches=True),
-        sampler=BalancedSampler(256, 0.5),
+        sampler=BalancedSampler(rpn_batch_size_per_image, 0.5),
         box_coder=BoxCoder((1.0, 1.0, 1.0, 1.0)),
         pre_nms_top_n={"train": rpn_pre_nms_top_n_train, "test": rpn_pre_nms_top_n_test},
         post_nms_top_n={"train": rpn_post_nms_top_n_train, "test": rpn_post_nms_top_n_test},
@@ -549,16 +551,23 @@ def load_model(
 # The state-dict prefix of each optional head: a source without it leaves that head as built (fine-tuning a
 # keypoint model from COCO mask weights, or a mask model from a box-only checkpoint).
 HEAD_PREFIXES = {"mask": "roi_heads.mask_head.", "keypoint": "roi_heads.keypoint_head."}
+# The layers whose shape follows the number of classes (or keypoints): the only ones a fine-tuning run may
+# leave as built because the file's differ; any other shape difference is another model.
+CLASS_SPECIFIC = (
+    "roi_heads.box_predictor.",
+    "roi_heads.mask_head.predictor.",
+    "roi_heads.keypoint_head.deconv.",
+)
 
 
-def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str]:
+def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> tuple[list[str], list[str]]:
     """Initialises `model` (built for `arch`) for training from `weights`: "imagenet" (the ResNet backbone),
     "none", a zoo name or a file of the same layout (backbone, FPN, box head; `split_arch`), whatever heads it
-    has. Class-specific layers whose shapes differ (other number of classes), and heads of `arch` that the
-    weights lack, are left as built; their state-dict keys are returned."""
+    has. Returns (resized, fresh): the state-dict keys left as built because their shapes differ (other
+    number of classes), and those of the heads of `arch` that the weights lack."""
     name = str(weights)
     if name == "none":
-        return []
+        return [], []
     if name == "imagenet":
         depth = ARCHS[split_arch(arch)[0]].depth
         state = resnet_to_mrseg(read_file(fetch(IMAGENET_URLS[depth])))
@@ -569,7 +578,7 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str
                 f"ImageNet ResNet-{depth} weights lack {len(missing)} backbone keys: {missing[:5]}"
             )
         model.load_state_dict(state, strict=False)
-        return []
+        return [], []
     if name in WEIGHTS:
         spec = WEIGHTS[name]
         if split_arch(spec.arch)[0] != split_arch(arch)[0]:
@@ -593,8 +602,16 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> list[str
     missing = [k for k in missing if k not in skipped and k not in fresh]
     if missing:
         raise WeightsError(f"{name} does not fit --arch {arch}: {len(missing)} missing keys: {missing[:8]}")
+    other = [k for k in skipped if not k.startswith(CLASS_SPECIFIC)]
+    if other:
+        own = model.state_dict()
+        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in other[:4])
+        raise WeightsError(
+            f"{name} does not fit --arch {arch}: {len(other)} tensors of another shape ({shapes}); is it "
+            "another --channels or --norm? Leave them out to take the file's"
+        )
     model.load_state_dict(fitting, strict=False)
-    return skipped + fresh
+    return skipped, fresh
 
 
 def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:

@@ -127,15 +127,23 @@ def torchvision_detector():
     return build_torchvision_detector
 
 
-def keep_every_sample(tv_model: nn.Module, ours: nn.Module) -> None:
-    """Samplers that keep every candidate make the losses deterministic; fewer proposals keep the tests
-    quick."""
-    tv_model.rpn.fg_bg_sampler.batch_size_per_image = 10**9
-    tv_model.roi_heads.fg_bg_sampler.batch_size_per_image = 10**9
-    ours.rpn.sampler.batch_size = 10**9
-    ours.roi_heads.sampler.batch_size = 10**9
-    tv_model.rpn._pre_nms_top_n["training"] = ours.rpn.pre_nms_top_n["train"] = 200
-    tv_model.rpn._post_nms_top_n["training"] = ours.rpn.post_nms_top_n["train"] = 60
+# Samplers that keep every candidate make the losses deterministic; fewer proposals keep the tests quick.
+# Ours takes them at construction (`ours_from(tv_model, arch, **KEEP_EVERY_SAMPLE)`); torchvision's oracle has
+# no constructor argument for all of them, so `keep_every_sample` sets the same on it.
+KEEP_EVERY_SAMPLE = {
+    "rpn_batch_size_per_image": 10**9,
+    "box_batch_size_per_image": 10**9,
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 60,
+}
+
+
+def keep_every_sample(tv_model: nn.Module, post_nms_top_n: int = 60) -> None:
+    """torchvision's model sampling as `KEEP_EVERY_SAMPLE` (with `post_nms_top_n` proposals in training)."""
+    tv_model.rpn.fg_bg_sampler.batch_size_per_image = KEEP_EVERY_SAMPLE["rpn_batch_size_per_image"]
+    tv_model.roi_heads.fg_bg_sampler.batch_size_per_image = KEEP_EVERY_SAMPLE["box_batch_size_per_image"]
+    tv_model.rpn._pre_nms_top_n["training"] = KEEP_EVERY_SAMPLE["rpn_pre_nms_top_n_train"]
+    tv_model.rpn._post_nms_top_n["training"] = post_nms_top_n
 
 
 @pytest.fixture

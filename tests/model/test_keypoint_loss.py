@@ -13,6 +13,7 @@ from torchvision.models.detection.roi_heads import keypointrcnn_loss, keypoints_
 
 from mrseg.model.keypoint_head import keypoint_loss, keypoint_targets
 from mrseg.model.zoo import build_model
+from tests.model.conftest import KEEP_EVERY_SAMPLE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,9 +88,9 @@ def _batch(generator: torch.Generator):
 
 def test_model_losses_match_torchvision(torchvision_detector, ours_from, deterministic_sampling):
     tv_model = torchvision_detector("keypoint", seed=3, min_size=160, max_size=256)
-    ours = ours_from(tv_model, "r50-fpn-kp", min_size=160, max_size=256)
-    deterministic_sampling(tv_model, ours)
-    tv_model.rpn._post_nms_top_n["training"] = ours.rpn.post_nms_top_n["train"] = 30  # a lighter second stage
+    sampling = {**KEEP_EVERY_SAMPLE, "rpn_post_nms_top_n_train": 30}  # a lighter second stage
+    ours = ours_from(tv_model, "r50-fpn-kp", min_size=160, max_size=256, **sampling)
+    deterministic_sampling(tv_model, post_nms_top_n=30)
     images, targets = _batch(torch.Generator().manual_seed(4))
     tv_model.train()
     ours.train()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mrseg.model.zoo import build_model
+from tests.model.conftest import KEEP_EVERY_SAMPLE
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the test photograph")
 
@@ -45,8 +46,8 @@ def _batch():
 @pytest.mark.parametrize("depth,v2,arch", [(18, False, "r18-fpn"), (50, True, "r50-fpn-v2")])
 def test_losses_match_torchvision(depth, v2, arch, torchvision_maskrcnn, ours_from, deterministic_sampling):
     tv_model = torchvision_maskrcnn(depth, v2=v2, seed=3, min_size=160, max_size=256)
-    ours = ours_from(tv_model, arch, min_size=160, max_size=256)
-    deterministic_sampling(tv_model, ours)
+    ours = ours_from(tv_model, arch, min_size=160, max_size=256, **KEEP_EVERY_SAMPLE)
+    deterministic_sampling(tv_model)
     images, targets = _batch()
     tv_model.train()
     ours.train()
@@ -69,9 +70,10 @@ def test_losses_match_torchvision(depth, v2, arch, torchvision_maskrcnn, ours_fr
 def test_sgd_steps_lower_the_loss():
     torch.manual_seed(0)
     images, targets = _batch()
-    model = build_model("r18-fpn", 60, min_size=160, max_size=256).train()
-    model.rpn.post_nms_top_n["train"] = 100  # a lighter second stage keeps the test quick
-    model.roi_heads.sampler.batch_size = 32
+    # a lighter second stage keeps the test quick
+    model = build_model(
+        "r18-fpn", 60, min_size=160, max_size=256, rpn_post_nms_top_n_train=100, box_batch_size_per_image=32
+    ).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     totals = []

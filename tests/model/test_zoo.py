@@ -50,7 +50,7 @@ def test_cached_file_is_used_without_download(monkeypatch, tmp_path):
     cache.mkdir(parents=True)
     reference = resnet18()
     torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
-    assert load_pretrained(model, "imagenet", "r18-fpn") == []
+    assert load_pretrained(model, "imagenet", "r18-fpn") == ([], [])
     assert torch.equal(model.backbone.bottom_up.res3[0].conv1.weight, reference.layer2[0].conv1.weight)
 
 
@@ -136,7 +136,8 @@ def test_load_pretrained_keeps_random_heads_for_other_class_counts(tmp_path):
     path = tmp_path / "coco-like.pth"
     torch.save(mrseg_to_torchvision(source.state_dict()), path)
     target = build_model("r18-fpn", 3)
-    skipped = load_pretrained(target, path, "r18-fpn")
+    skipped, fresh = load_pretrained(target, path, "r18-fpn")
+    assert fresh == []
     assert skipped == sorted(
         [
             "roi_heads.box_predictor.bbox_pred.bias",
@@ -294,7 +295,7 @@ def test_concurrent_fetches_download_once(monkeypatch, tmp_path):
 )
 def test_load_pretrained_starts_a_missing_head_as_built(tmp_path, source_arch, target_arch, fresh_head):
     """COCO mask weights start a keypoint model (and box-only weights a mask model): everything the source has
-    is loaded, the head it lacks keeps its constructor's initialisation and is reported."""
+    is loaded, the head it lacks keeps its constructor's initialisation and is reported apart."""
     torch.manual_seed(0)
     source = build_model(source_arch, 1, channels=32)
     path = tmp_path / "source.pth"
@@ -302,7 +303,8 @@ def test_load_pretrained_starts_a_missing_head_as_built(tmp_path, source_arch, t
     torch.manual_seed(1)
     target = build_model(target_arch, 1, channels=32)
     built = {k: v.clone() for k, v in target.state_dict().items()}
-    fresh = load_pretrained(target, path, target_arch)
+    resized, fresh = load_pretrained(target, path, target_arch)
+    assert resized == []  # one class on both sides
     prefix = f"roi_heads.{fresh_head}."
     assert fresh and all(k.startswith(prefix) for k in fresh)
     assert sorted(fresh) == sorted(k for k in built if k.startswith(prefix))
@@ -322,5 +324,9 @@ def test_load_pretrained_refuses_another_layout_and_a_head_cut_short(tmp_path):
     torch.save(state, tmp_path / "cut.pth")
     with pytest.raises(WeightsError, match="missing keys"):
         load_pretrained(build_model("r18-fpn-kp", 1, channels=32), tmp_path / "cut.pth", "r18-fpn-kp")
+    wide = build_model("r18-fpn", 1, channels=64).state_dict()
+    torch.save(mrseg_to_torchvision(wide), tmp_path / "wide.pth")
+    with pytest.raises(WeightsError, match="tensors of another shape.*backbone.fpn"):  # another --channels
+        load_pretrained(build_model("r18-fpn", 1, channels=32), tmp_path / "wide.pth", "r18-fpn")
     with pytest.raises(WeightsError, match="same layout"):
         load_pretrained(build_model("r18-fpn-kp", 1), "coco-r50-fpn", "r18-fpn-kp")

@@ -90,7 +90,7 @@ def stream_predictions(
 def _predict_loaded(
     loaded: list[Loaded], predictor: Predictor, tracker: Tracker | None, keep_images: bool
 ) -> Iterator[tuple[InputItem, Detections | Failure]]:
-    from mrseg.engine.predict.predictor import InferenceOutOfMemory
+    from mrseg.engine.predict.oom import InferenceOutOfMemory
 
     good = [x for x in loaded if x.error is None]
     try:

@@ -61,7 +61,6 @@ from mrseg.model.checkpoint_format import make_checkpoint, model_shape
 from mrseg.model.zoo import (
     ARCH_NAMES,
     DEFAULT_ANCHOR_SIZES,
-    HEAD_PREFIXES,
     build_model,
     load_pretrained,
     split_arch,
@@ -280,14 +279,10 @@ def _init_weights(model: nn.Module, cfg: TrainConfig, train_set: CocoDataset, pr
     """A new run's starting weights: cfg.weights, fresh class-specific layers, frozen BN set from the data
     when training from scratch."""
     try:
-        reinitialised = load_pretrained(model, cfg.weights, cfg.arch)
+        resized, fresh = load_pretrained(model, cfg.weights, cfg.arch)
     except ValueError as e:
         raise TrainError(str(e)) from e
     n_classes = len(train_set.classes)
-    keys, again = list(model.state_dict()), set(reinitialised)
-    absent = [p for p in HEAD_PREFIXES.values() if all(k in again for k in keys if k.startswith(p))]
-    fresh = [k for k in reinitialised if k.startswith(tuple(absent))]  # a whole head the weights lack
-    resized = [k for k in reinitialised if k not in fresh]
     if resized:
         progress.say(
             f"weights {cfg.weights}: re-initialised {len(resized)} class-specific tensors "
@@ -296,8 +291,10 @@ def _init_weights(model: nn.Module, cfg: TrainConfig, train_set: CocoDataset, pr
     if fresh:
         heads = sorted({k.split(".")[1] for k in fresh})
         progress.say(
-            f"weights {cfg.weights} have no {' or '.join(heads)}: it starts as built ({len(fresh)} tensors)"
+            f"weights {cfg.weights} have no {' or '.join(heads)}: {len(fresh)} tensors start untrained "
+            "(the output layer initialised as for training from scratch)"
         )
+    reinitialised = resized + fresh
     if cfg.weights in ("none", "imagenet") or reinitialised:
         init_predictors(model, None if cfg.weights in ("none", "imagenet") else reinitialised)
     if cfg.weights == "none":

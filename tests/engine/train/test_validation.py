@@ -45,6 +45,13 @@ def test_validation_entries_are_results_json_entries(tmp_path):
     assert results == json.loads((tmp_path / "results.json").read_text())
     assert [r["category_id"] for r in results] == [1, 3, 7]
     assert all(r["keypoints"][2::3] == [2] * 5 for r in results)  # COCO's "labelled and visible"
+    # against the detections themselves, not only the shared writer: xywh boxes, scores, keypoint x, y
+    x1, y1, x2, y2 = det.boxes.T
+    want = np.stack([x1, y1, x2 - x1, y2 - y1], 1)
+    np.testing.assert_allclose([r["bbox"] for r in results], want, atol=0.006)
+    np.testing.assert_allclose([r["score"] for r in results], det.scores, atol=6e-6)
+    points = np.array([r["keypoints"] for r in results]).reshape(len(results), -1, 3)
+    np.testing.assert_allclose(points[..., :2], det.keypoints[..., :2], atol=0.006)
 
     gt = COCO()
     gt.dataset = {"images": [{"id": 4, "height": 60, "width": 80}], "annotations": [], "categories": CLASSES}
