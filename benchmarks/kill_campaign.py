@@ -121,6 +121,7 @@ class WarmRunner:
     def __call__(self, argv: list[str], cwd: Path, kill_after: float | None = None) -> Outcome:
         self.count += 1
         log = self.logs / f"run-{self.count:03d}.log"
+        log.write_text("")  # a child killed before it opens its log (a kill drawn that early) leaves it empty
         req = {"argv": [str(a) for a in argv], "cwd": str(cwd), "log": str(log), "kill_after": kill_after,
                "commit_seconds": self.commit_seconds}  # fmt: skip
         self._proc.stdin.write(json.dumps(req) + "\n")
