@@ -202,6 +202,11 @@ _CRASHING_SEGMENTATIONS = (
 )
 
 
+def _shown(values: Sequence, most: int) -> str:
+    """The first `most` values, comma-separated, with ", ..." when there are more."""
+    return ", ".join(map(str, values[:most])) + (", ..." if len(values) > most else "")
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -317,11 +322,10 @@ def check_results_match(gt: COCO, results: Sequence[dict], name: str | None = No
     unknown = sorted({d["image_id"] for d in results if d["image_id"] not in known}, key=str)
     if unknown:
         count = sum(1 for d in results if d["image_id"] not in known)
-        shown = ", ".join(str(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
         raise EvalInputError(
             f"Results{name}: {count} detection(s) use image ids not in the ground truth "
-            f"({len(unknown)} distinct: {shown}). The results must use the ground truth's image ids; "
-            "were they predicted on another dataset?"
+            f"({len(unknown)} distinct: {_shown(unknown, 5)}). The results must use the ground truth's image "
+            "ids; were they predicted on another dataset?"
         )
     for i, det in enumerate(results):
         segm = det.get("segmentation")
@@ -337,10 +341,10 @@ def check_results_match(gt: COCO, results: Sequence[dict], name: str | None = No
     unknown = sorted({d["category_id"] for d in results if d["category_id"] not in cats}, key=str)
     if unknown:
         count = sum(1 for d in results if d["category_id"] not in cats)
-        shown = ", ".join(str(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
         notes.append(
-            f"{count} detection(s) of results{name} use category ids not in the ground truth ({shown}); like "
-            "pycocotools, they are not scored. Were they predicted with another class list?"
+            f"{count} detection(s) of results{name} use category ids not in the ground truth "
+            f"({_shown(unknown, 5)}); like pycocotools, they are not scored. Were they predicted with "
+            "another class list?"
         )
     return notes
 
@@ -364,13 +368,8 @@ def skipped_iou_types(gt: COCO, results: Iterable[dict], iou_types: Sequence[str
     return skipped
 
 
-@contextlib.contextmanager
 def _quiet(enabled: bool):
-    if enabled:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    else:
-        yield
+    return contextlib.redirect_stdout(io.StringIO()) if enabled else contextlib.nullcontext()
 
 
 def loadable_results(gt: COCO, results: Sequence[dict], name: str | None = None) -> list[dict]:
@@ -395,15 +394,6 @@ def loadable_results(gt: COCO, results: Sequence[dict], name: str | None = None)
                 f"Results{_name(None, name)}: entry {i}'s segmentation cannot be read by pycocotools ({e})."
             ) from None
     return out
-
-
-def _load_res(gt: COCO, results: list[dict], name: str | None) -> COCO:
-    try:
-        return gt.loadRes(copy.deepcopy(results))
-    except (KeyError, IndexError, TypeError, ValueError, AssertionError) as e:
-        raise EvalInputError(
-            f"pycocotools cannot read results{_name(None, name)}: {type(e).__name__} {e}."
-        ) from None
 
 
 def evaluate(
@@ -467,7 +457,12 @@ def evaluate(
         if iou_type in skipped:
             continue
         with _quiet(not verbose):
-            coco_dt = _load_res(coco_gt, dets, results_name)
+            try:
+                coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
+            except (KeyError, IndexError, TypeError, ValueError, AssertionError) as e:
+                raise EvalInputError(
+                    f"pycocotools cannot read results{_name(None, results_name)}: {type(e).__name__} {e}."
+                ) from None
             coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
             coco_eval.params.imgIds = ids
             try:
@@ -551,11 +546,10 @@ def image_paths(gt: COCO, images_dir: str | os.PathLike) -> dict[int, str]:
         else:
             missing.append(name or f"<image id {img_id} has no file_name>")
     if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise EvalInputError(
             f"{len(missing)} of the {len(found) + len(missing)} ground-truth images are not in "
-            f"{os.fspath(images_dir)!r} ({shown}); pass the folder that holds the images named in the ground "
-            "truth's file_name."
+            f"{os.fspath(images_dir)!r} ({_shown(missing, 3)}); pass the folder that holds the images named "
+            "in the ground truth's file_name."
         )
     return found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from mrseg.engine.predict.journal import STATE_DIR, archive_generation, write_json_atomic
 from mrseg.engine.predict.owned_outputs import owned_paths, remove_owned, write_owned
-from mrseg.engine.predict.run_lock import LOCK_NAME, RunLockError, lock_path, same_lock
+from mrseg.engine.predict.run_lock import LOCK_NAME, RunLock, lock_path, same_lock
+from mrseg.engine.run_dirs import next_run_dir, numbered_dirs
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.formats import final_files, item_folders
 
@@ -28,17 +30,6 @@ class RunFolderError(ValueError):
     """The output folder can't be used as asked (names the folder and what to do)."""
 
 
-def _numbered(base: Path) -> list[Path]:
-    pattern = re.compile(re.escape(base.name) + r"(\d*)$")
-    found = []
-    if base.parent.is_dir():
-        for p in base.parent.iterdir():
-            m = pattern.fullmatch(p.name)
-            if m and p.is_dir():
-                found.append((int(m.group(1) or 1), p))
-    return [p for _, p in sorted(found)]
-
-
 def resolve_out_dir(out: str | Path | None, *, exist_ok: bool, resume: bool) -> Path:
     """The folder this run writes to.
 
@@ -46,28 +37,23 @@ def resolve_out_dir(out: str | Path | None, *, exist_ok: bool, resume: bool) -> 
     An explicit `out` is used as given; if it already holds a run, `resume` or `exist_ok` must say what to do.
     """
     if out is None:
-        runs = _numbered(DEFAULT_OUT)
-        if resume:
-            if not runs:
-                raise RunFolderError(
-                    f"--resume: no earlier run in {DEFAULT_OUT.parent}/; pass --out DIR of the run"
-                )
-            return runs[-1]
-        if exist_ok or not DEFAULT_OUT.exists():
-            return DEFAULT_OUT
-        n = 2
-        while DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}{n}").exists():
-            n += 1
-        return DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}{n}")
+        if not resume:
+            return next_run_dir(DEFAULT_OUT, exist_ok)
+        runs = numbered_dirs(DEFAULT_OUT)
+        if not runs:
+            raise RunFolderError(
+                f"--resume: no earlier run in {DEFAULT_OUT.parent}/; pass --out DIR of the run"
+            )
+        return runs[-1]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out}: exists and is not a folder; choose another --out")
     has_run = (out / STATE_DIR).is_dir()
-    if has_run and not (resume or exist_ok):
-        _refuse_if_locked(out)  # a live run's folder: say so rather than "holds a run"
     if resume and not has_run:
         raise RunFolderError(f"--resume: {out} holds no earlier run (no {STATE_DIR}/ in it); drop --resume")
     if has_run and not (resume or exist_ok):
+        with contextlib.suppress(OSError):  # a live run's folder: RunLockError says so
+            RunLock.acquire(out).release()
         raise RunFolderError(
             f"--out {out} already holds a predict run; pass --resume to continue it, "
             "--exist-ok to start over in it, or choose another --out"
@@ -75,28 +61,12 @@ def resolve_out_dir(out: str | Path | None, *, exist_ok: bool, resume: bool) -> 
     return out
 
 
-def _refuse_if_locked(out: Path) -> None:
-    from mrseg.engine.predict.run_lock import RunLock
-
-    try:
-        RunLock.acquire(out).release()
-    except RunLockError:
-        raise
-    except OSError:
-        pass
-
-
 # In OUT/.mrseg: one [id, path, frame] line per input, the listing that run.json's "inputs" fingerprints.
 INPUTS_FILE = "inputs.jsonl"
 
 
-def input_listing(items: Sequence[InputItem]) -> list[list]:
-    """`[id, path, frame]` of every input, in order: what the ids of a run stand for."""
-    return [[it.id, str(it.path), it.frame] for it in items]
-
-
 def inputs_fingerprint(listing: Sequence[Sequence]) -> dict:
-    """`{"count", "sha256"}` of an input listing (`input_listing`), for run.json."""
+    """`{"count", "sha256"}` of an input listing (`[id, path, frame]` per input), for run.json."""
     h = hashlib.sha256()
     for row in listing:
         h.update(json.dumps(list(row), ensure_ascii=False).encode("utf-8") + b"\n")
@@ -149,7 +119,7 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
     """
     state = out_dir / STATE_DIR
     run_json = state / "run.json"
-    listing = input_listing(items) if items is not None else None
+    listing = None if items is None else [[it.id, str(it.path), it.frame] for it in items]
     if listing is not None:
         meta = {**meta, "inputs": inputs_fingerprint(listing)}
     if resume and not run_json.exists() and not _journaled_anything(out_dir):

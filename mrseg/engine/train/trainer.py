@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,12 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mrseg.data.augment import train_transforms
 from mrseg.data.coco import CocoDataset, collate
 from mrseg.engine.device import resolve_device
 from mrseg.engine.distributed import Rank, join
 from mrseg.engine.progress import ProgressBar
+from mrseg.engine.run_dirs import next_run_dir, numbered_dirs
 from mrseg.engine.train.batch_sampler import ResumableBatchSampler
 from mrseg.engine.train.checkpoint import load_checkpoint
 from mrseg.engine.train.hooks import (
@@ -58,19 +59,12 @@ from mrseg.engine.train.scratch_init import calibrate_frozen_bn, init_predictors
 from mrseg.engine.train.validation import OKS_KEYPOINTS, validation_types
 from mrseg.model.backbone import NORMS
 from mrseg.model.checkpoint_format import make_checkpoint, model_shape
-from mrseg.model.zoo import (
-    ARCH_NAMES,
-    DEFAULT_ANCHOR_SIZES,
-    build_model,
-    load_pretrained,
-    split_arch,
-)
+from mrseg.model.zoo import ARCH_NAMES, DEFAULT_ANCHOR_SIZES, build_model, load_pretrained, split_arch
 from mrseg.outputs.atomic import atomic_write_text
 
 logger = logging.getLogger("mrseg.train")
 
 DEFAULT_OUT = Path("runs") / "train" / "exp"
-LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 
 
 @dataclass
@@ -153,27 +147,6 @@ class TrainResult:
     last_eval: dict = field(default_factory=dict)
 
 
-def next_run_dir(base: Path = DEFAULT_OUT, exist_ok: bool = False) -> Path:
-    """runs/train/exp, then exp2, exp3, ... (the base itself with exist_ok)."""
-    if exist_ok or not base.exists():
-        return base
-    n = 2
-    while base.with_name(f"{base.name}{n}").exists():
-        n += 1
-    return base.with_name(f"{base.name}{n}")
-
-
-def latest_run_dir(base: Path = DEFAULT_OUT) -> Path | None:
-    pattern = re.compile(re.escape(base.name) + r"(\d*)")
-    runs = []
-    if base.parent.is_dir():
-        for p in base.parent.iterdir():
-            m = pattern.fullmatch(p.name)
-            if m and (p / "last.pt").is_file():
-                runs.append((int(m.group(1) or 1), p))
-    return max(runs)[1] if runs else None
-
-
 def resume_path(resume: str, out: str | None) -> Path:
     """`--resume PATH`, or with no path ("auto"): OUT/last.pt, else the latest runs/train/exp*/last.pt."""
     if resume != "auto":
@@ -181,25 +154,18 @@ def resume_path(resume: str, out: str | None) -> Path:
         return p / "last.pt" if p.is_dir() else p
     if out is not None:
         return Path(out) / "last.pt"
-    run = latest_run_dir()
-    if run is None:
+    runs = [p / "last.pt" for p in numbered_dirs(DEFAULT_OUT) if (p / "last.pt").is_file()]
+    if not runs:
         raise TrainError(
             f"--resume: no earlier run with a last.pt under {DEFAULT_OUT.parent}/; pass its path"
         )
-    return run / "last.pt"
+    return runs[-1]
 
 
 def resume_config(path: str | os.PathLike, **overrides) -> TrainConfig:
     """The config saved in a checkpoint, with `overrides` applied (e.g. more iters, another device)."""
     saved = load_checkpoint(path)["config"]
     return TrainConfig.from_json({**saved, **overrides, "resume": str(path)})
-
-
-def resolved_norm(cfg: TrainConfig) -> str | None:
-    """The norm the model is built with: cfg.norm, else bn from scratch, else None (the arch's own)."""
-    if cfg.norm is not None:
-        return cfg.norm
-    return "bn" if cfg.weights == "none" else None
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -268,8 +234,9 @@ def _model_shape(cfg: TrainConfig, ckpt: dict | None) -> tuple[TrainConfig, dict
     src = model_shape(cfg.weights) if ckpt is None else {}
     if cfg.channels == 256 and src.get("channels"):
         cfg = dataclasses.replace(cfg, channels=int(src["channels"]))
+    norm = cfg.norm if cfg.norm is not None else src.get("norm", "bn" if cfg.weights == "none" else None)
     return cfg, {
-        "norm": cfg.norm if cfg.norm is not None else src.get("norm", resolved_norm(cfg)),
+        "norm": norm,
         "anchor_sizes": tuple(cfg.anchor_sizes or src.get("anchor_sizes") or DEFAULT_ANCHOR_SIZES),
         "channels": cfg.channels,
     }
@@ -449,13 +416,8 @@ def _train(
         optimizer, scheduler = _optimizer(model, cfg, plan)
         cfg, workers = _use_cores(cfg, device, progress)
         loader, sampler = _loader(train_set, cfg, rank, device, total_iters, start_iter, workers)
-        train_model: nn.Module = model
-        if rank.enabled:
-            train_model = nn.parallel.DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=False,
-            )
+        ddp_ids = [device.index] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ddp_ids) if rank.enabled else model
         trainer = SimpleTrainer(
             train_model,
             loader,
