@@ -1,15 +1,7 @@
-"""COCO box, mask and keypoint AP/AR through pycocotools, with clear errors for bad ground truth or result
-files.
-
-`evaluate(gt, results, iou_types=("bbox", "segm")) -> {"bbox": {"AP": .., ...}, "segm": {...}}` with
-pycocotools' own values (0..1, -1 where a range has no ground truth). Every image of the ground truth is
-scored (an image without results counts as all misses), as in pycocotools' reference run. iou type
-"keypoints" is pycocotools' OKS evaluation (its per-keypoint sigmas, maxDets 20, areas all / medium / large):
-10 figures, `KEYPOINT_METRIC_NAMES`.
-
-The results go through pycocotools' own `COCO.loadRes` (not a re-implementation), so its rules hold: when
-the first detection has a bbox, every detection's area is its box area w*h (also for segm); otherwise area
-and box come from the RLE mask. mrseg checks the input first only to name what is wrong in a clear message.
+"""COCO box, mask and keypoint AP/AR through pycocotools (`evaluate`), with clear errors for bad ground truth
+or result files. Every image of the ground truth is scored (an image without results counts as all misses),
+as in pycocotools' reference run. iou type "keypoints" is pycocotools' OKS evaluation (its per-keypoint
+sigmas, maxDets 20, areas all / medium / large): 10 figures, `KEYPOINT_METRIC_NAMES`.
 """
 
 from __future__ import annotations
@@ -212,15 +204,8 @@ def _finite(v: Any) -> bool:
 
 
 def load_results(results: str | os.PathLike | list, name: str | None = None) -> list[dict]:
-    """The detections (COCO results format) from a JSON path or an already-parsed list, checked for shape.
-
-    Raises EvalInputError, naming the entry, for what pycocotools' `loadRes` would reject with a bare
-    IndexError/KeyError: an empty list; an entry without image_id, category_id, a numeric score or any of
-    bbox, segmentation and keypoints; a bbox that is not [x, y, w, h]; keypoints that are not a flat list of
-    (x, y, v) numbers; an entry without a bbox after a first entry with one (pycocotools reads every entry the
-    way it reads the first), without a segmentation after a first entry with one but no bbox, or without
-    keypoints after a first entry with only keypoints; a segmentation that is neither RLE nor polygons.
-    """
+    """The detections (COCO results format) from a JSON path or an already-parsed list, checked for shape:
+    EvalInputError, naming the entry, for what pycocotools' `loadRes` would reject with a bare error."""
     name = _name(results, name)
     data = _read_json(results, "Results") if isinstance(results, (str, os.PathLike)) else results
     if isinstance(data, dict):
@@ -373,13 +358,9 @@ def _quiet(enabled: bool):
 
 
 def loadable_results(gt: COCO, results: Sequence[dict], name: str | None = None) -> list[dict]:
-    """A deep copy of checked `results` that pycocotools' `COCO.loadRes` takes, unchanged where it takes them.
-
-    The only change: when the first detection has no bbox, pycocotools reads every segmentation as compressed
-    RLE (area and box from the mask) and fails on polygons or uncompressed RLE; those are converted to
-    compressed RLE of the same pixels with pycocotools' own `annToRLE`. Everything else (in particular the
-    rule that a first detection with a bbox makes every detection's area its box area w*h) stays pycocotools'.
-    """
+    """A deep copy of checked `results` for pycocotools' `COCO.loadRes`. The only change: when the first
+    detection has no bbox, loadRes reads every segmentation as compressed RLE (area and box from the mask) and
+    fails on polygons or uncompressed RLE, so those become compressed RLE of the same pixels (`annToRLE`)."""
     out = copy.deepcopy(list(results))
     if "bbox" in out[0] or "segmentation" not in out[0]:  # a bbox, or keypoints only
         return out

@@ -14,32 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrseg.engine.device import DeviceError, resolve_device
+from mrseg.engine.device import resolve_device
 from mrseg.engine.predict.model_output import detection_arrays
 from mrseg.engine.predict.oom import InferenceOutOfMemory, infer_with_fallback
-from mrseg.engine.predict.options import (
-    PredictError,
-    autocast_dtype,
-    device_note,
-    load_weights,
-    resolve_class_filter,
-)
+from mrseg.engine.predict.options import PredictError, autocast_dtype, load_weights, resolve_class_filter
+from mrseg.engine.predict.options import device_note as device_note  # re-exported
 from mrseg.engine.predict.stream import Failure, TrackerSeed, stream_predictions
 from mrseg.engine.predict.tiling import merge_tiles, tile_windows
 from mrseg.outputs.detections import Detections, InputItem
-
-__all__ = [
-    "DeviceError",
-    "Failure",
-    "InferenceOutOfMemory",
-    "PredictError",
-    "Predictor",
-    "autocast_dtype",
-    "device_note",
-    "load_weights",
-    "resolve_class_filter",
-    "resolve_device",
-]
 
 
 class Predictor:
@@ -96,7 +78,7 @@ class Predictor:
                 raise PredictError("Predictor needs weights= (a zoo name or a file) or model=")
             # Detections scoring under `score` are dropped before the mask head and the paste, not after (NMS
             # only lets a box suppress lower-scoring ones, so the kept set is the same); masks come back as
-            # probabilities in their boxes and are pasted in `_filter`, into box-sized crops.
+            # probabilities in their boxes and are pasted by `detection_arrays`, into box-sized crops.
             from mrseg.model.zoo import DEFAULT_BOX_SCORE_THRESH  # `score` never goes below the head's own
 
             threshold = max(DEFAULT_BOX_SCORE_THRESH, score)
@@ -109,13 +91,13 @@ class Predictor:
         if tile is not None:
             tile_windows(tile, tile, tile, tile_overlap)  # validates both
         self.model = model.eval().to(self.device) if isinstance(model, torch.nn.Module) else model
-        self.net = self.model  # what runs: the model, or its fused inference copy
-        if fuse:
-            from mrseg.model.fuse import fuse_for_inference
-            from mrseg.model.maskrcnn import MaskRCNN
+        from mrseg.model.maskrcnn import MaskRCNN
 
-            if isinstance(self.model, MaskRCNN):
-                self.net = fuse_for_inference(self.model)
+        self.net = self.model  # what runs: the model, or its fused inference copy
+        if fuse and isinstance(self.model, MaskRCNN):
+            from mrseg.model.fuse import fuse_for_inference
+
+            self.net = fuse_for_inference(self.model)
         self.classes = list(model_classes)
         self.score = float(score)
         self.keep_labels = resolve_class_filter(classes, self.classes)
@@ -124,15 +106,12 @@ class Predictor:
         self.batch = batch or (4 if self.device.type == "cuda" else 1)
         self.max_pixels = max_pixels
         self.mask_crops = mask_crops
-        if self.autocast_dtype is not None:
-            from mrseg.model.maskrcnn import MaskRCNN
-
-            if not isinstance(self.model, MaskRCNN):
-                raise PredictError(
-                    f"--precision {precision} runs mrseg's own Mask R-CNN under torch.autocast; this model "
-                    f"({type(self.model).__name__}, e.g. from an .onnx file) runs at the precision it was "
-                    "built with: use --precision fp32, or the .pt checkpoint it was exported from"
-                )
+        if self.autocast_dtype is not None and not isinstance(self.model, MaskRCNN):
+            raise PredictError(
+                f"--precision {precision} runs mrseg's own Mask R-CNN under torch.autocast; this model "
+                f"({type(self.model).__name__}, e.g. from an .onnx file) runs at the precision it was "
+                "built with: use --precision fp32, or the .pt checkpoint it was exported from"
+            )
 
     def __call__(self, image: np.ndarray | str | Path) -> Detections:
         return self.predict_batch([image])[0]
