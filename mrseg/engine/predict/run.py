@@ -120,12 +120,16 @@ def predict(
         # (before the slow model load, so bad sources fail fast); every rank gets the same list, hence ids.
         def start():
             nonlocal lock
+            from mrseg.data.sources import collect_items
+
             folder = None if stream else resolve_out_dir(out, exist_ok=exist_ok, resume=resume)
             if folder is not None:
                 lock = RunLock.acquire(folder)
                 if lock.note and not quiet:
                     print(lock.note, file=sys.stderr)
-            return folder, _list_items(sources, vid_stride, stdin, folder), lock and lock.token()
+            exclude = [folder] if folder is not None else []
+            items = collect_items(list(sources), vid_stride=vid_stride, stdin=stdin, exclude=exclude)
+            return folder, items, lock and lock.token()
 
         out_dir, items, token = rank.on_main(start)
         if rank.enabled and not stream:  # the other ranks must see rank 0's lock: a shared --out
@@ -152,7 +156,10 @@ def predict(
                     "world_size": rank.world, "weights": str(weights), "num_items": len(items),
                     "precision": predictor.precision}  # fmt: skip
             if rank.is_main:
-                _open_run_folder(out_dir, meta, resume, items)
+                start_state(out_dir, meta, resume=resume, items=items)
+                if resume:
+                    for path in journal.all_records_paths(out_dir) + journal.all_failures_paths(out_dir):
+                        journal.repair(path)
             out_dir = Path(rank.broadcast(str(out_dir) if out_dir else None))
             rank.barrier()
             if resume:
@@ -187,15 +194,13 @@ def predict(
             workers=workers, batch=batch, max_pixels=max_pixels, keep_images=needs_image(formats),
             seed_tracker=partial(_seed_tracker, state),
         )  # fmt: skip
-        local = {"processed": sink.processed, "instances": sink.instances, "failed": sink.failed,
-                 "failures": sink.failures}  # fmt: skip
         if interrupted:
-            summary.processed, summary.instances, summary.failed = (
-                local[k] for k in ("processed", "instances", "failed")
-            )
-            summary.failures, summary.interrupted = local["failures"], True
+            summary.processed, summary.instances, summary.failed = sink.processed, sink.instances, sink.failed
+            summary.failures, summary.interrupted = sink.failures, True
             summary.seconds = time.monotonic() - started
             raise PredictInterrupted(summary)
+        local = {"processed": sink.processed, "instances": sink.instances, "failed": sink.failed,
+                 "failures": sink.failures}  # fmt: skip
 
         rank.barrier()
         parts = rank.gather(local)
@@ -236,12 +241,8 @@ def _missing_parts(unaccounted: int, parts: list[dict], seen_ranks: set[int], ou
     `--out` is shared: their inputs would silently be missing from the final files."""
     if unaccounted == 0:
         return None
-    reported = sum(int(p.get("processed", 0)) + int(p.get("failed", 0)) for p in parts)
-    unseen = [
-        r
-        for r, p in enumerate(parts)
-        if r not in seen_ranks and p.get("processed", 0) + p.get("failed", 0) > 0
-    ]
+    done = [int(p.get("processed", 0)) + int(p.get("failed", 0)) for p in parts]
+    reported, unseen = sum(done), [r for r, n in enumerate(done) if n > 0 and r not in seen_ranks]
     return (
         f"{unaccounted} input(s) are neither in the journals nor in the failure logs that rank 0 sees in "
         f"{out_dir}/.mrseg (the ranks reported {reported} input(s) written or failed this run"
@@ -252,30 +253,14 @@ def _missing_parts(unaccounted: int, parts: list[dict], seen_ranks: set[int], ou
     )
 
 
-def _list_items(sources: Sequence[str], vid_stride: int, stdin, out_dir: Path | None) -> list[InputItem]:
-    from mrseg.data.sources import collect_items
-
-    exclude = [out_dir] if out_dir is not None else []
-    return collect_items(list(sources), vid_stride=vid_stride, stdin=stdin, exclude=exclude)
-
-
 def _seed_tracker(state: journal.ResumeState, tracker: Tracker, video: str | None) -> None:
     """Continue a video's tracks from its last journaled frame; new ids above any it already used."""
     tracker.next_id = max(tracker.next_id, state.max_track_ids.get(video, 0) + 1)
     last = state.last_frames.get(video)
-    if not last or not last["instances"]:
-        return
-    inst = [r for r in last["instances"] if r.get("track_id") is not None]
-    if not inst:
-        return
-    boxes = np.array(
-        [
-            [r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2], r["bbox"][1] + r["bbox"][3]]
-            for r in inst
-        ],
-        np.float32,
-    )
-    tracker.seed(boxes, np.array([r["label"] for r in inst]), np.array([r["track_id"] for r in inst]))
+    inst = [r for r in (last["instances"] if last else []) if r.get("track_id") is not None]
+    if inst:
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in inst)], np.float32)
+        tracker.seed(boxes, np.array([r["label"] for r in inst]), np.array([r["track_id"] for r in inst]))
 
 
 def _lost_overlay_frames(items: list[InputItem], state: journal.ResumeState, out_dir: Path) -> set[int]:
@@ -296,13 +281,6 @@ def _lost_overlay_frames(items: list[InputItem], state: journal.ResumeState, out
         held = {int(i) for _, meta in committed_segments(parts) for i in meta.get("ids", [])}
         lost.update(it.id for it in frames if it.id not in held)
     return lost
-
-
-def _open_run_folder(out_dir: Path, meta: dict, resume: bool, items: list[InputItem]) -> None:
-    start_state(out_dir, meta, resume=resume, items=items)
-    if resume:
-        for path in journal.all_records_paths(out_dir) + journal.all_failures_paths(out_dir):
-            journal.repair(path)
 
 
 def _drain(
