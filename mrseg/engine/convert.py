@@ -35,7 +35,6 @@ from mrseg.outputs.paths import STATE_DIR
 from mrseg.outputs.records import record_line
 
 TARGETS = ("coco", "labelme", "yolo")
-SOURCES = ("coco", "labelme", "yolo")
 REPORT_NAME = "convert_report.json"
 
 
@@ -128,31 +127,25 @@ def _convert_image(
     report: ConvertReport,
 ) -> None:
     item = InputItem(id=image.id, path=image.path, rel_path=image.file_name)
-    everything = list(range(len(image.instances)))
-    det = _detections(image, everything)
+    det = _detections(image, list(range(len(image.instances))))
     det.labels = np.array([label_of[inst.category_id] for inst in image.instances], np.int64)
     records = instance_records(det, classes, mask_format=mask_format, simplify=simplify)
-    holes = [hole_areas(inst.mask) for inst in image.instances]
     for inst, rec in zip(image.instances, records, strict=True):
         if inst.score is None:
             del rec["score"]
         if inst.iscrowd:
             rec["iscrowd"] = 1
             rec.pop("polygons", None)  # crowd regions are RLE in COCO
-    small_holes_only = sum(  # crowd regions stay RLE
-        1
-        for h, inst in zip(holes, image.instances, strict=True)
-        if h and max(h) < DEFAULT_MIN_AREA and not inst.iscrowd
-    )
+    keep = [i for i, inst in enumerate(image.instances) if not inst.iscrowd]
+    crowd = len(image.instances) - len(keep)
+    holes = [hole_areas(image.instances[i].mask) for i in keep]  # crowd regions stay RLE
+    small = sum(1 for h in holes if h and max(h) < DEFAULT_MIN_AREA)
+    filled = f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon"
     if "coco" in targets:
         journal.write(record_line(item, det, records))
         report.written["coco"] += len(records)
         if mask_format == "polygon":
-            report.lose(
-                "coco", f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon", small_holes_only
-            )
-    keep = [i for i, inst in enumerate(image.instances) if not inst.iscrowd]
-    crowd = len(everything) - len(keep)
+            report.lose("coco", filled, small)
     sub = _detections(image, keep)
     sub.labels = det.labels[keep]
     sub_records = [records[i] for i in keep]
@@ -161,17 +154,10 @@ def _convert_image(
         report.written[target] += len(sub_records)
         report.lose(target, "crowd region left out", crowd)
         if target == "labelme":
-            report.lose(
-                target,
-                f"holes under {DEFAULT_MIN_AREA:g} px filled by the polygon",
-                sum(1 for i in keep if holes[i] and max(holes[i]) < DEFAULT_MIN_AREA),
-            )
+            report.lose(target, filled, small)
         if target == "yolo":
-            report.lose(
-                target,
-                "score dropped (YOLO has no score)",
-                sum(1 for i in keep if image.instances[i].score is not None),
-            )
+            scored = sum(1 for i in keep if image.instances[i].score is not None)
+            report.lose(target, "score dropped (YOLO has no score)", scored)
             if not os.path.isfile(image.path):
                 report.lose(target, "image file not found: label written without its image")
 
