@@ -96,10 +96,7 @@ def archive_generation(out_dir: Path) -> int:
 
 
 def repair(path: Path) -> int:
-    """Cut a torn last line (no trailing newline, e.g. after kill -9) off a journal file.
-
-    Returns the number of bytes removed.
-    """
+    """Cut a torn last line (no trailing newline, e.g. after kill -9) off a journal; returns the bytes cut."""
     path = Path(path)
     if not path.exists():
         return 0
@@ -209,14 +206,9 @@ COMMIT_SECONDS = 2.0  # how long a journal line may wait for the files it names 
 
 
 class AppendLog:
-    """An append-only JSON-lines file whose lines are committed in batches.
-
-    `append_line` holds the line; at the first append `commit_every` seconds after the last commit, and at
-    `close`, `commit` syncs the file system of the log's folder (`sync_filesystem`: every file the run wrote
-    before those lines, the per-item outputs they name included), then writes the held lines and fsyncs the
-    log. So a line never reaches the disk before the files written ahead of it, and the cost is one sync and
-    one fsync per batch, whatever the number of inputs. At a slow rate (an input every `commit_every` s or
-    less often) each line is committed as it comes."""
+    """An append-only JSON-lines file whose lines are held and committed in batches (see the module): at the
+    first append `commit_every` seconds after the last commit, and at `close`; at a slow rate (an input every
+    `commit_every` s or less often) each line is committed as it comes."""
 
     def __init__(
         self, path: Path, commit_every: float | None = None, sync: Callable[[Path], None] | None = None

@@ -1,10 +1,5 @@
-"""`Predictor`: one model, images in, `Detections` out — for one image, a list, or a stream of inputs.
-
-`Predictor(weights)(image)` predicts one RGB array or path; `predict_batch` a list; `stream(sources)` yields
-`(item, Detections | Failure)` for files, folders, globs, lists and videos, decoded by workers and batched,
-with track ids on video frames (`mrseg.engine.predict.stream`). `mrseg predict` drains that stream into its
-output folder (`mrseg.engine.predict.run`).
-"""
+"""`Predictor`: one model, images in, `Detections` out — for one image, a list, or a stream of inputs
+(`engine.predict.stream`), which `mrseg predict` drains into its output folder (`engine.predict.run`)."""
 
 from __future__ import annotations
 
@@ -183,10 +178,8 @@ class Predictor:
 
     @torch.inference_mode()
     def infer(self, images: list[torch.Tensor]) -> list[Detections]:
-        """Detections for uint8 [H, W, 3] tensors (CPU, pinned when the model is on a GPU). A batch that runs
-        out of memory is retried image by image, then each such image in tiles, one per call
-        (`mrseg.engine.predict.oom`); `InferenceOutOfMemory` (with the other images' detections in `results`)
-        when an image can't be predicted even so."""
+        """Detections for uint8 [H, W, 3] tensors (CPU, pinned when the model is on a GPU), with the
+        out-of-memory fallbacks of `engine.predict.oom`; `InferenceOutOfMemory` when they fail."""
         out = infer_with_fallback(images, self._infer_whole, self._infer_tiled, self.device, self.tile)
         failed = [r for r in out if isinstance(r, str)]
         if failed:

@@ -1,10 +1,6 @@
 """`Predictor.stream`: inputs in, `(item, Detections | Failure)` out, one per input and in input order.
-
-Images are decoded by DataLoader workers and predicted `batch` at a time; each video is read in order by one
-worker and its frames get track ids (`Tracker`). A file that can't be read, a frame a video lacks, or an image
-that runs out of memory alone and in tiles comes out as a `Failure` with the reason: one bad input never
-stops the stream. `mrseg predict` drains this stream into its writers (`mrseg.engine.predict.run`).
-"""
+Each video is read in order by one worker and its frames get track ids (`Tracker`); one bad input never stops
+the stream."""
 
 from __future__ import annotations
 

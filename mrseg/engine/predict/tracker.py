@@ -69,10 +69,7 @@ class Tracker:
         self.next_id = max([self.next_id, *(int(t) + 1 for t in track_ids)])
 
     def update(self, boxes: np.ndarray, labels: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
-        """Match one frame's instances (boxes [N, 4] xyxy, labels [N], masks bool [N, H, W] or None).
-
-        Returns int64 [N] track ids.
-        """
+        """int64 [N] track ids of a frame's instances: boxes [N, 4] xyxy, labels [N], masks bool [N, H, W]."""
         n = len(boxes)
         ids = np.zeros(n, np.int64)
         matched_tracks: set[int] = set()

@@ -1,10 +1,8 @@
 """A background thread that consumes finished inputs, so the model never waits on encoding or disk.
 
-The queue is bounded: when writing falls behind, `put` blocks, which keeps memory flat.
-An exception in the thread is re-raised in the caller at the next `put` or at `close` (wrapped in a
-RuntimeError; SystemExit and KeyboardInterrupt as they are). The handler decides what is fatal: `predict`'s
-turns an error writing one input into a failure record for that input and raises only what every input would
-hit (disk full), so one bad input never ends the run.
+The queue is bounded: when writing falls behind, `put` blocks, which keeps memory flat. An exception of the
+handler (which decides what is fatal, see `OutputSink`) is re-raised in the caller at the next `put` or at
+`close` (wrapped in a RuntimeError; SystemExit and KeyboardInterrupt as they are).
 """
 
 from __future__ import annotations
