@@ -153,10 +153,8 @@ def gt_entry_problem(key: str, entry: dict, seen: set[int], sizes: dict[int, tup
     `seen`: the ids of the section so far; `sizes`: image id -> (height, width), filled from the images."""
     from mrseg.data.coco import as_int, check_segmentation
 
-    ints = ("id", "width", "height") if key == "images" else ("id",)
-    if key == "annotations":
-        ints += ("image_id", "category_id")
-    for f in ints:
+    ints = {"images": ("id", "width", "height"), "annotations": ("id", "image_id", "category_id")}
+    for f in ints.get(key, ("id",)):
         if as_int(entry[f]) is None:
             return f"{f!r} is {entry[f]!r}, not an integer"
     if entry["id"] in seen:

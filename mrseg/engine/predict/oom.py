@@ -37,13 +37,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def release_memory(device: torch.device) -> None:
-    """Give memory freed by a failed call back to the allocator, so a retry can use it."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def fallback_tile(height: int, width: int, tile: int | None) -> int | None:
     """The tile side for an image that ran out of memory whole: `tile` (the run's `--tile`) when that cuts
     the image, else half the image's longer side; None when that is under `MIN_TILE` (nothing to tile)."""
@@ -60,7 +53,10 @@ def _attempt(run: Callable[[], list], device: torch.device) -> tuple[list | None
         if not is_out_of_memory(e):
             raise
         reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no details'}"
-    release_memory(device)  # outside the except block: the failed call's frames are released by now
+    # Outside the except block, the failed call's frames are released by now: give their memory back.
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return None, reason
 
 

@@ -6,8 +6,10 @@ MetricsWriter -> PeriodicEval -> StepCallback -> StopOnSignal -> RngState -> Per
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +55,7 @@ class MetricsWriter(HookBase):
         self._reset()
 
     def _reset(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: Counter[str] = Counter()
         self.count, self.seconds = 0, 0.0
 
     def before_step(self) -> None:
@@ -63,9 +65,7 @@ class MetricsWriter(HookBase):
         t = self.trainer
         seconds = time.perf_counter() - self._t0
         self.seconds += seconds
-        for k, v in t.losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.sums["loss"] = self.sums.get("loss", 0.0) + t.loss
+        self.sums.update({**t.losses, "loss": t.loss})
         self.count += 1
         self.pace.add(seconds)
         self.recent_loss.add(t.loss)
@@ -170,10 +170,8 @@ class StopOnSignal(HookBase):
 
     def before_train(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
