@@ -324,46 +324,25 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, plan: _Plan):
     """SGD over the trainable parameters and its per-iteration LambdaLR (warmup, then step or cosine)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = sgd(params, lr=plan.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    schedule = dict(
-        total_iters=plan.total_iters,
-        warmup_iters=plan.warmup,
-        warmup_factor=cfg.warmup_factor,
-        schedule=cfg.schedule,
-        steps=tuple(cfg.steps),
-        gamma=cfg.gamma,
-    )
+    schedule = dict(total_iters=plan.total_iters, warmup_iters=plan.warmup, warmup_factor=cfg.warmup_factor,
+                    schedule=cfg.schedule, steps=tuple(cfg.steps), gamma=cfg.gamma)  # fmt: skip
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, **schedule))
 
 
 def _loader(
-    train_set: CocoDataset,
-    cfg: TrainConfig,
-    rank: Rank,
-    device: torch.device,
-    total_iters: int,
-    start_iter: int,
-    workers: int,
-) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:
+    train_set: CocoDataset, cfg: TrainConfig, rank: Rank, device: torch.device, total_iters: int,
+    start_iter: int, workers: int,
+) -> tuple[torch.utils.data.DataLoader, ResumableBatchSampler]:  # fmt: skip
     """This process's batches of iterations start_iter + 1 .. total_iters, in the seeded order."""
     sampler = ResumableBatchSampler(
-        len(train_set),
-        cfg.batch // rank.world,
-        total_iters=total_iters,
-        start_iter=start_iter,
-        seed=cfg.seed,
-        rank=rank.rank,
-        world_size=rank.world,
-    )
+        len(train_set), cfg.batch // rank.world, total_iters=total_iters, start_iter=start_iter,
+        seed=cfg.seed, rank=rank.rank, world_size=rank.world,
+    )  # fmt: skip
     loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        persistent_workers=False,
-        pin_memory=device.type == "cuda",
+        train_set, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+        generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.type == "cuda",
         worker_init_fn=_ignore_sigint,
-    )
+    )  # fmt: skip
     return loader, sampler
 
 
@@ -391,17 +370,11 @@ def _train(
 
     cfg, shape = _model_shape(cfg, ckpt)
     model = build_model(
-        cfg.arch,
-        len(classes),
-        min_size=tuple(cfg.min_size),
-        max_size=cfg.max_size,
+        cfg.arch, len(classes), min_size=tuple(cfg.min_size), max_size=cfg.max_size,
         freeze_at=cfg.freeze_at if cfg.freeze_at is not None else (0 if cfg.weights == "none" else 2),
-        rpn_pre_nms_top_n_train=cfg.rpn_train_proposals,
-        rpn_post_nms_top_n_train=cfg.rpn_train_proposals,
-        box_batch_size_per_image=cfg.roi_batch,
-        num_keypoints=len(train_set.keypoint_names) or 17,
-        **shape,
-    )
+        rpn_pre_nms_top_n_train=cfg.rpn_train_proposals, rpn_post_nms_top_n_train=cfg.rpn_train_proposals,
+        box_batch_size_per_image=cfg.roi_batch, num_keypoints=len(train_set.keypoint_names) or 17, **shape,
+    )  # fmt: skip
     quiet = cfg.quiet or not rank.is_main
     progress = ProgressBar(
         "train", total_iters, "bar", "count", "{info}", quiet=quiet, completed=start_iter, info=""
@@ -419,68 +392,35 @@ def _train(
         ddp_ids = [device.index] if device.type == "cuda" else None
         train_model = DistributedDataParallel(model, device_ids=ddp_ids) if rank.enabled else model
         trainer = SimpleTrainer(
-            train_model,
-            loader,
-            optimizer,
-            scheduler,
-            torch.amp.GradScaler(device.type, enabled=amp),
-            device=device,
-            max_iter=total_iters,
-            amp=amp,
-            clip_grad=cfg.clip_grad,
-        )
+            train_model, loader, optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=amp),
+            device=device, max_iter=total_iters, amp=amp, clip_grad=cfg.clip_grad,
+        )  # fmt: skip
 
         def describe() -> dict:
             """The model checkpoint at the current iteration (best.pt; last.pt adds the training state)."""
             return make_checkpoint(
-                model,
-                arch=cfg.arch,
-                classes=classes,
-                min_size=cfg.min_size[-1],
-                max_size=cfg.max_size,
-                **shape,
-                iteration=trainer.iter,
-                total_iters=total_iters,
-                config=cfg.to_json(),
-            )
+                model, arch=cfg.arch, classes=classes, min_size=cfg.min_size[-1], max_size=cfg.max_size,
+                **shape, iteration=trainer.iter, total_iters=total_iters, config=cfg.to_json(),
+            )  # fmt: skip
 
         if rank.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             metrics = MetricsLog(out_dir / "metrics.jsonl", resume_iter=start_iter if ckpt else None)
         evaluation = PeriodicEval(
-            model,
-            val_set,
-            period=plan.eval_every,
-            rank=rank,
-            log=metrics,
-            progress=progress,
-            best_path=out_dir / "best.pt",
-            describe=describe,
+            model, val_set, period=plan.eval_every, rank=rank, log=metrics, progress=progress,
+            best_path=out_dir / "best.pt", describe=describe,
             iou_types=validation_types(model.heads, len(train_set.keypoint_names)),
-        )
-        trainer.register_hooks(
-            [
-                MetricsWriter(
-                    metrics,
-                    progress,
-                    rank=rank,
-                    period=cfg.log_every,
-                    batch=cfg.batch,
-                    epoch_of=sampler.epoch_of,
-                ),
-                evaluation,
-                *([StepCallback(on_step)] if on_step is not None else []),
-                StopOnSignal(rank),
-                RngState(rank, cfg.seed, progress),
-                PeriodicCheckpoint(
-                    out_dir / "last.pt",
-                    period=plan.checkpoint_every,
-                    is_main=rank.is_main,
-                    describe=describe,
-                    progress=progress,
-                ),  # fmt: skip
-            ]
-        )
+        )  # fmt: skip
+        trainer.register_hooks([
+            MetricsWriter(metrics, progress, rank=rank, period=cfg.log_every, batch=cfg.batch,
+                          epoch_of=sampler.epoch_of),
+            evaluation,
+            *([StepCallback(on_step)] if on_step is not None else []),
+            StopOnSignal(rank),
+            RngState(rank, cfg.seed, progress),
+            PeriodicCheckpoint(out_dir / "last.pt", period=plan.checkpoint_every, is_main=rank.is_main,
+                               describe=describe, progress=progress),
+        ])  # fmt: skip
         if ckpt is not None:
             trainer.load_state_dict(ckpt)
             _say_resumed(progress, cfg, trainer, bool(amp and ckpt.get("scaler")), evaluation.best_ap)
