@@ -383,13 +383,11 @@ def evaluate(
     verbose: bool = False,
     results_name: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """COCO AP/AR for `results` against the ground truth `gt`: pycocotools' `COCO.loadRes` and `COCOeval`.
-
-    The figures are exactly those of `COCOeval(gt, gt.loadRes(results), iou_type)` for every results file
-    that pycocotools accepts (so, as there, when the first detection has a bbox, every detection's area, which
-    sorts it into small/medium/large, is its box area w*h, also for segm). mrseg only adds checks that turn
-    pycocotools' bare errors into messages, and reads polygon or uncompressed-RLE masks of results without
-    boxes, which pycocotools refuses (see `loadable_results`).
+    """COCO AP/AR for `results` against the ground truth `gt`: exactly the figures of
+    `COCOeval(gt, gt.loadRes(results), iou_type)` for every results file that pycocotools accepts (so, as
+    there, when the first detection has a bbox, every detection's area is its box area w*h, also for segm).
+    mrseg only adds checks that turn pycocotools' bare errors into messages, and reads polygon or
+    uncompressed-RLE masks of results without boxes, which pycocotools refuses (see `loadable_results`).
 
     Args:
         gt: COCO dataset JSON path, parsed dict or pycocotools `COCO`.

@@ -98,20 +98,16 @@ def archive_generation(out_dir: Path) -> int:
 def repair(path: Path) -> int:
     """Cut a torn last line (no trailing newline, e.g. after kill -9) off a journal; returns the bytes cut."""
     path = Path(path)
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
+    size = path.stat().st_size if path.exists() else 0
     if size == 0:
         return 0
     with open(path, "rb+") as f:
         # Scan back in blocks for the last newline; everything after it is a partial line.
-        pos = size
-        keep = 0
+        pos, keep = size, 0
         while pos > 0:
             step = min(65536, pos)
             f.seek(pos - step)
-            block = f.read(step)
-            idx = block.rfind(b"\n")
+            idx = f.read(step).rfind(b"\n")
             if idx >= 0:
                 keep = pos - step + idx + 1
                 break

@@ -2,9 +2,8 @@
 an image that still does is predicted in tiles (one tile per model call), and an image that runs out of memory
 even so becomes a failure (its reason) instead of an exception that ends the run.
 
-What counts as out of memory: `torch.OutOfMemoryError` (CUDA, MPS, XPU), `MemoryError`, and the RuntimeError
-the CPU allocator raises (`DefaultCPUAllocator: can't allocate memory`). Every retry happens after the failed
-call's frames (and the tensors they held) are gone and the CUDA cache is emptied.
+Every retry happens after the failed call's frames (and the tensors they held) are gone and the CUDA cache is
+emptied.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ class InferenceOutOfMemory(MemoryError):
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether `error` says that memory ran out (on the device or on the host)."""
+    """Whether `error` says that memory ran out: `torch.OutOfMemoryError` (CUDA, MPS, XPU), `MemoryError`, or
+    the RuntimeError of the CPU allocator (`DefaultCPUAllocator: can't allocate memory`)."""
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(error)

@@ -188,7 +188,7 @@ class Predictor:
 
     def _infer_whole(self, images: list[torch.Tensor]) -> list[Detections]:
         out: list[Detections | None] = [None] * len(images)
-        whole = [i for i, im in enumerate(images) if not self._needs_tiles(im)]
+        whole = [i for i, im in enumerate(images) if self.tile is None or max(im.shape[:2]) <= self.tile]
         if whole:
             results = self._run_model([images[i] for i in whole], self.mask_crops)
             for i, res in zip(whole, results, strict=True):
@@ -198,9 +198,6 @@ class Predictor:
             if out[i] is None:
                 out[i] = self._infer_tiled(im)
         return out
-
-    def _needs_tiles(self, image: torch.Tensor) -> bool:
-        return self.tile is not None and max(image.shape[0], image.shape[1]) > self.tile
 
     def _run_model(self, images: list[torch.Tensor], crops: bool) -> list[dict[str, np.ndarray]]:
         inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]

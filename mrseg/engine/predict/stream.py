@@ -4,6 +4,7 @@ the stream."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,17 +42,11 @@ def group_units(items: Sequence[InputItem]) -> list[list[InputItem]]:
 
 def _segments(units: list[list[InputItem]]) -> Iterator[tuple[bool, list[InputItem]]]:
     """Runs of image units merged into one list (one DataLoader), each video on its own: (is_video, items)."""
-    images: list[InputItem] = []
-    for unit in units:
-        if unit[0].frame is None:
-            images.extend(unit)
-            continue
-        if images:
-            yield False, images
-            images = []
-        yield True, unit
-    if images:
-        yield False, images
+    for is_video, group in itertools.groupby(units, key=lambda unit: unit[0].frame is not None):
+        if is_video:
+            yield from ((True, unit) for unit in group)
+        else:
+            yield False, [it for unit in group for it in unit]
 
 
 def stream_predictions(

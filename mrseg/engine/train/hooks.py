@@ -102,8 +102,8 @@ class PeriodicEval(HookBase):
     """Every `period` iterations and at the last (when there is a validation set): on the main process,
     validates `model` (the AP of each of `iou_types`), writes an "eval" record to metrics.jsonl, and when the
     AP of the last of `iou_types` (mask AP; keypoint AP for a keypoint model, box AP for a box-only one) beats
-    the best so far writes `save_best(best_ap)` (the model checkpoint, no training state) to `best_path`;
-    all processes wait for it. State: best_ap."""
+    the best so far writes `describe()` (the model checkpoint, no training state) to `best_path`; all
+    processes wait for it. State: best_ap."""
 
     def __init__(
         self,

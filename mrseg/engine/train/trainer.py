@@ -1,16 +1,11 @@
 """The training loop behind `mrseg train`: `train(TrainConfig(...)) -> TrainResult`.
 
-SGD with momentum and weight decay; linear warmup then step or cosine decay; the base lr follows the linear
-scaling rule from the Mask R-CNN reference (lr 0.02 for a total batch of 16, see `engine.train.lr_schedule`).
-AMP (autocast + GradScaler) on CUDA only. Frozen BatchNorm comes with the model. Iteration-based: `epochs` is
-turned into iterations of `batch` images (the total over all processes).
-
-Distributed: under `torchrun --nproc-per-node N -m mrseg train ...` every process trains on its shard of each
-batch (DDP; nccl on CUDA, gloo on CPU); only rank 0 writes files and evaluates.
-
-The loop is mrseg.engine.train.loop.SimpleTrainer; logging, evaluation + best.pt, last.pt, signals and RNG
-state are its hooks (mrseg.engine.train.hooks). This module resolves the run (output folder, iterations,
-model, optimizer, data) from a TrainConfig, which it never changes, and registers the hooks.
+SGD with momentum and weight decay, the lr schedule of `engine.train.lr_schedule`, AMP on CUDA only.
+Iteration-based: `epochs` is turned into iterations of `batch` images (the total over all processes). Under
+`torchrun --nproc-per-node N -m mrseg train ...` every process trains on its shard of each batch (DDP; nccl on
+CUDA, gloo on CPU); only rank 0 writes files and evaluates. This module resolves the run (output folder,
+iterations, model, optimizer, data) from a TrainConfig, which it never changes, and runs `loop.SimpleTrainer`
+with the hooks of `engine.train.hooks`.
 
 Output folder: last.pt (every `checkpoint_every` iterations, at the end, and on SIGINT/SIGTERM), best.pt (the
 best validation mask AP; keypoint AP for a keypoint arch, box AP for a box-only one), metrics.jsonl,
