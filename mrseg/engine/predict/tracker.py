@@ -45,13 +45,8 @@ class _Track:
 
 
 class Tracker:
-    """Assigns stable `track_id`s to the instances of consecutive frames of one video.
-
-    Args:
-        iou_threshold: minimum IoU for an instance to continue a track.
-        use_masks: match by mask IoU when both sides have masks (else box IoU).
-        max_age: frames a track survives without a match.
-    """
+    """Assigns stable `track_id`s to the instances of consecutive frames of one video (see the module);
+    `use_masks`: match by mask IoU when both sides have masks (else box IoU)."""
 
     def __init__(self, *, iou_threshold: float = 0.3, use_masks: bool = False, max_age: int = 1):
         self.iou_threshold = iou_threshold
