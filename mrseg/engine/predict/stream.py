@@ -50,17 +50,10 @@ def _segments(units: list[list[InputItem]]) -> Iterator[tuple[bool, list[InputIt
 
 
 def stream_predictions(
-    predictor: Predictor,
-    items: Sequence[InputItem],
-    *,
-    batch: int,
-    workers: int,
-    vid_stride: int,
-    max_pixels: int | None,
-    keep_images: bool,
-    seed_tracker: TrackerSeed | None = None,
+    predictor: Predictor, items: Sequence[InputItem], *, batch: int, workers: int, vid_stride: int,
+    max_pixels: int | None, keep_images: bool, seed_tracker: TrackerSeed | None = None,
     on_video_end: Callable[[InputItem], None] | None = None,
-) -> Iterator[tuple[InputItem, Detections | Failure]]:
+) -> Iterator[tuple[InputItem, Detections | Failure]]:  # fmt: skip
     """See `Predictor.stream`; `items` are already listed (ids assigned)."""
     pin = predictor.device.type == "cuda"
     for is_video, seg in _segments(group_units(items)):

@@ -38,17 +38,8 @@ class MetricsWriter(HookBase):
     processes; `rank` averages the losses over the processes.
     """
 
-    def __init__(
-        self,
-        log: MetricsLog | None,
-        progress: ProgressBar,
-        *,
-        rank: Rank,
-        period: int,
-        batch: int,
-        epoch_of: Callable[[int], float],
-        window: int = 20,
-    ):
+    def __init__(self, log: MetricsLog | None, progress: ProgressBar, *, rank: Rank, period: int, batch: int,
+                 epoch_of: Callable[[int], float], window: int = 20):  # fmt: skip
         self.log, self.progress, self.rank, self.period = log, progress, rank, period
         self.batch, self.epoch_of = batch, epoch_of
         self.pace, self.recent_loss = Window(window), Window(window)
@@ -105,19 +96,9 @@ class PeriodicEval(HookBase):
     the best so far writes `describe()` (the model checkpoint, no training state) to `best_path`; all
     processes wait for it. State: best_ap."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        val_set: CocoDataset | None,
-        *,
-        period: int,
-        rank: Rank,
-        log: MetricsLog | None,
-        progress: ProgressBar,
-        best_path: Path,
-        describe: Callable[[], dict],
-        iou_types: tuple[str, ...] = ("bbox", "segm"),
-    ):
+    def __init__(self, model: nn.Module, val_set: CocoDataset | None, *, period: int, rank: Rank,
+                 log: MetricsLog | None, progress: ProgressBar, best_path: Path, describe: Callable[[], dict],
+                 iou_types: tuple[str, ...] = ("bbox", "segm")):  # fmt: skip
         self.model, self.val_set, self.period, self.rank = model, val_set, period, rank
         self.iou_types = iou_types
         self.log, self.progress, self.best_path, self.describe = log, progress, best_path, describe

@@ -79,18 +79,10 @@ class SimpleTrainer:
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        loader: Iterable,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        scaler: torch.amp.GradScaler,
-        *,
-        device: torch.device,
-        max_iter: int,
-        amp: bool = False,
-        clip_grad: float | None = None,
-    ):
+        self, model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, *,
+        device: torch.device, max_iter: int, amp: bool = False, clip_grad: float | None = None,
+    ):  # fmt: skip
         self.model = model
         self.loader = loader
         self.optimizer = optimizer
