@@ -167,12 +167,9 @@ def unaccounted(out_dir: Path, ids: Collection[int]) -> tuple[int, set[int]]:
     """(how many of `ids` no journal of `out_dir` marks done or failed, the ranks of the current journals)."""
     state = read_state(out_dir)
     left = set(ids) - state.done_ids - state.failed_ids
-    ranks = set()
-    for path in all_records_paths(out_dir) + all_failures_paths(out_dir):
-        m = _JOURNAL_NAME.fullmatch(path.name)
-        if m is not None and m.group(1) is None:
-            ranks.add(int(m.group(2)))
-    return len(left), ranks
+    paths = all_records_paths(out_dir) + all_failures_paths(out_dir)
+    found = [_JOURNAL_NAME.fullmatch(p.name) for p in paths]
+    return len(left), {int(m.group(2)) for m in found if m is not None and m.group(1) is None}
 
 
 def sync_filesystem(folder: Path) -> None:
@@ -265,8 +262,7 @@ def merge_failures(out_dir: Path) -> int:
             del rows[done]
     target = Path(out_dir) / "failures.jsonl"
     if not rows:
-        if target.exists():
-            target.unlink()
+        target.unlink(missing_ok=True)
         return 0
     with atomic_open(target, "w", fsync=True) as f:
         for key in sorted(rows):

@@ -189,12 +189,10 @@ def remove_stale_temps(out_dir: Path) -> int:
     for folder in item_folders():
         if (out_dir / folder).is_dir():
             found += [p for p in (out_dir / folder).rglob(".*") if p.is_file() or p.is_symlink()]
-    removed = 0
-    for p in found:
-        if _STALE_TEMP.fullmatch(p.name):
-            p.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    stale = [p for p in found if _STALE_TEMP.fullmatch(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def _journaled_anything(out_dir: Path) -> bool:

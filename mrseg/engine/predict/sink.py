@@ -41,10 +41,8 @@ class OutputSink:
             self.item_writers = item_writers(formats, opts)
         self.journal = None if stream else journal.AppendLog(journal.records_path(out_dir, rank))
         self.failure_log = None if stream else journal.AppendLog(journal.failures_path(out_dir, rank))
-        self.processed = 0
-        self.instances = 0
+        self.processed = self.instances = self.failed = 0
         self.failures: list[dict] = []
-        self.failed = 0
 
     def __call__(self, job) -> None:
         kind, item, payload, det = job

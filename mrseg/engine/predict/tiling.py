@@ -26,10 +26,7 @@ def tile_windows(height: int, width: int, tile: int, overlap: float) -> list[tup
     stride = max(1, int(round(tile * (1.0 - overlap))))
 
     def starts(size: int) -> list[int]:
-        if size <= tile:
-            return [0]
-        out = list(range(0, size - tile, stride))
-        return out + [size - tile]
+        return [0] if size <= tile else [*range(0, size - tile, stride), size - tile]
 
     return [
         (x0, y0, min(x0 + tile, width), min(y0 + tile, height))
