@@ -54,13 +54,8 @@ class ConvertReport:
             self.losses.setdefault(target, Counter())[reason] += n
 
     def to_json(self) -> dict:
-        return {
-            "source": self.source,
-            "images": self.images,
-            "instances": self.instances,
-            "written": dict(self.written),
-            "losses": {k: dict(v) for k, v in self.losses.items()},
-        }
+        losses = {k: dict(v) for k, v in self.losses.items()}
+        return {**vars(self), "written": dict(self.written), "losses": losses}
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""

@@ -197,8 +197,12 @@ def _shown(values: Sequence, most: int) -> str:
     return ", ".join(map(str, values[:most])) + (", ..." if len(values) > most else "")
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return _number(v) and math.isfinite(v)
 
 
 def load_results(results: str | os.PathLike | list, name: str | None = None) -> list[dict]:
@@ -233,7 +237,7 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
                 "category_id, score and a bbox [x, y, w, h], a segmentation and/or keypoints (COCO results "
                 "format)."
             )
-        if isinstance(det["score"], bool) or not isinstance(det["score"], (int, float)):
+        if not _number(det["score"]):
             raise EvalInputError(f"Results{name}: entry {i} has score {det['score']!r}; expected a number.")
         if "bbox" in det and not (
             isinstance(det["bbox"], (list, tuple))
@@ -245,7 +249,7 @@ def load_results(results: str | os.PathLike | list, name: str | None = None) -> 
             isinstance(det["keypoints"], list)
             and det["keypoints"]
             and len(det["keypoints"]) % 3 == 0
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in det["keypoints"])
+            and all(map(_number, det["keypoints"]))
         ):
             raise EvalInputError(
                 f"Results{name}: entry {i} has keypoints {det['keypoints']!r:.60}; expected a flat list "
@@ -287,9 +291,7 @@ def _segmentation_problem(segm: Any) -> str | None:
     if not isinstance(segm, list) or not segm:
         return "is empty" if isinstance(segm, list) else f"is a {type(segm).__name__}"
     for poly in segm:
-        if not isinstance(poly, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly
-        ):
+        if not isinstance(poly, list) or not all(map(_number, poly)):
             return "is not a list of polygons (lists of numbers)"
     if len(segm[0]) < 4:
         return f"starts with a polygon of {len(segm[0])} numbers (a polygon needs at least 3 points)"

@@ -47,11 +47,9 @@ class OutputSink:
     def __call__(self, job) -> None:
         kind, item, payload, det = job
         if kind == "fail":
-            self._failure(item, payload)
-            return
+            return self._failure(item, payload)
         if kind == "end":
-            self._end_video(item)
-            return
+            return self._end_video(item)
         try:
             instances = instance_records(
                 det, self.classes, mask_format=self.mask_format, simplify=self.simplify

@@ -270,36 +270,28 @@ def _init_weights(model: nn.Module, cfg: TrainConfig, train_set: CocoDataset, pr
 
 @dataclass(frozen=True)
 class _Plan:
-    """The run's derived numbers (recorded in config.json)."""
+    """The run's derived numbers, recorded in config.json in this order (`dataclasses.asdict`)."""
 
     total_iters: int
     base_lr: float
-    warmup: int
+    warmup_iters_effective: int
+    world_size: int
+    classes: list[dict]
     iters_per_epoch: int
     eval_every: int
     checkpoint_every: int
 
-    def record(self, world_size: int, classes: list[dict]) -> dict:
-        return {
-            "total_iters": self.total_iters,
-            "base_lr": self.base_lr,
-            "warmup_iters_effective": self.warmup,
-            "world_size": world_size,
-            "classes": classes,
-            "iters_per_epoch": self.iters_per_epoch,
-            "eval_every": self.eval_every,
-            "checkpoint_every": self.checkpoint_every,
-        }
 
-
-def _plan(cfg: TrainConfig, num_images: int) -> _Plan:
+def _plan(cfg: TrainConfig, num_images: int, world_size: int, classes: list[dict]) -> _Plan:
     iters_per_epoch = math.ceil(num_images / cfg.batch)
     total_iters = cfg.iters if cfg.iters is not None else max(1, round((cfg.epochs or 12) * iters_per_epoch))
     eval_every = cfg.eval_every or iters_per_epoch
     return _Plan(
         total_iters=total_iters,
         base_lr=cfg.lr if cfg.lr is not None else scaled_lr(cfg.batch),
-        warmup=min(cfg.warmup_iters, total_iters // 5),
+        warmup_iters_effective=min(cfg.warmup_iters, total_iters // 5),
+        world_size=world_size,
+        classes=classes,
         iters_per_epoch=iters_per_epoch,
         eval_every=eval_every,
         checkpoint_every=cfg.checkpoint_every or eval_every,
@@ -319,8 +311,9 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, plan: _Plan):
     """SGD over the trainable parameters and its per-iteration LambdaLR (warmup, then step or cosine)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = sgd(params, lr=plan.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    schedule = dict(total_iters=plan.total_iters, warmup_iters=plan.warmup, warmup_factor=cfg.warmup_factor,
-                    schedule=cfg.schedule, steps=tuple(cfg.steps), gamma=cfg.gamma)  # fmt: skip
+    schedule = dict(total_iters=plan.total_iters, warmup_iters=plan.warmup_iters_effective,
+                    warmup_factor=cfg.warmup_factor, schedule=cfg.schedule, steps=tuple(cfg.steps),
+                    gamma=cfg.gamma)  # fmt: skip
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, **schedule))
 
 
@@ -360,7 +353,7 @@ def _train(
             f"--resume: the checkpoint's classes differ from {cfg.coco}'s; resume with the same data"
         )
 
-    plan = _plan(cfg, len(train_set))
+    plan = _plan(cfg, len(train_set), rank.world, classes)
     total_iters, start_iter = plan.total_iters, int(ckpt["iteration"]) if ckpt else 0
 
     cfg, shape = _model_shape(cfg, ckpt)
@@ -421,7 +414,7 @@ def _train(
             _say_resumed(progress, cfg, trainer, bool(amp and ckpt.get("scaler")), evaluation.best_ap)
         if rank.is_main:
             norm = shape["norm"]
-            resolved = {**cfg.to_json(), "out": str(out_dir), **plan.record(rank.world, classes)}
+            resolved = {**cfg.to_json(), "out": str(out_dir), **dataclasses.asdict(plan)}
             atomic_write_text(out_dir / "config.json", json.dumps(resolved, indent=2) + "\n")
             progress.say(
                 f"training {cfg.arch} on {len(train_set)} images ({len(classes)} classes) for {total_iters} "
