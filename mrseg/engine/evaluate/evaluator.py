@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pycocotools.cocoeval import COCOeval, Params
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 # The order of COCOeval.stats for bbox/segm.
@@ -462,8 +462,6 @@ def _check_keypoints(gt: COCO, results: Sequence[dict], name: str | None) -> Non
     """EvalInputError where pycocotools' OKS would fail with a bare KeyError or a broadcasting error. It
     compares keypoints only within an image and category that has both detections and ground truth; there,
     every detection and every ground-truth annotation needs its sigmas' count of keypoints (COCO's 17)."""
-    from pycocotools.cocoeval import Params
-
     count = len(Params(iouType="keypoints").kpt_oks_sigmas)
     gt_pairs = {(a["image_id"], a["category_id"]) for a in gt.dataset["annotations"]}
     det_pairs = {(d["image_id"], d["category_id"]) for d in results}

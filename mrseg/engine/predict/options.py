@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mrseg.model.coco_classes import is_placeholder
+
 if TYPE_CHECKING:
     from mrseg.engine.predict.predictor import Predictor
 
@@ -78,8 +80,6 @@ def resolve_class_filter(wanted: Iterable[str | int] | None, classes: Sequence[d
     here, before any writer, so no output names a category its category list lacks. Asking for one, or for a
     name / id the model lacks, raises PredictError listing the valid names.
     """
-    from mrseg.model.coco_classes import is_placeholder
-
     real = {i + 1 for i, c in enumerate(classes) if not is_placeholder(c)}
     wanted = [w for w in (wanted or []) if str(w).strip()]
     if not wanted:

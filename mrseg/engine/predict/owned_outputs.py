@@ -14,16 +14,18 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from mrseg.outputs import LabelmeWriter, OverlayWriter, YoloWriter
+from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import InputItem
 from mrseg.outputs.formats import per_item_formats
+from mrseg.outputs.paths import UnsafePathError, output_stem
+from mrseg.outputs.yolo import YOLO_DIR
 
 OWNED_FILE = "owned.txt"
 
 
 def _writer_paths(out_dir: Path, formats: set[str]):
     """item -> the paths (relative to `out_dir`, posix) the writers of `formats` give it: the reference."""
-    from mrseg.outputs import LabelmeWriter, OverlayWriter, YoloWriter
-
     getters = []
     if "labelme" in formats:
         getters.append(LabelmeWriter(out_dir).path_for)
@@ -44,9 +46,6 @@ def _writer_paths(out_dir: Path, formats: set[str]):
 def _layout_paths(formats: set[str]):
     """item -> the same paths from `output_stem` and the writers' layout, ~10x faster than `_writer_paths`
     (no path objects); `owned_paths` checks it against the writers before trusting it."""
-    from mrseg.outputs.overlay import OverlayWriter
-    from mrseg.outputs.paths import output_stem
-    from mrseg.outputs.yolo import YOLO_DIR
 
     def paths(item: InputItem) -> list[str]:
         stem, out = output_stem(item), []
@@ -69,9 +68,6 @@ def owned_paths(out_dir: Path, items: Sequence[InputItem], formats: Iterable[str
 
     The writers' own `path_for` is the reference; the faster layout is used when it agrees with them on
     the first inputs (else the writers are asked for every input)."""
-    from mrseg.outputs.paths import UnsafePathError
-    from mrseg.outputs.yolo import YOLO_DIR
-
     formats = per_item_formats(formats)
     found = {f"{YOLO_DIR}/data.yaml"} if "yolo" in formats else set()
     if not formats:
@@ -93,8 +89,6 @@ def owned_paths(out_dir: Path, items: Sequence[InputItem], formats: Iterable[str
 
 
 def write_owned(state_dir: Path, paths: Sequence[str]) -> None:
-    from mrseg.outputs.atomic import atomic_write_text
-
     atomic_write_text(state_dir / OWNED_FILE, "".join(p + "\n" for p in paths), fsync=True)
 
 

@@ -30,7 +30,9 @@ from mrseg.engine.predict.tracker import Tracker
 from mrseg.engine.predict.writer import WriterThread
 from mrseg.engine.progress import ProgressBar
 from mrseg.outputs.detections import InputItem
-from mrseg.outputs.formats import FormatError, needs_image, parse_formats
+from mrseg.outputs.formats import FormatError, finalize, needs_image, parse_formats
+from mrseg.outputs.overlay import OverlayWriter
+from mrseg.outputs.video_segments import committed_segments, parts_dir
 
 # Only the coordination uses torch.distributed (a barrier at the end and a few small objects), over gloo so
 # that it works on CPU and GPU alike; the model runs independently on each rank. Ranks finish their shares at
@@ -212,8 +214,6 @@ def predict(
         if incomplete:
             raise PredictError(incomplete)
         if rank.is_main and not stream:
-            from mrseg.outputs import finalize
-
             finalize(out_dir, formats, journal.all_records_paths(out_dir), predictor.classes)
             failed_total = journal.merge_failures(out_dir)
         failed_total = rank.broadcast(failed_total)
@@ -266,9 +266,6 @@ def _seed_tracker(state: journal.ResumeState, tracker: Tracker, video: str | Non
 def _lost_overlay_frames(items: list[InputItem], state: journal.ResumeState, out_dir: Path) -> set[int]:
     """Ids of journaled video frames that no complete overlay segment holds (the run writing them was killed
     before its segment was finished). A video whose segment folder is gone was assembled by a finished run."""
-    from mrseg.outputs.overlay import OverlayWriter
-    from mrseg.outputs.video_segments import committed_segments, parts_dir
-
     done_frames: dict[str, list[InputItem]] = {}
     for it in items:
         if it.frame is not None and it.id in state.done_ids:

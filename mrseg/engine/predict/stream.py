@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mrseg.engine.predict.batches import Loaded, image_loader, video_loader
+from mrseg.engine.predict.oom import InferenceOutOfMemory
 from mrseg.engine.predict.tracker import Tracker
 from mrseg.outputs.detections import Detections, InputItem
 
@@ -74,8 +75,6 @@ def stream_predictions(
 def _predict_loaded(
     loaded: list[Loaded], predictor: Predictor, tracker: Tracker | None, keep_images: bool
 ) -> Iterator[tuple[InputItem, Detections | Failure]]:
-    from mrseg.engine.predict.oom import InferenceOutOfMemory
-
     good = [x for x in loaded if x.error is None]
     try:
         dets = predictor.infer([x.image for x in good]) if good else []
