@@ -432,9 +432,7 @@ def evaluate(
     dets = loadable_results(coco_gt, dets, results_name)
     ids = sorted(coco_gt.getImgIds()) if img_ids is None else list(img_ids)
     metrics: dict[str, dict[str, float]] = {}
-    for iou_type in iou_types:
-        if iou_type in skipped:
-            continue
+    for iou_type in [t for t in iou_types if t not in skipped]:
         with _quiet(not verbose):
             try:
                 coco_dt = coco_gt.loadRes(copy.deepcopy(dets))

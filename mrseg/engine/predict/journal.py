@@ -7,9 +7,8 @@ held in memory and committed in batches (`AppendLog`): the output folder's file 
 the batch is appended and fsync'ed, so even after a power loss a journal line never names a file that did
 not reach the disk. A kill can only tear the last line (`repair` cuts it); it loses the lines held since the
 last commit (at most ~2 s of work), whose inputs `--resume` predicts again. A video frame's overlay is the
-exception: it goes into the video's segment, which the engine commits after the journal lines of its frames
-(`predict_sink.OutputSink._end_video` commits it first); a frame journaled but in no committed segment is
-redone.
+exception: it goes into the video's segment, committed after the journal lines of its frames
+(`OutputSink._end_video`); a frame journaled but in no committed segment is redone.
 `OUT/.mrseg/failures-<rank>.jsonl` gets one line per input that could not be read. `run.json` records what
 the ids depend on, so a resume with other sources is refused instead of mixing two runs.
 """

@@ -174,15 +174,12 @@ def predict(
         summary = PredictSummary(out_dir=out_dir, total=len(items), rank=rank.rank,
                                  skipped=len(skip & {it.id for it in items}))  # fmt: skip
 
-        todo_units = []
         # unit u (an image, or a whole video so its track ids stay consistent) goes to rank u % world
-        for unit in group_units(items)[rank.rank :: rank.world]:
-            left = [it for it in unit if it.id not in skip]
-            if left:
-                todo_units.append(left)
+        mine = group_units(items)[rank.rank :: rank.world]
+        todo = [it for unit in mine for it in unit if it.id not in skip]
         show = rank.is_main and not (quiet or stream)
         progress = ProgressBar(
-            "predict", sum(map(len, todo_units)), "bar", "count", "{rate} img/s", "eta", "{failed} failed",
+            "predict", len(todo), "bar", "count", "{rate} img/s", "eta", "{failed} failed",
             show=show, failed=0,
         )  # fmt: skip
         sink = OutputSink(
@@ -190,7 +187,6 @@ def predict(
             mask_format=mask_format, simplify=simplify, vid_stride=vid_stride, stream=stream, quiet=quiet,
             progress=progress,
         )  # fmt: skip
-        todo = [it for unit in todo_units for it in unit]
         interrupted = _drain(
             predictor, todo, sink, queue_size=max(2, batch or predictor.batch), vid_stride=vid_stride,
             workers=workers, batch=batch, max_pixels=max_pixels, keep_images=needs_image(formats),
