@@ -71,12 +71,9 @@ def all_failures_paths(out_dir: Path) -> list[Path]:
 
 def archive_generation(out_dir: Path) -> int:
     """Rename the current journals `records-<r>.jsonl` / `failures-<r>.jsonl` to `...-g<G>-<r>.jsonl`, G one
-    more than any archived generation; returns how many files were renamed.
-
-    Within one generation (one number of ranks) an input always goes to the same rank, so an id occurs in one
-    file only and a later line in that file is the more recent one. A resume with another number of ranks may
-    give an input to another rank: its journals start a new generation, which `merge_order_key` puts after
-    the archived ones, so the newer line wins whatever the rank numbers."""
+    more than any archived generation; returns how many files were renamed. Within one generation (one number
+    of ranks) an input always goes to the same rank; a resume with another number of ranks may give it to
+    another rank, so its journals start a generation that `merge_order_key` puts after the archived ones."""
     state = Path(out_dir) / STATE_DIR
     current, gens = [], [0]
     for p in state.glob("*-*.jsonl"):

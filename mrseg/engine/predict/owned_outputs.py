@@ -1,11 +1,9 @@
 """The per-item files a predict run owns, so that a fresh `--exist-ok` run can remove exactly those.
 
 A fresh start lists, in `OUT/.mrseg/owned.txt` (one path relative to OUT per line), every file its formats
-write for its inputs: `labelme/<name>.json`, `yolo/labels/<name>.txt`, `yolo/images/<name><ext>` (a link to
-the input, never the input itself), `yolo/data.yaml`, `overlay/<name>.jpg` and `overlay/<video>.mp4`. The
-next fresh `--exist-ok` run in that folder deletes the files of that list (those that exist) and then the
-folders they leave empty; any other file (the user's) stays where it is, and so does any folder still
-holding one. A run of an mrseg version without the list leaves its files in place (with a note).
+write for its inputs (`_layout_paths`; a YOLO image is a link to the input, never the input itself). The next
+fresh `--exist-ok` run in that folder deletes the files of that list and then the folders they leave empty;
+any other file (the user's) stays, and so does any folder still holding one.
 """
 
 from __future__ import annotations

@@ -34,8 +34,7 @@ class MetricsWriter(HookBase):
     processes), lr, s/iter and images/s of the steps themselves (evaluation and checkpoint time left out),
     memory -> a "train" record in metrics.jsonl (`log`, main process only) and, without a drawn bar, a log
     line with the ETA; the bar (loss and s/iteration over the last `window` steps, the ETA at that pace)
-    advances after every step. epoch_of(iteration) -> epoch as a float; batch: images per step, all
-    processes; `rank` averages the losses over the processes.
+    advances after every step. epoch_of(iteration) -> epoch as a float; batch: images per step, all processes.
     """
 
     def __init__(self, log: MetricsLog | None, progress: ProgressBar, *, rank: Rank, period: int, batch: int,

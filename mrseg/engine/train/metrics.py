@@ -19,11 +19,8 @@ class MetricsLog:
     def __init__(self, path: str | os.PathLike, resume_iter: int | None = None):
         self.path = Path(path)
         if resume_iter is not None and self.path.is_file():
-            kept = [
-                line
-                for line in self.path.read_text(encoding="utf-8").splitlines()
-                if _iteration(line) is not None and _iteration(line) <= resume_iter
-            ]
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if (i := _iteration(line)) is not None and i <= resume_iter]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))  # a kill here loses nothing
         elif resume_iter is None:
             self.path.write_text("", encoding="utf-8")
