@@ -392,7 +392,6 @@ def evaluate(
     uncompressed-RLE masks of results without boxes, which pycocotools refuses (see `loadable_results`).
 
     Args:
-        gt: COCO dataset JSON path, parsed dict or pycocotools `COCO`.
         results: COCO results JSON path or parsed list (image_id, category_id, score, bbox xywh and/or
             segmentation as RLE or polygons).
         iou_types: subset of ("bbox", "segm", "keypoints"). A type the results cannot be scored on (segm
@@ -489,11 +488,9 @@ def _check_keypoints(gt: COCO, results: Sequence[dict], name: str | None) -> Non
 
 def write_json(data: Any, path: str | os.PathLike) -> None:
     """Write `data` (metrics, results) as JSON atomically: a temp file in the same folder, then a rename."""
-    from mrseg.outputs.atomic import atomic_open
+    from mrseg.outputs.atomic import atomic_write_text
 
-    with atomic_open(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def class_mapping(classes: Sequence[dict], gt: COCO) -> dict[int, int]:

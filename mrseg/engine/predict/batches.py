@@ -54,10 +54,8 @@ class ImageFiles(Dataset):
 
 
 class VideoFrames(IterableDataset):
-    """The wanted frames of one video, in order. `items` are that video's frame items still to do.
-
-    Frames the video turns out not to have (or that fail to decode) come back as errors.
-    """
+    """The wanted frames (`items`, still to do) of one video, in order; frames the video turns out not to
+    have (or that fail to decode) come back as errors."""
 
     def __init__(self, items: list[InputItem], vid_stride: int = 1):
         self.items = items
@@ -90,7 +88,6 @@ def image_loader(items: list[InputItem], *, batch: int, workers: int, pin: bool,
     return DataLoader(
         ImageFiles(items, max_pixels),
         batch_size=batch,
-        shuffle=False,
         num_workers=workers,
         collate_fn=_as_list,
         pin_memory=pin,

@@ -134,9 +134,9 @@ class Predictor:
         """`(item, Detections | Failure)` for every input of `sources`, in input order, as each is done.
 
         sources: what `mrseg predict` takes (image files, folders, globs, `.txt` lists, videos: every
-            `vid_stride`-th frame), or `InputItem`s already listed. Items carry the COCO image id, the path
-            and, for a video frame, its index. Files are decoded by `workers` DataLoader workers and
-            predicted `batch` at a time (default: the Predictor's); video frames get `track_ids`.
+            `vid_stride`-th frame), or `InputItem`s already listed. Files are decoded by `workers`
+            DataLoader workers and predicted `batch` at a time (default: the Predictor's); video frames get
+            `track_ids`.
         keep_images: also return each decoded image as `Detections.image` (uint8 RGB [H, W, 3]).
         seed_tracker: `(tracker, video)` called before a video's first frame (continue its tracks).
         on_video_end: `(last item)` called once a video's last frame has been yielded, before the next input.
@@ -194,10 +194,7 @@ class Predictor:
             for i, res in zip(whole, results, strict=True):
                 h, w = images[i].shape[:2]
                 out[i] = Detections(width=w, height=h, **res)
-        for i, im in enumerate(images):
-            if out[i] is None:
-                out[i] = self._infer_tiled(im)
-        return out
+        return [o if o is not None else self._infer_tiled(im) for o, im in zip(out, images, strict=True)]
 
     def _run_model(self, images: list[torch.Tensor], crops: bool) -> list[dict[str, np.ndarray]]:
         inputs = [im.to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255.0) for im in images]

@@ -73,23 +73,20 @@ def inputs_fingerprint(listing: Sequence[Sequence]) -> dict:
     return {"count": len(listing), "sha256": h.hexdigest()}
 
 
-def _read_listing(path: Path) -> list[list] | None:
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _describe(row: Sequence) -> str:
     _, path, frame = row
     return f"{path!r}" if frame is None else f"{path!r} frame {frame}"
 
 
-def _inputs_changed(out_dir: Path, old: list[list] | None, new: list[list]) -> str:
-    """What differs between the listing a run started with and the current one, in a few lines."""
-    lines = []
+def _inputs_changed(out_dir: Path, new: list[list]) -> str:
+    """What differs between the listing a run started with (`INPUTS_FILE`) and `new`, in a few lines."""
+    path, lines = out_dir / STATE_DIR / INPUTS_FILE, []
+    try:
+        old = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    except (OSError, json.JSONDecodeError):
+        old = None
     if old is None:
-        lines.append(f"{out_dir / STATE_DIR / INPUTS_FILE} is missing or unreadable: what changed is unknown")
+        lines.append(f"{path} is missing or unreadable: what changed is unknown")
     else:
         lines.append(f"the run had {len(old)} input(s), the SOURCE arguments now list {len(new)}")
         old_keys = {(r[1], r[2]) for r in old}
@@ -230,7 +227,7 @@ def _check_same_inputs(out_dir: Path, old_meta: dict, fingerprint: dict, listing
             return
     elif old == fingerprint:
         return
-    changed = _inputs_changed(out_dir, _read_listing(out_dir / STATE_DIR / INPUTS_FILE), listing)
+    changed = _inputs_changed(out_dir, listing)
     raise RunFolderError(
         f"--resume: the inputs differ from the run in {out_dir} ({changed}). Inputs are numbered by their "
         "position in the sorted listing, so resuming would predict some of them twice and others never. "

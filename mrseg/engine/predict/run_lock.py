@@ -1,11 +1,10 @@
 """One live run per output folder: `OUT/.mrseg/lock`, held for the whole of a predict run.
 
-Two runs writing into one folder corrupt it (a fresh `--exist-ok` run deletes the live run's journal, two
-`--resume` runs predict the same inputs and write the same overlay segments). The lock file holds
-`{"pid", "host", "started"}` of its owner and is held with a POSIX record lock (`fcntl.lockf`, exclusive,
-non-blocking), which the kernel drops when the owner dies, even by `kill -9`, and which forked children
-(DataLoader workers, which may outlive a killed run for a moment) don't inherit, unlike `flock`: a lock file
-that is not locked was left by a dead run and is taken over (with a note). NFS supports these locks too.
+Two runs writing into one folder corrupt it. The lock file holds `{"pid", "host", "started"}` of its owner
+and is held with a POSIX record lock (`fcntl.lockf`, exclusive, non-blocking), which the kernel drops when the
+owner dies, even by `kill -9`, and which forked children (DataLoader workers, which may outlive a killed run
+for a moment) don't inherit, unlike `flock`: a lock file that is not locked was left by a dead run and is
+taken over (with a note). NFS supports these locks too.
 The owner never opens the file a second time (closing any descriptor of it would drop a POSIX lock).
 Where the filesystem has no locks at all, the pid is checked instead: a lock of this host whose pid no
 longer runs is stale; one of another host is refused (its pid can't be checked from here). Under torchrun,
@@ -63,14 +62,6 @@ def _parse_owner(data: bytes) -> dict:
         owner = json.loads(data.decode("utf-8"))
         return owner if isinstance(owner, dict) else {}
     except ValueError:
-        return {}
-
-
-def _read_owner(path: Path) -> dict:
-    """The owner in the lock file, read through a new descriptor: never by the process holding the lock."""
-    try:
-        return _parse_owner(path.read_bytes())
-    except OSError:
         return {}
 
 
@@ -182,5 +173,10 @@ def _stale_note(path: Path, old: dict, *, checked_by_lock: bool) -> str | None:
 
 
 def same_lock(out_dir: str | os.PathLike, token: dict) -> bool:
-    """Whether `OUT/.mrseg/lock` as this process sees it is the lock whose `token` rank 0 took."""
-    return _read_owner(lock_path(out_dir)) == token
+    """Whether `OUT/.mrseg/lock` as this process sees it is the lock whose `token` rank 0 took (read through a
+    new descriptor: never by the process holding the lock)."""
+    try:
+        owner = _parse_owner(lock_path(out_dir).read_bytes())
+    except OSError:
+        owner = {}
+    return owner == token

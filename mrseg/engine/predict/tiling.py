@@ -1,12 +1,10 @@
 """Prediction on very large images in overlapping tiles, and the merge of the tiles' detections.
 
-Each tile is predicted at its own resolution and its boxes shifted into the full image. Detections of one
-object by several tiles (whole in an overlap, or cut by tile edges) are merged class-aware, greedily by score:
-a detection joins a group when it agrees with a member from another tile where both tiles see
-(see `_same_object`). A group's box is the union of its members', its score the best one's, and its mask the
-OR of its members' masks; its keypoints (and their scores) are the best-scoring member's, moved into the
-image (a keypoint is one point: there is nothing to union). Masks are held as crops of their boxes
-(`CroppedMasks`) throughout: a tiled 8000x4000 photo with 100 objects never allocates 100 full-size masks.
+Detections of one object by several tiles (whole in an overlap, or cut by tile edges) are merged
+class-aware, greedily by score, when they agree where both tiles see (`_same_object`): the union box, the best
+score, the OR of the masks, the best-scoring member's keypoints (a point: nothing to union). Masks are held as
+crops of their boxes (`CroppedMasks`): a tiled 8000x4000 photo with 100 objects never allocates 100 full-size
+masks.
 """
 
 from __future__ import annotations

@@ -244,11 +244,10 @@ def _init_weights(model: nn.Module, cfg: TrainConfig, train_set: CocoDataset, pr
         resized, fresh = load_pretrained(model, cfg.weights, cfg.arch)
     except ValueError as e:
         raise TrainError(str(e)) from e
-    n_classes = len(train_set.classes)
     if resized:
         progress.say(
             f"weights {cfg.weights}: re-initialised {len(resized)} class-specific tensors "
-            f"for {n_classes} classes ({', '.join(resized[:4])}, ...)"
+            f"for {len(train_set.classes)} classes ({', '.join(resized[:4])}, ...)"
         )
     if fresh:
         heads = sorted({k.split(".")[1] for k in fresh})
