@@ -91,9 +91,8 @@ class MetricsWriter(HookBase):
 class PeriodicEval(HookBase):
     """Every `period` iterations and at the last (when there is a validation set): on the main process,
     validates `model` (the AP of each of `iou_types`), writes an "eval" record to metrics.jsonl, and when the
-    AP of the last of `iou_types` (mask AP; keypoint AP for a keypoint model, box AP for a box-only one) beats
-    the best so far writes `describe()` (the model checkpoint, no training state) to `best_path`; all
-    processes wait for it. State: best_ap."""
+    AP of the last of `iou_types` (`validation_types`) beats the best so far writes `describe()` (the model
+    checkpoint, no training state) to `best_path`; all processes wait for it. State: best_ap."""
 
     def __init__(self, model: nn.Module, val_set: CocoDataset | None, *, period: int, rank: Rank,
                  log: MetricsLog | None, progress: ProgressBar, best_path: Path, describe: Callable[[], dict],

@@ -117,8 +117,7 @@ class SimpleTrainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restores optimizer, scheduler, scaler (when AMP is on and it was saved), the iteration and the
-        hooks' state from a checkpoint dict."""
+        """Restores what `state_dict` saved (the scaler only when AMP is on and it was saved)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.amp and state.get("scaler"):
