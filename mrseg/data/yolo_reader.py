@@ -90,16 +90,8 @@ def line_mask(values: list[float], height: int, width: int) -> np.ndarray:
     """bool `[height, width]` of one label line's numbers after the class (polygon or cx cy w h box)."""
     if len(values) == 4:
         cx, cy, w, h = values
-        values = [
-            cx - w / 2,
-            cy - h / 2,
-            cx + w / 2,
-            cy - h / 2,
-            cx + w / 2,
-            cy + h / 2,
-            cx - w / 2,
-            cy + h / 2,
-        ]
+        x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        values = [x0, y0, x1, y0, x1, y1, x0, y1]
     pts = (np.asarray(values, np.float64).reshape(-1, 2) * (width, height)).astype(np.int32)
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, [pts], color=1)

@@ -31,17 +31,6 @@ from mrseg.outputs.paths import output_path, output_stem
 LABELME_VERSION = "5.5.0"
 
 
-def instance_polygons(
-    det: Detections, i: int, instance: dict, simplify: float, convention: str = "labelme"
-) -> list[list[float]]:
-    """Polygons of instance `i`, traced from its mask in `convention`'s coordinates (holes filled); without
-    masks, its box as a 4-corner polygon."""
-    if det.masks is not None:
-        return mask_to_polygons(instance_crop(det.masks, i, det.boxes[i]), simplify, convention=convention)
-    x, y, w, h = instance["bbox"]
-    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
-
-
 def mask_shape_fields(mask: MaskCrop, box) -> dict:
     """`points` and `mask` of a labelme `mask` shape for a mask crop (an empty mask: a blank 1x1 at `box`)."""
     mc = mask.tightened()
@@ -70,7 +59,7 @@ def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) ->
     mc = instance_crop(det.masks, i, det.boxes[i])
     if mc.area == 0 or has_holes(mc, DEFAULT_MIN_AREA):
         return [{"shape_type": "mask", **mask_shape_fields(mc, det.boxes[i])}]
-    polygons = instance_polygons(det, i, instance, simplify)
+    polygons = mask_to_polygons(mc, simplify, convention="labelme")
     return [
         {
             "shape_type": "polygon",

@@ -124,9 +124,7 @@ def _hint_region(box, width: int, height: int) -> tuple[int, int, int, int] | No
 
 
 def _any_outside(mask: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> bool:
-    return bool(
-        mask[:y0].any() or mask[y1:].any() or mask[y0:y1, :x0].any() or mask[y0:y1, x1:].any()
-    )
+    return bool(mask[:y0].any() or mask[y1:].any() or mask[y0:y1, :x0].any() or mask[y0:y1, x1:].any())
 
 
 class CroppedMasks:
@@ -210,6 +208,11 @@ class CroppedMasks:
             x0, y0, x1, y1 = c.bounds
             out[k, y0:y1, x0:x1] = c.crop
         return out if dtype is None else out.astype(dtype)
+
+
+def as_crop(mask: np.ndarray | MaskCrop) -> MaskCrop:
+    """A tight `MaskCrop` of a full-size mask `[H, W]` (or of a `MaskCrop`)."""
+    return mask.tightened() if isinstance(mask, MaskCrop) else MaskCrop.from_mask(mask)
 
 
 def instance_crop(masks, i: int, box: Sequence[float] | None = None) -> MaskCrop:

@@ -20,23 +20,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_util
 
-from mrseg.outputs.mask_crop import MaskCrop
+from mrseg.outputs.mask_crop import MaskCrop, as_crop
 from mrseg.outputs.polygons import DEFAULT_SIMPLIFY, trace_polygons
 
 DEFAULT_MIN_AREA = 4.0
-
-
-def _as_crop(mask: np.ndarray | MaskCrop) -> MaskCrop:
-    """A tight `MaskCrop` of a full-size mask `[H, W]` (or of a `MaskCrop`)."""
-    return mask.tightened() if isinstance(mask, MaskCrop) else MaskCrop.from_mask(mask)
-
-
-def _padded(mask: np.ndarray | MaskCrop) -> tuple[np.ndarray, int, int] | None:
-    """The mask's tight crop padded by 1 px as uint8, and the padded crop's (x, y) origin; None when empty."""
-    mc = _as_crop(mask)
-    if mc.crop.size == 0:
-        return None
-    return np.pad(mc.crop.astype(np.uint8), 1), mc.x0 - 1, mc.y0 - 1
 
 
 def mask_to_polygons(
@@ -54,10 +41,10 @@ def mask_to_polygons(
 
 def hole_areas(mask: np.ndarray | MaskCrop) -> list[int]:
     """Pixel counts of the mask's holes (background regions not connected to the image border)."""
-    cropped = _padded(mask)
-    if cropped is None:
+    mc = as_crop(mask)
+    if mc.crop.size == 0:
         return []
-    crop = cropped[0]
+    crop = np.pad(mc.crop.astype(np.uint8), 1)
     _, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None or (hierarchy[0][:, 3] < 0).all():
         return []  # no inner boundary, so no hole: skips the (slower) labelling below for most masks
@@ -82,7 +69,7 @@ def rle_counts(mask: np.ndarray | MaskCrop) -> np.ndarray:
     empty) run of zeros and alternate; a run of ones that reaches the bottom of a column continues at the top
     of the next column when that starts with a one.
     """
-    mc = _as_crop(mask)
+    mc = as_crop(mask)
     total = mc.height * mc.width
     if mc.crop.size == 0:
         return np.array([total], np.int64)
@@ -104,10 +91,10 @@ def rle_counts(mask: np.ndarray | MaskCrop) -> np.ndarray:
 def rle_encode(mask: np.ndarray | MaskCrop) -> dict:
     """Compressed COCO RLE of a binary mask `[H, W]` (or `MaskCrop`): `{"size": [H, W], "counts": str}`
     (JSON-ready, identical to `pycocotools.mask.encode`'s)."""
-    mc = _as_crop(mask)
-    size = [mc.height, mc.width]
-    rle = mask_util.frPyObjects({"size": size, "counts": rle_counts(mc)}, mc.height, mc.width)
-    return {"size": [mc.height, mc.width], "counts": rle["counts"].decode("ascii")}
+    mc = as_crop(mask)
+    h, w = mc.height, mc.width
+    rle = mask_util.frPyObjects({"size": [h, w], "counts": rle_counts(mc)}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
 def _to_coco_rle(rle: dict) -> dict:
@@ -143,8 +130,7 @@ def segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> d
         rle = _to_coco_rle(segmentation)
         if isinstance(segmentation["counts"], str):
             return {"size": list(segmentation["size"]), "counts": segmentation["counts"]}
-    counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.decode("ascii")}
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def mask_to_segmentation(
@@ -160,7 +146,7 @@ def mask_to_segmentation(
     """
     if mask_format not in ("polygon", "rle"):
         raise ValueError(f"mask_format must be 'polygon' or 'rle', got {mask_format!r}")
-    mask = _as_crop(mask)
+    mask = as_crop(mask)
     if mask_format == "polygon" and not has_holes(mask, min_area):
         polygons = mask_to_polygons(mask, simplify)
         if polygons:

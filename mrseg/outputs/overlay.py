@@ -139,7 +139,10 @@ class OverlayWriter:
     @staticmethod
     def video_stem(item: InputItem) -> str:
         """`overlay/<stem>.mp4` of a video frame: the frame's output name less its last part, made safe."""
-        stem = str(PurePosixPath(output_stem(item)).parent) if item.name else _video_stem(item)
+        if item.name:
+            stem = str(PurePosixPath(output_stem(item)).parent)
+        else:
+            stem = str(PurePosixPath(item.video or item.rel_path).with_suffix(""))
         return shorten_path(safe_relative_path(stem))
 
     def write(
@@ -190,7 +193,3 @@ class OverlayWriter:
                 errors.append(e)
         if errors:
             raise errors[0]
-
-
-def _video_stem(item: InputItem) -> str:
-    return str(PurePosixPath(item.video or item.rel_path).with_suffix(""))

@@ -37,16 +37,12 @@ import shapely
 from pycocotools import mask as mask_util
 from shapely.geometry import LineString, Point, Polygon
 
-from mrseg.outputs.mask_crop import MaskCrop
+from mrseg.outputs.mask_crop import MaskCrop, as_crop
 
 DEFAULT_SIMPLIFY = 1.0
 FIDELITY_IOU = 0.95
 THICK_PX = 4.0
 CONVENTIONS = ("coco", "labelme", "yolo")
-
-
-def _as_crop(mask: np.ndarray | MaskCrop) -> MaskCrop:
-    return mask.tightened() if isinstance(mask, MaskCrop) else MaskCrop.from_mask(mask)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,7 +128,7 @@ def trace_polygons(
     (default: none)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    mc = _as_crop(mask)
+    mc = as_crop(mask)
     if mc.crop.size == 0:
         return []
     crop = np.pad(mc.crop.astype(np.uint8), 1)

@@ -23,13 +23,6 @@ JOURNAL_ONLY_KEYS = ("polygons",)
 """Instance keys kept in the run journal for annotations.json but left out of predictions.jsonl."""
 
 
-def category_of(label: int, classes: list[dict]) -> dict:
-    """The `{"id", "name"}` entry for a model label (1..K); raises ValueError for a label outside 1..K."""
-    if not 1 <= label <= len(classes):
-        raise ValueError(f"label {label} is outside 1..{len(classes)}, the model's class list")
-    return classes[label - 1]
-
-
 def instance_records(
     det: Detections,
     classes: list[dict],
@@ -56,7 +49,9 @@ def instance_records(
     boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
     for i in range(len(det)):
         label = int(det.labels[i])
-        category = category_of(label, classes)
+        if not 1 <= label <= len(classes):
+            raise ValueError(f"label {label} is outside 1..{len(classes)}, the model's class list")
+        category = classes[label - 1]
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
         record = {
             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],

@@ -203,14 +203,11 @@ def _compress(ring: np.ndarray) -> np.ndarray:
     d1 = ring - np.roll(ring, 1, axis=0)
     d2 = np.roll(ring, -1, axis=0) - ring
 
-    def unit(d):
+    def straight(d):
         ax, ay = np.abs(d[:, 0]), np.abs(d[:, 1])
-        straight = (ax == 0) | (ay == 0) | (ax == ay)
-        return np.sign(d), straight
+        return (ax == 0) | (ay == 0) | (ax == ay)
 
-    u1, s1 = unit(d1)
-    u2, s2 = unit(d2)
-    keep = ~(s1 & s2 & np.all(u1 == u2, axis=1))
+    keep = ~(straight(d1) & straight(d2) & np.all(np.sign(d1) == np.sign(d2), axis=1))
     return ring[keep] if keep.sum() >= 3 else ring
 
 
