@@ -186,21 +186,21 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
             return None, "malformed RLE"
         if [as_int(size[0]), as_int(size[1])] != [height, width]:
             return None, "RLE size differs from the image size"
-        if isinstance(counts, list) and not all(as_int(c) is not None and c >= 0 for c in counts):
-            return None, "malformed RLE"  # pycocotools raises OverflowError on a negative run, when decoding
-        if isinstance(counts, list) and sum(counts) != height * width:
-            return None, "malformed RLE"
-        if isinstance(counts, (str, bytes)):
+        if isinstance(counts, list):
+            # pycocotools raises OverflowError on a negative run, when decoding
+            ok = all(as_int(c) is not None and c >= 0 for c in counts) and sum(counts) == height * width
+        elif isinstance(counts, (str, bytes)):
             # compressed counts whose runs do not add up to the stated size only fail when decoded, which
             # would be mid-epoch: decode once here
             raw = counts.encode("ascii") if isinstance(counts, str) else counts
             try:
                 mask_utils.decode({"size": [height, width], "counts": raw})
+                ok = True
             except (ValueError, TypeError):
-                return None, "malformed RLE"
-        elif not isinstance(counts, list):
-            return None, "malformed RLE"
-        return seg, None
+                ok = False
+        else:
+            ok = False
+        return (seg, None) if ok else (None, "malformed RLE")
     return None, "no segmentation"
 
 
@@ -278,11 +278,9 @@ class CocoDataset(torch.utils.data.Dataset):
 
         images = {}
         for index, info in enumerate(data["images"]):
-            if not isinstance(info, dict):
-                self.report.skip_image("entry without id/file_name/width/height", info, index)
-                continue
-            image_id, h, w = (as_int(info.get(k)) for k in ("id", "height", "width"))
-            name = info.get("file_name")
+            fields = info if isinstance(info, dict) else {}
+            image_id, h, w = (as_int(fields.get(k)) for k in ("id", "height", "width"))
+            name = fields.get("file_name")
             if None in (image_id, h, w) or not isinstance(name, str) or not name:
                 self.report.skip_image("entry without id/file_name/width/height", info, index)
                 continue

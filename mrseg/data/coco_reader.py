@@ -87,10 +87,8 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
             file_path = images_dir / str(info["file_name"])
             context = f"{name}: image id {iid} ({info['file_name']})"
             if "width" in info and "height" in info:
-                width, height = (
-                    _int(info["width"], context + ": width"),
-                    _int(info["height"], context + ": height"),
-                )
+                width = _int(info["width"], context + ": width")
+                height = _int(info["height"], context + ": height")
             else:
                 width, height = image_size_from_file(file_path, context)
             if width <= 0 or height <= 0 or width * height > DEFAULT_MAX_PIXELS:
@@ -98,12 +96,9 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
                     f"{context}: size {width}x{height} is not a usable image size (positive, at most "
                     f"{DEFAULT_MAX_PIXELS:,} pixels)"
                 )
-            image = SourceImage(iid, str(info["file_name"]), str(file_path), width, height)
-            for ann in by_image.get(iid, []):
-                image.instances.append(
-                    _instance(ann, height, width, f"{name}: annotation id {ann.get('id')}")
-                )
-            yield image
+            anns = by_image.get(iid, [])
+            instances = [_instance(a, height, width, f"{name}: annotation id {a.get('id')}") for a in anns]
+            yield SourceImage(iid, str(info["file_name"]), str(file_path), width, height, instances)
 
     return SourceDataset(categories, _images())
 

@@ -129,7 +129,7 @@ def collect_items(sources: Iterable[str], vid_stride: int = 1, stdin: TextIO | N
 
 
 def _posix(rel: str) -> str:
-    return rel.replace(os.sep, "/") if os.sep != "/" else rel
+    return rel.replace(os.sep, "/")
 
 
 def _unique_name(name: str, seen: set[str]) -> str:
@@ -226,7 +226,7 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
         if not cap.isOpened():
             raise SourceError(f"cannot open the video {path} (missing, corrupt, or a codec OpenCV lacks)")
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
         width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if count <= 0:  # the container does not say: count by decoding
@@ -235,7 +235,7 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
                 count += 1
     finally:
         cap.release()
-    if fps <= 0 or fps != fps or fps > 1000:
+    if not 0 < fps <= 1000:  # also NaN
         fps = 30.0
     return VideoInfo(frame_count=count, fps=fps, width=width, height=height)
 
