@@ -24,6 +24,10 @@ from mrseg.outputs.finalize import (
     write_yolo_yaml,
 )
 from mrseg.outputs.jsonl import JSONL_NAME
+from mrseg.outputs.labelme import LabelmeWriter
+from mrseg.outputs.overlay import OverlayWriter
+from mrseg.outputs.video_segments import finish_videos
+from mrseg.outputs.yolo import YoloWriter
 
 
 @dataclass(frozen=True)
@@ -57,30 +61,6 @@ class OutputFormat:
     needs_image: bool = False
 
 
-def _labelme_writer(opts: WriterOptions):
-    from mrseg.outputs.labelme import LabelmeWriter
-
-    return LabelmeWriter(opts.out_dir, simplify=opts.simplify, classes=opts.classes)
-
-
-def _yolo_writer(opts: WriterOptions):
-    from mrseg.outputs.yolo import YoloWriter
-
-    return YoloWriter(opts.out_dir, simplify=opts.simplify, classes=opts.classes)
-
-
-def _overlay_writer(opts: WriterOptions):
-    from mrseg.outputs.overlay import OverlayWriter
-
-    return OverlayWriter(opts.out_dir, vid_stride=opts.vid_stride, classes=opts.classes)
-
-
-def _finish_overlays(out_dir: Path, records_paths: list, categories: list[dict], description: str) -> None:
-    from mrseg.outputs.video_segments import finish_videos
-
-    finish_videos(out_dir, read_records(records_paths))
-
-
 FORMATS: dict[str, OutputFormat] = {
     f.name: f
     for f in (
@@ -105,13 +85,13 @@ FORMATS: dict[str, OutputFormat] = {
         OutputFormat(
             "labelme",
             exact_masks=False,
-            make_writer=_labelme_writer,
+            make_writer=lambda o: LabelmeWriter(o.out_dir, simplify=o.simplify, classes=o.classes),
             folder="labelme",
         ),
         OutputFormat(
             "yolo",
             exact_masks=False,
-            make_writer=_yolo_writer,
+            make_writer=lambda o: YoloWriter(o.out_dir, simplify=o.simplify, classes=o.classes),
             final=lambda out, paths, cats, desc: write_yolo_yaml(out / YOLO_YAML, cats),
             final_file=YOLO_YAML,
             folder=os.path.dirname(YOLO_YAML),
@@ -119,8 +99,8 @@ FORMATS: dict[str, OutputFormat] = {
         OutputFormat(
             "overlay",
             exact_masks=False,
-            make_writer=_overlay_writer,
-            final=_finish_overlays,
+            make_writer=lambda o: OverlayWriter(o.out_dir, vid_stride=o.vid_stride, classes=o.classes),
+            final=lambda out, paths, cats, desc: finish_videos(out, read_records(paths)),
             folder="overlay",
             needs_image=True,
         ),

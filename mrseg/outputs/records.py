@@ -24,10 +24,7 @@ JOURNAL_ONLY_KEYS = ("polygons",)
 
 
 def instance_records(
-    det: Detections,
-    classes: list[dict],
-    mask_format: str = "polygon",
-    simplify: float = DEFAULT_SIMPLIFY,
+    det: Detections, classes: list[dict], mask_format: str = "polygon", simplify: float = DEFAULT_SIMPLIFY
 ) -> list[dict]:
     """One COCO-annotation-like dict per instance, in the detections' order.
 
