@@ -3,23 +3,21 @@
 `CocoDataset(ann_file, image_dir)[i] -> (image float [3, H, W] in 0..1, target)` where target holds
 "boxes" float32 [N, 4] xyxy pixels, "labels" int64 [N] in 1..K, "masks" uint8 [N, H, W], "image_id" int64 [];
 with `keypoints=True` also "keypoints" float32 [N, P, 3] (x, y, visibility 0/1/2); with `masks=False` no
-"masks" (and segmentations are neither needed nor read: box-only and keypoint-only models).
+"masks" (segmentations are then not read: box-only and keypoint-only models).
 
-What it does with real-world annotation files:
-- category ids (any integers, gaps allowed) map to labels 1..K in ascending id order; `classes[label - 1]`
-  keeps `{"id", "name"}`;
-- masks may be polygons, compressed RLE or uncompressed RLE (decoded with pycocotools.mask);
-- `iscrowd` regions are dropped from the targets (the model contract has no "ignore" field), so the RoI
-  sampler may use a crowd region as background; images whose only annotations are crowd are left out of
-  training;
-- images without annotations are kept as negatives;
-- keypoints (COCO person_keypoints layout, `keypoints=True`): the keypoint categories' `keypoints` names fix
-  P and the flip map (`keypoint_flip`: "left_*" <-> "right_*"); an annotation without keypoints or with
-  num_keypoints 0 stays a box whose keypoints are all unlabelled (visibility 0: no keypoint loss);
+Real-world annotation files:
+- category ids (any integers, gaps allowed) map to labels 1..K in ascending id order (`classes[label - 1]`);
+- masks may be polygons, compressed or uncompressed RLE (decoded with pycocotools.mask);
+- `iscrowd` regions are dropped (the model contract has no "ignore" field), so the RoI sampler may use one as
+  background; images whose only annotations are crowd are left out of training; images without any are kept
+  as negatives;
+- keypoints (`keypoints=True`): the categories' `keypoints` names fix P and the flip map (`keypoint_flip`:
+  "left_*" <-> "right_*"); an annotation without keypoints or with num_keypoints 0 stays a box whose
+  keypoints are all unlabelled (visibility 0: no keypoint loss);
 - broken annotations (unknown image or category, zero area, degenerate polygons, boxes outside the image, RLE
-  of another size) and images whose file is missing are skipped, and reported ONCE as counts (`report`,
-  logged as a warning) when the dataset is built, so a bad line never stops an epoch. An image that fails to
-  decode during training is logged and replaced by the next one.
+  of another size) and images whose file is missing are skipped and reported ONCE as counts (`report`, a
+  logged warning), so a bad line never stops an epoch. An image that fails to decode in training is logged
+  and replaced by the next one.
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """Decoding one image file to RGB uint8, the same way for train, eval and predict.
 
-OpenCV decodes (it is a declared dependency; Pillow is not). What this module adds on top of `cv2.imdecode`:
-- EXIF orientation is parsed here and applied explicitly (JPEG APP1, PNG eXIf, TIFF), so the result does not
-  depend on the OpenCV version's own EXIF handling;
-- the pixel count is read from the header of every format (`mrseg.data.image_headers`) and checked before
-  decoding, so a decompression bomb is refused before it allocates; a header whose size cannot be read is
-  refused too (and the decoded size is checked again);
-- a truncated JPEG (no EOI marker after the scan data), a zero-byte file, a file that is not an image or a
-  format OpenCV cannot read all raise `ImageReadError` naming the file and the reason, instead of a `None`
-  or a silently partial image.
-Grayscale, RGBA, palette, 16-bit and CMYK inputs all come out as RGB uint8 (alpha is dropped, 16-bit is scaled
-down by 256, as `cv2.IMREAD_COLOR` does).
+OpenCV decodes (a declared dependency; Pillow is not). On top of `cv2.imdecode`:
+- EXIF orientation is parsed and applied here (JPEG APP1, PNG eXIf, TIFF), independent of OpenCV's version;
+- the pixel count is read from every format's header (`mrseg.data.image_headers`) and checked before
+  decoding, so a decompression bomb is refused before it allocates (an unreadable header is refused too, and
+  the decoded size is checked again);
+- a truncated JPEG (no EOI after the scan data), an empty file, a non-image or a format OpenCV cannot read
+  raise `ImageReadError` naming the file and the reason, never a `None` or a silently partial image.
+Gray, RGBA, palette, 16-bit and CMYK come out as RGB uint8 (alpha dropped, 16-bit / 256, as `IMREAD_COLOR`).
 """
 
 from __future__ import annotations

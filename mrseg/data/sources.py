@@ -1,29 +1,22 @@
 """What `mrseg predict` reads: SOURCE arguments expanded into a stable sequence of `InputItem`s.
 
-A SOURCE is one of
-- an image file (any extension but `.txt` and the video ones; the decoder judges it): `rel_path` = its
-  basename;
-- a folder: every image inside it, recursively (extensions in `IMAGE_EXTENSIONS`, case-insensitive; hidden
-  files and folders skipped; videos inside folders are not expanded), sorted by relative path;
-  `rel_path` = the path relative to the folder;
-- a glob (`data/**/*.jpg`, expanded recursively, sorted; only image and video files): `rel_path` = the path
-  relative to the glob's leading folder without wildcards;
-- a `.txt` list: one path per line (blank lines and lines starting with `#` skipped; relative paths resolved
-  against the list file's folder); `-`: the same, read from stdin, relative to the current folder.
-  `rel_path` = the path as written when relative, the basename when absolute. An entry may be a folder.
-  Entries are not checked for existence here: a missing file fails when it is read (one failure, not the run);
+A SOURCE (`rel_path` of its items in brackets) is one of
+- an image file, any extension but `.txt` and the video ones (its basename);
+- a folder: every image inside, recursively (`IMAGE_EXTENSIONS`, case-insensitive; hidden files and folders
+  skipped; videos not expanded), sorted (the path relative to the folder);
+- a glob (`data/**/*.jpg`, recursive, sorted; image and video files only) (the path relative to the glob's
+  leading folder without wildcards);
+- a `.txt` list, one path per line (blank and `#` lines skipped; relative paths resolved against the list's
+  folder), or `-`: the same from stdin, relative to the current folder (the path as written when relative,
+  the basename when absolute). An entry may be a folder; a missing file fails when read (one failure);
 - a video file (`VIDEO_EXTENSIONS`): every frame, or every `vid_stride`-th, each its own item.
 
-Ids are 1, 2, 3, ... in the order the sources are given, each source expanded in sorted order, so the same
-arguments give the same ids on every run and every rank. The same file named twice is yielded once. Every item
-gets a unique output stem in `InputItem.name` (`a/b/photo`); when two different inputs would share one
-(`x.jpg` and `x.png`, or two folders holding `1.jpg`; compared case-insensitively) the later one gets a `_2`,
-`_3`, ... suffix.
-
-Video frames: `InputItem.path` is the video, `frame` the 0-based frame index, `video` the video's rel_path,
-`fps` its frame rate, `name` `<video stem>/<frame:06d>` (so the video's own output stem is the name's parent);
-the engine decodes them in order with `read_frames(path, stride)`. The frame count
-comes from the container (`video_info`), counted by decoding only when the container does not say.
+Ids are 1, 2, 3, ... in source order, each source expanded sorted, so the same arguments give the same ids on
+every run and rank. The same file named twice is yielded once. `InputItem.name` is a unique output stem
+(`a/b/photo`): when two inputs would share one (`x.jpg` and `x.png`; compared case-insensitively) the later
+gets a `_2`, `_3`, ... suffix. Video frames: `path` is the video, `frame` the 0-based index, `video` the
+video's rel_path, `name` `<video stem>/<frame:06d>`; `read_frames(path, stride)` decodes them in order. The
+frame count comes from the container (`video_info`), counted by decoding when the container does not say.
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """`labelme/<name>.json`: one labelme file per image, a polygon per instance part named by its class.
 
-Polygons are in labelme's own convention (vertices at pixel centres, `mrseg.outputs.polygons`), so that
-`labelme.utils.shape_to_mask` gives back the model's mask. An instance whose mask has a hole of at least
-`masks.DEFAULT_MIN_AREA` px, or no pixel at all, is one `shape_type: "mask"` shape instead (labelme >= 5.3):
-`points` are the top-left and bottom-right pixels of the mask's box, `mask` its crop as a base64 PNG, which
-labelme's `shapes_to_label` pastes back exactly. Every instance therefore has at least one shape.
+Polygons are in labelme's convention (pixel centres, `mrseg.outputs.polygons`), so that labelme's
+`shape_to_mask` gives back the model's mask. A mask with a hole of at least `masks.DEFAULT_MIN_AREA` px, or
+no pixel, is one `shape_type: "mask"` shape (labelme >= 5.3): `points` the top-left and bottom-right pixels
+of its box, `mask` its crop as a base64 PNG, which `shapes_to_label` pastes back exactly.
 
-A model without masks (Faster R-CNN, Keypoint R-CNN) gives each instance a `rectangle` shape, its box corners
-in image pixels (x, y continuous, as labelme's canvas shows them). A keypoint model adds one `point` shape per
-predicted keypoint, labelled with the keypoint's name (the category's `keypoints`), at the model's (x, y);
-an instance's shapes share its `group_id` (the track id for video, else its index in the file).
+Without masks each instance is a `rectangle` (its box corners, continuous pixels). A keypoint model adds a
+`point` shape per predicted keypoint, labelled with the keypoint's name, at the model's (x, y); an
+instance's shapes share its `group_id` (the track id for video, else its index in the file).
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """Binary masks <-> COCO polygons and RLE.
 
-Polygons are traced by `mrseg.outputs.polygons` in the coordinates each consumer's rasteriser expects (COCO:
-pixel edges, as pycocotools rasterises them; labelme and YOLO: pixel centres), with a simplification that
-scales with the part's size and is checked by rasterising like the consumer. Every part of a multi-part object
-becomes its own polygon, whatever its size.
+Polygons are traced by `mrseg.outputs.polygons` in the coordinates each consumer's rasteriser expects, every
+part of a multi-part object its own polygon. Every function here takes a full-size mask `[H, W]` or a
+`MaskCrop` and works on the mask's crop only (RLE too: the image's counts are derived from the crop), so the
+cost follows the object's size, not the image's.
 
-Every function here takes a full-size mask `[H, W]` or a `MaskCrop` and works on the mask's crop only (RLE
-included: the full image's counts are derived from the crop), so the cost follows the object's size, not the
-image's.
-
-Holes: a COCO polygon list cannot express a hole (pycocotools unions the polygons). `mask_to_segmentation`
-therefore falls back to RLE for an instance whose mask has a hole of at least `min_area` (4) pixels; smaller
-holes are filled. labelme writes such an instance as a `mask` shape, YOLO cuts the holes in with bridges.
+Holes: a COCO polygon list cannot express one (pycocotools unions the polygons), so `mask_to_segmentation`
+falls back to RLE for a mask with a hole of at least `min_area` (4) pixels; smaller holes are filled. labelme
+writes such an instance as a `mask` shape, YOLO cuts the holes in with bridges.
 """
 
 from __future__ import annotations

@@ -1,33 +1,25 @@
 """`yolo/`: a YOLO-seg dataset of the predictions that ultralytics loads from any working directory.
 
 `yolo/images/<name>.<ext>`: each input image (a hard link to the source, else a symbolic link, else a copy;
-video frames have no image file, so their labels have none either). `yolo/labels/<name>.txt`: YOLO-seg lines
-`class x1 y1 x2 y2 ...` (coords in 0..1). `yolo/data.yaml` (`data_yaml`, written by `finalize`): `train` and
-`val` both point at `images` and there is no `path:` key, so ultralytics resolves them against the yaml's own
-folder (its `check_det_dataset` rule); the folder can be moved as a whole.
+video frames have none). `yolo/labels/<name>.txt`: lines `class x1 y1 x2 y2 ...` (0..1). `yolo/data.yaml`
+(`data_yaml`, written by `finalize`) has no `path:` key and `train`/`val` = `images`, so ultralytics resolves
+them against the yaml's own folder (its `check_det_dataset` rule): the folder can be moved as a whole.
+Class index: position in `real_categories(classes)` (no "N/A" placeholders, sorted by COCO category id).
 
-Class index: position of the category in `real_categories(classes)` (the model's real categories, no "N/A"
-placeholders, sorted by COCO category id); data.yaml lists `i: name  # category_id N` for each.
+Points are the centres of the mask's boundary pixels, written as (x + 0.5) / W, (y + 0.5) / H, so that
+ultralytics' `polygon2mask` (points times (W, H), truncated to int32, `cv2.fillPoly`: even-odd rule, edges
+drawn too) draws exactly the traced pixels (`mrseg.outputs.polygons`, convention "yolo"). YOLO-seg holds one
+polygon per instance, so a mask of several parts, or with holes, is one ring (`mask_ring`): every part's and
+hole's boundary, unsimplified, joined by straight zero-width bridges walked out and back (as ultralytics' own
+COCO converter joins parts), which change no pixel's parity: parts filled, every hole empty, only the bridges'
+own pixels drawn in excess. Far-apart parts that would cost more bridge pixels than they bring are left out
+(the IoU-best connected set of parts; counted, and warned about at the end of the run). An empty mask is
+written as its box, so that every instance has a line.
 
-Points are at the centres of the mask's boundary pixels, written as (x + 0.5) / W, (y + 0.5) / H, so that
-ultralytics' `polygon2mask` (the points times (W, H), truncated to int32, then `cv2.fillPoly`) draws exactly
-the traced pixels (`mrseg.outputs.polygons`, convention "yolo"). fillPoly fills by the even-odd rule and also
-draws every edge as a line of pixels. YOLO-seg holds one polygon per instance, so a mask of several parts, or
-with holes, is written as one ring (`mask_ring`): every part's and hole's boundary, unsimplified, joined by
-straight zero-width bridges walked out and back (as ultralytics' own COCO converter joins parts), which change
-no pixel's parity: the parts come out filled, every hole (of any size) empty, and only the bridges' own pixels
-are drawn in excess. Where far-apart parts would cost more bridge pixels than they bring, they are left out
-(the IoU-best connected set of parts; counted, and warned about at the end of the run).
-An instance whose mask is empty (no pixel over the threshold) is written as its box, the only shape YOLO-seg
-can give it, so that every instance has a line.
-`yolo/data.yaml` with the class names is written by `finalize`.
-
-Models without masks write the YOLO format that holds what they predict (`box_lines`): a box-only model
-(Faster R-CNN) YOLO detection lines `class cx cy w h`; a keypoint model YOLO-pose lines
-`class cx cy w h x1 y1 v1 ... xK yK vK` (keypoints divided by the image size as ultralytics' own COCO
-converter does; v = 2 predicted, `0 0 0` not), with `kpt_shape: [K, 3]`, `flip_idx` (left/right keypoint
-pairs by name) and `kpt_names` in data.yaml. A model with masks and keypoints writes YOLO-pose (one YOLO line
-can't hold both; its masks are in the other formats).
+Models without masks (`box_lines`): a box-only model writes YOLO detection lines `class cx cy w h`; a keypoint
+model (also with masks: one line can't hold both) YOLO-pose lines `class cx cy w h x1 y1 v1 ... xK yK vK`
+(keypoints divided by the image size as ultralytics' COCO converter does; v = 2 predicted, `0 0 0` not), with
+`kpt_shape: [K, 3]`, `flip_idx` (left/right keypoint pairs by name) and `kpt_names` in data.yaml.
 """
 
 from __future__ import annotations
@@ -79,9 +71,8 @@ def data_yaml(classes: list[dict]) -> str:
 
 
 def flip_index(keypoint_names: list[str]) -> list[int] | None:
-    """ultralytics' `flip_idx`: for each keypoint, the one it becomes in a left-right mirrored image (pairs
-    found by name, `left_*` <-> `right_*`: the map training's flip uses, `keypoint_flip_map`); None when no
-    name has a left/right partner."""
+    """ultralytics' `flip_idx` (`keypoint_flip_map`, the map training's flip uses); None when no keypoint name
+    has a left/right partner."""
     out = keypoint_flip_map(keypoint_names)
     return None if out == list(range(len(keypoint_names))) else out
 
@@ -161,8 +152,7 @@ class _RingTree:
         self.kids: dict[int, dict[int, list[tuple[int, int]]]] = {}  # ring -> vertex -> (ring, its vertex)
 
     def hang(self, ring: np.ndarray, parent: int, vertex: int, own_vertex: int = 0) -> int:
-        """Hangs `ring` by its vertex `own_vertex` from ring `parent`'s vertex `vertex` (the same pixel);
-        its id."""
+        """Hangs `ring` by its vertex `own_vertex` from ring `parent`'s `vertex` (the same pixel); its id."""
         self.rings.append(ring)
         self.kids.setdefault(parent, {}).setdefault(vertex, []).append((len(self.rings) - 1, own_vertex))
         return len(self.rings) - 1
@@ -264,15 +254,13 @@ def mask_ring(mask: MaskCrop, simplify: float = DEFAULT_SIMPLIFY) -> tuple[np.nd
     """One YOLO-seg ring `[K, 2]` (pixel indices, image coordinates) for a non-empty mask crop, and how many
     of its parts (8-connected) were left out.
 
-    A mask of one part without holes: its simplified outline (`polygons`, convention "yolo"). Otherwise every
-    part's and every hole's boundary pixels (unsimplified: simplified rings of parts side by side can overlap,
-    which fillPoly's even-odd rule would empty), joined by straight bridges into one `_RingTree`: the parts
-    by a minimum spanning tree of bridges, each part's holes by a spanning tree of bridges inside the part.
-    A bridge draws its background pixels: when the ring with every part would draw the mask at an IoU below
-    `FIDELITY_IOU`, the parts kept are the connected branch of the tree of parts whose drawing has the
-    highest IoU (`_best_branch`; for masks of up to `MAX_SEARCH_PARTS` parts, also the trees left when
-    single parts are taken out, again and again while that helps). A mask whose parts lie far apart cannot
-    reach a high IoU in one ring."""
+    One part without holes: its simplified outline (`polygons`, convention "yolo"). Otherwise every part's and
+    hole's boundary pixels (unsimplified: simplified rings of parts side by side can overlap, which fillPoly's
+    even-odd rule would empty), joined into one `_RingTree`: the parts by a minimum spanning tree of bridges,
+    each part's holes by a spanning tree of bridges inside the part. A bridge draws its background pixels:
+    when the ring with every part draws the mask at an IoU below `FIDELITY_IOU`, the parts kept are the
+    connected branch of highest IoU (`_best_branch`; for up to `MAX_SEARCH_PARTS` parts, also the trees
+    left when single parts are taken out, again while that helps)."""
     mc = mask.tightened()
     crop = mc.crop
     contours, _ = cv2.findContours(np.pad(crop.astype(np.uint8), 1), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
@@ -351,10 +339,9 @@ def _kruskal(n: int, edges) -> list[tuple[int, int, int, int]]:
 
 
 def _kept_parts(outers, among: list[int], area, hole_cost, crop: np.ndarray, nearest: dict | None):
-    """(IoU, kept parts, their bridges): the minimum spanning tree of bridges of the parts `among` (outer
-    boundaries `outers`; `nearest`: `_nearest_pairs` of them, or None to find the tree in one pass with
-    `_spanning_bridges`); all of them if that draws the mask at IoU >= FIDELITY_IOU, else its best branch
-    (`_best_branch`)."""
+    """(IoU, kept parts, their bridges): the minimum spanning tree of bridges of the parts `among` (`nearest`:
+    their `_nearest_pairs`, or None for one `_spanning_bridges` pass); all of them if that draws the mask at
+    IoU >= FIDELITY_IOU, else its best branch (`_best_branch`)."""
     if nearest is None:
         bridges = _spanning_bridges([outers[k] for k in among], crop.shape) if len(among) > 1 else []
         bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
@@ -372,8 +359,8 @@ def _kept_parts(outers, among: list[int], area, hole_cost, crop: np.ndarray, nea
 
 
 def _build(parts, hole_bridges, bridges, keep: set[int], area: np.ndarray) -> _RingTree:
-    """The `_RingTree` of the kept parts (`parts`: (outer boundary, holes) each) from the largest: each part
-    hangs by its bridge `(part a, vertex, part b, vertex)`, each hole by its bridge inside its part."""
+    """The `_RingTree` of the kept parts ((outer boundary, holes) each) from the largest: each part hangs
+    by its bridge, each hole by its bridge inside its part."""
     root = max(keep, key=lambda k: area[k])
     tree = _RingTree(parts[root][0])
     node_of = {root: 0}  # part -> the tree ring of its outer boundary
@@ -414,11 +401,9 @@ def _best_branch(
     mask_area: float,
 ) -> tuple[set[int], float]:
     """The parts to keep, and their IoU: the connected branch S of the tree of parts `among` (joined by
-    `bridges`, whose drawn
-    background pixels are `costs`) of highest IoU = area(S) / (mask area + costs of S's bridges and of its
-    parts' hole bridges) (a kept part draws its `area` pixels). Dinkelbach's method: for the current best
-    ratio t, the branch maximising area - t * cost (a tree dynamic programme over every branch), until t
-    stops rising; exact for the tree."""
+    `bridges`, whose drawn background pixels are `costs`) of highest IoU = area(S) / (mask area + costs of S's
+    bridges and of its parts' hole bridges). Dinkelbach's method: for the current best ratio t, the branch
+    maximising area - t * cost (a tree dynamic programme over every branch), until t stops rising; exact."""
     adj: dict[int, list[tuple[int, float]]] = {k: [] for k in among}
     for (a, _, b, _), c in zip(bridges, costs, strict=True):
         adj[a].append((b, c))
@@ -481,7 +466,7 @@ def yolo_lines(
 
 
 def _box_fields(instance: dict, width: int, height: int) -> list[float]:
-    """YOLO's normalised `cx cy w h` of an instance record's box, clipped to the image."""
+    """YOLO's normalised `cx cy w h` of an instance's box, clipped to the image."""
     x, y, w, h = instance["bbox"]
     x0, x1 = np.clip([x, x + w], 0.0, width) / width
     y0, y1 = np.clip([y, y + h], 0.0, height) / height
@@ -514,8 +499,7 @@ def label_lines(
     class_index: dict[int, int] | None = None,
     stats: dict | None = None,
 ) -> list[str]:
-    """The label file's lines for what the model predicts: YOLO-pose lines with keypoints, detection lines
-    without masks (`box_lines`), else YOLO-seg polygons (`yolo_lines`)."""
+    """YOLO-pose lines with keypoints, detection lines without masks (`box_lines`), else `yolo_lines`."""
     if det.keypoints is not None or det.masks is None:
         return box_lines(det, instances, class_index)
     return yolo_lines(det, instances, simplify, class_index, stats)
@@ -541,7 +525,7 @@ class YoloWriter:
         return output_path(self.out_dir, YOLO_DIR, "labels", output_stem(item), suffix=".txt")
 
     def image_path_for(self, item: InputItem) -> Path | None:
-        """Where the input image goes (`images/<name><source ext>`); None for a video frame (no file)."""
+        """`images/<name><source ext>`; None for a video frame (no file)."""
         if item.frame is not None:
             return None
         return output_path(self.out_dir, YOLO_DIR, "images", output_stem(item), suffix=Path(item.path).suffix)
