@@ -1,13 +1,10 @@
 """A binary mask held as the part of the image that holds it: `MaskCrop` (one), `CroppedMasks` (a stack).
 
-A full-size mask of a 12-Mpx photo is 12 MB while the object in it is often a few hundred pixels across, so
-the encoders (polygons, RLE, overlay drawing) work on the crop. `MaskCrop.from_mask` finds the crop of a
-full-size mask: the detection box, widened by a margin, is scanned for the mask's exact bounds, and the rest
-of the mask is only checked to be empty (a cheap `any()`); when some pixel lies outside, the whole mask is
-scanned instead, so the result never depends on how good the box is.
-
-`CroppedMasks` lets a producer hand over per-instance crops (e.g. masks pasted into their boxes) without ever
-building full-size masks; it still reads like the bool `[N, H, W]` array of `Detections.masks`.
+A full-size mask of a 12-Mpx photo is 12 MB while the object is often a few hundred pixels across, so the
+encoders (polygons, RLE, overlays) work on the crop. `MaskCrop.from_mask` scans the detection box, widened by
+a margin, for the mask's exact bounds and only checks the rest is empty (a cheap `any()`), else scans the
+whole mask: the result never depends on the box. `CroppedMasks` hands over per-instance crops (e.g. masks
+pasted into their boxes) without building full-size masks; it reads like the bool `[N, H, W]` array.
 """
 
 from __future__ import annotations
@@ -130,10 +127,9 @@ def _any_outside(mask: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> bool:
 class CroppedMasks:
     """Instance masks bool `[N, H, W]` held as one `MaskCrop` per instance.
 
-    Reads like the array it stands for: `len`, `shape`, `masks[i]` (a full-size bool `[H, W]`, built on
-    demand), `masks[idx]` for a slice / index array / bool array (another `CroppedMasks`), and
-    `np.asarray(masks)` (the full stack, memory permitting). `crop(i)` gives the `MaskCrop` without building
-    anything, which is what the writers use.
+    Reads like the array: `len`, `shape`, `masks[i]` (a full-size bool `[H, W]`, built on demand),
+    `masks[idx]` for a slice / index / bool array (another `CroppedMasks`), `np.asarray(masks)`. `crop(i)`
+    (what the writers use) gives the `MaskCrop` without building anything.
     """
 
     ndim = 3

@@ -107,13 +107,11 @@ def draw_detections(
 class OverlayWriter:
     """Writes `OUT/overlay/<name>.jpg` per image and `OUT/overlay/<video>.mp4` from video frames.
 
-    A video's frames (in order, all on this writer) go to this run's numbered segment of it (see
-    `video_segments`); `end_video()` (called by the engine once the video's last frame of this run is written)
-    commits the segment, closes its encoder and rebuilds `overlay/<video>.mp4` from all the video's segments,
-    so a run continued with `--resume` extends the video written before instead of replacing it, and a run
-    killed later keeps every video it finished. `close()` does the same for any video still open.
-    The frame rate is the source's (`item.fps`) divided by `vid_stride`, so the overlay plays at the original
-    speed. `finalize` builds any video still unbuilt and removes the segments at the end of the run.
+    A video's frames (in order, all on this writer) go to this run's numbered segment (`video_segments`);
+    `end_video()` (once the video's last frame of this run is written) and `close()` commit the segment and
+    rebuild `overlay/<video>.mp4` from all its segments, so `--resume` extends the video instead of replacing
+    it, and a run killed later keeps every video it finished. Frame rate: the source's (`item.fps`) divided by
+    `vid_stride`, so the overlay plays at the original speed.
     """
 
     def __init__(

@@ -1,13 +1,11 @@
 """Output paths derived from input names, made safe: nothing a file name says can escape the output folder.
 
-Input names come from places the user may not control (a COCO list, stdin, a list file written elsewhere), so
-`../../etc/x.jpg`, `/abs/x.jpg`, `C:\\x.jpg` or names with control characters must all land inside OUT.
-
-Names are also kept short enough to write: a file name may hold at most `NAME_MAX` (255) bytes, and the
-writers add a suffix (`.json`, `.parts`) and while writing a temporary decoration (`.<name>.<pid>.<hex>.tmp`).
-Every component of an output stem longer than `MAX_COMPONENT_BYTES` (UTF-8 bytes) is cut at a character
-boundary and given `_` + the first 12 hex digits of the SHA-256 of the whole component (`shorten_component`):
-the same input gets the same name on every run, and two long names that share their beginning stay apart.
+Input names come from places the user may not control (a COCO list, stdin, a list file), so `../../etc/x.jpg`,
+`/abs/x.jpg`, `C:\\x.jpg` or names with control characters must all land inside OUT. A file name holds at
+most `NAME_MAX` (255) bytes, and the writers add a suffix (`.json`, `.parts`) and, while writing, a temporary
+decoration; so every component longer than `MAX_COMPONENT_BYTES` is cut at a character boundary and given
+`_` + 12 hex digits of its SHA-256 (`shorten_component`): stable across runs, and long names that share
+their beginning stay apart.
 """
 
 from __future__ import annotations
