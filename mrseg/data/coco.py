@@ -235,11 +235,9 @@ class CocoDataset(torch.utils.data.Dataset):
     """Images and instance targets from a COCO json and an image folder (see the module docstring).
 
     Indexing takes an int, or `(index, seed)` as yielded by `mrseg.engine.train.batch_sampler`: the seed
-    drives the random transforms, so an augmented sample depends only on (index, seed), not on worker or
-    process state.
-
-    train=True leaves out images whose annotations are all crowd or all broken (nothing left to learn from
-    them but background); train=False (validation) keeps every image whose file exists.
+    drives the random transforms, so an augmented sample depends only on (index, seed), not on the worker.
+    train=True leaves out images whose annotations are all crowd or all broken (only background to learn);
+    train=False (validation) keeps every image whose file exists.
     """
 
     def __init__(

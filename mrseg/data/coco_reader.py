@@ -1,9 +1,8 @@
 """Read a COCO instance-segmentation file (polygons, RLE, uncompressed RLE, crowd) for `mrseg convert`.
 
-Unlike the training dataset (`mrseg.data.coco`, which skips bad annotations and counts them), conversion
-stops at the first bad annotation with a `SourceError` naming the file and the annotation id: a converted
-dataset must not silently lose objects. Image sizes come from each image's `width`/`height`, else from the
-image file's header.
+Unlike training (`mrseg.data.coco`, which skips and counts bad annotations), conversion stops at the first
+bad annotation with a `SourceError` naming the file and annotation id: a converted dataset must not silently
+lose objects. Image sizes: each image's `width`/`height`, else its file's header.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Read a folder of labelme files for `mrseg convert`: one instance per shape, or per (label, group_id).
 
-Shapes are rasterised as labelme does (`labelme.utils.shape_to_mask`: PIL's polygon/rectangle/ellipse with
-outline and fill; a `mask` shape (labelme >= 5.3) is its base64 PNG pasted at `points[0]`). Shapes that share
-a label and a non-null `group_id` are the parts of one instance. `point`, `line`, `linestrip` shapes hold no
-area: they are counted as lost, not converted. Categories are the labels, sorted by name, with ids 1..K.
-A description "score 0.912" (what `mrseg predict` writes) is read back as the score.
+Shapes are rasterised as labelme's `shape_to_mask` does (PIL polygon/rectangle/ellipse, outline and fill; a
+`mask` shape is its base64 PNG pasted at `points[0]`). `point`, `line`, `linestrip` shapes hold no area:
+counted as lost. Categories: the labels sorted by name, ids 1..K. A description "score 0.912" (as
+`mrseg predict` writes) is read back as the score.
 """
 
 from __future__ import annotations

@@ -74,10 +74,9 @@ def iter_items(
 ) -> Iterator[InputItem]:
     """Expand SOURCE arguments into `InputItem`s with ids 1, 2, ... (see the module docstring).
 
-    `stdin` is read for a `-` source (default `sys.stdin`). Files under any folder in `exclude` (e.g. the
-    output folder, when it lies inside an input folder) are skipped. Raises `SourceError` for a source that
-    does not exist, a folder or glob without images, a list file that cannot be read, or a video that
-    cannot be opened.
+    `stdin` is read for a `-` source (default `sys.stdin`); files under a folder in `exclude` (e.g. the output
+    folder inside an input folder) are skipped. Raises `SourceError` for a missing source, a folder or glob
+    without images, an unreadable list file or a video that cannot be opened.
     """
     if vid_stride < 1:
         raise SourceError(f"vid_stride must be >= 1, got {vid_stride}")

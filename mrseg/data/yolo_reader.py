@@ -1,11 +1,10 @@
 """Read a YOLO-seg dataset (`data.yaml`, `images/`, `labels/`) for `mrseg convert`.
 
-Each label line `class x1 y1 x2 y2 ...` (normalised) is one instance, rasterised as ultralytics does
-(`polygon2mask`: the points times (W, H), truncated to int32, `cv2.fillPoly`); a 5-number line
-`class cx cy w h` (a detection label) is its box. Images are the files of the yaml's `train`/`val`/`test`
-folders (or `--images DIR`); each one's labels are at the same path with `images` replaced by `labels` (the
-ultralytics rule). Sizes come from the image headers. Category ids: the `# category_id N` comments that
-`mrseg predict` writes after each name, else class index + 1.
+Each label line `class x1 y1 x2 y2 ...` (normalised) is one instance, rasterised as ultralytics'
+`polygon2mask` (points times (W, H), truncated to int32, `cv2.fillPoly`); a line `class cx cy w h` is its box.
+Images: the files of the yaml's `train`/`val`/`test` folders (or `--images DIR`), labels at the same path with
+`images` replaced by `labels` (ultralytics' rule), sizes from the headers. Category ids: the
+`# category_id N` comments `mrseg predict` writes after each name, else class index + 1.
 """
 
 from __future__ import annotations
