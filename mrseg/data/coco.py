@@ -447,11 +447,8 @@ class CocoDataset(torch.utils.data.Dataset):
             "image_id": info["id"],
         }
         if self.masks:
-            target["masks"] = (
-                np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns])
-                if anns
-                else np.zeros((0, h, w), np.uint8)
-            )
+            masks = [decode_segmentation(a["segmentation"], h, w) for a in anns]
+            target["masks"] = np.array(masks, np.uint8).reshape(-1, h, w)
         if self.keypoints:
             target["keypoints"] = np.array([a["keypoints"] for a in anns], np.float32).reshape(
                 -1, len(self.keypoint_names), 3

@@ -150,9 +150,7 @@ def exif_orientation(data: bytes, kind: str | None = None) -> int:
             tiff = _png_exif(data)
         elif kind == "tiff":
             tiff = data
-        if tiff is None:
-            return 1
-        return _tiff_orientation(tiff)
+        return 1 if tiff is None else _tiff_orientation(tiff)
     except (struct.error, IndexError):
         return 1
 

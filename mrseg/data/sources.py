@@ -22,6 +22,7 @@ frame count comes from the container (`video_info`), counted by decoding when th
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -177,12 +178,7 @@ def _walk_folder(folder: Path, rel_prefix: str, what: str) -> Iterator[tuple[str
 
 
 def _glob_base(pattern: str) -> str:
-    parts = Path(pattern).parts
-    base: list[str] = []
-    for part in parts[:-1]:
-        if _GLOB_CHARS & set(part):
-            break
-        base.append(part)
+    base = list(itertools.takewhile(lambda part: not _GLOB_CHARS & set(part), Path(pattern).parts[:-1]))
     return str(Path(*base)) if base else ""
 
 

@@ -58,16 +58,12 @@ def _category_ids(text: str, n: int) -> list[int]:
 
 
 def _image_dirs(data: dict, yaml_path: Path) -> list[Path]:
-    base = yaml_path.parent
-    if data.get("path"):
-        p = Path(str(data["path"]))
-        base = p if p.is_absolute() else (yaml_path.parent / p)
+    base = yaml_path.parent / str(data["path"]) if data.get("path") else yaml_path.parent  # absolute: as is
     dirs = []
     for key in ("train", "val", "test"):
         value = data.get(key)
         for v in value if isinstance(value, list) else [value] if value else []:
-            d = Path(str(v))
-            d = d if d.is_absolute() else base / d
+            d = base / str(v)
             if d.suffix == ".txt":
                 raise SourceError(f"{yaml_path}: '{key}: {v}' is an image list; pass --images DIR instead")
             if d.resolve() not in [x.resolve() for x in dirs]:
