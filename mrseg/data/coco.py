@@ -209,11 +209,10 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
 
 
 def check_keypoints(ann: dict, num_keypoints: int) -> tuple[np.ndarray | None, str | None]:
-    """(keypoints float [P, 3] with unlabelled ones (visibility 0) at 0, None) or (None, reason).
+    """(keypoints float [P, 3], unlabelled ones (visibility 0) at 0, None) or (None, reason).
 
-    An annotation without `keypoints`, or with num_keypoints 0 and no labelled triple, is a box with P
-    unlabelled keypoints. Otherwise `keypoints` is a flat list of P (x, y, v) triples of finite numbers with
-    v in {0, 1, 2}.
+    Without `keypoints`, or with num_keypoints 0 and no labelled triple: P unlabelled keypoints. Otherwise
+    `keypoints` must be a flat list of P (x, y, v) triples of finite numbers with v in {0, 1, 2}.
     """
     value = ann.get("keypoints")
     if value is None or (ann.get("num_keypoints") == 0 and isinstance(value, list) and not any(value[2::3])):

@@ -34,11 +34,9 @@ class ImageReadError(ValueError):
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode the image at `path` to RGB uint8 `[H, W, 3]` with EXIF orientation applied.
-
-    `max_pixels` (None: no limit) refuses larger images as likely decompression bombs.
-    Raises `ImageReadError` (a ValueError) for a missing, empty, truncated, oversized or undecodable file.
-    """
+    """Decode the image at `path` to RGB uint8 `[H, W, 3]` with EXIF orientation applied; `max_pixels`
+    (None: no limit) refuses larger images. `ImageReadError` (a ValueError) for a missing, empty, truncated,
+    oversized or undecodable file."""
     try:
         with open(path, "rb") as f:
             data = f.read()

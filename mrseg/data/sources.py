@@ -233,9 +233,8 @@ def read_frames(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode a video in order, yielding `(frame_index, RGB uint8 [H, W, 3])` for frames 0, stride, ...
 
-    Stops at `frame_count` (default: `video_info(path).frame_count`, the count ids were assigned for), or
-    earlier if the file ends early. Skipped frames are grabbed, not converted. Raises `SourceError` if the
-    video cannot be opened.
+    Stops at `frame_count` (default: `video_info(path).frame_count`, the count ids were assigned for) or where
+    the file ends. Skipped frames are grabbed, not converted. `SourceError` if the video cannot be opened.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")

@@ -19,10 +19,7 @@ import numpy as np
 @dataclass(frozen=True, eq=False)  # eq=False: no element-wise array comparison
 class MaskCrop:
     """The binary mask of an image `[height, width]` that is `crop` (bool `[h, w]`) at (x0, y0), 0 elsewhere.
-
-    The crop may hold empty margins unless `tight` is set (then its first/last rows and columns each hold a
-    pixel, or it is `[0, 0]` for an empty mask).
-    """
+    With `tight` its first/last rows and columns each hold a pixel (or it is `[0, 0]`: an empty mask)."""
 
     crop: np.ndarray
     x0: int
@@ -150,10 +147,7 @@ class CroppedMasks:
         cls, crops: Sequence[np.ndarray], origins: np.ndarray, height: int, width: int
     ) -> CroppedMasks:
         """From crops (each `[h_i, w_i]`, nonzero = set) and their top-left corners `origins` int `[N, 2]`
-        (x, y).
-
-        A crop that reaches past the image is clipped to it.
-        """
+        (x, y); a crop that reaches past the image is clipped to it."""
         origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
         if len(origins) != len(crops):
             raise ValueError(f"CroppedMasks: {len(crops)} crops but {len(origins)} origins")

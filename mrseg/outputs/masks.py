@@ -60,10 +60,9 @@ def has_holes(mask: np.ndarray | MaskCrop, min_area: float = DEFAULT_MIN_AREA) -
 def rle_counts(mask: np.ndarray | MaskCrop) -> np.ndarray:
     """Uncompressed COCO RLE counts (int64) of a binary mask `[H, W]`, as `pycocotools.mask.encode` has them.
 
-    Computed from the mask's crop: in column-major order each image column is zeros above the crop, the crop's
-    column, zeros below, so the runs' edges are the crop's vertical changes. Counts start with a (possibly
-    empty) run of zeros and alternate; a run of ones that reaches the bottom of a column continues at the top
-    of the next column when that starts with a one.
+    From the crop: in column-major order each image column is zeros, the crop's column, zeros, so the runs'
+    edges are the crop's vertical changes. Counts start with a (possibly empty) run of zeros and alternate; a
+    run of ones reaching the bottom of a column continues at the top of the next when that starts with a one.
     """
     mc = as_crop(mask)
     total = mc.height * mc.width
@@ -135,11 +134,9 @@ def mask_to_segmentation(
     simplify: float = DEFAULT_SIMPLIFY,
     min_area: float = DEFAULT_MIN_AREA,
 ) -> list[list[float]] | dict:
-    """A COCO `segmentation` for one binary mask `[H, W]` (or `MaskCrop`).
-
-    "rle": compressed RLE. "polygon": polygons, except RLE when the mask has a hole of >= `min_area` px or is
-    empty, so the segmentation always matches the mask (within the polygons' simplification).
-    """
+    """A COCO `segmentation` for one binary mask `[H, W]` (or `MaskCrop`): "rle", compressed RLE; "polygon",
+    polygons, but RLE when the mask has a hole of >= `min_area` px or is empty, so it always matches the mask
+    (within the polygons' simplification)."""
     if mask_format not in ("polygon", "rle"):
         raise ValueError(f"mask_format must be 'polygon' or 'rle', got {mask_format!r}")
     mask = as_crop(mask)

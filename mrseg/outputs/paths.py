@@ -36,12 +36,9 @@ class UnsafePathError(ValueError):
 
 
 def safe_relative_path(rel_path: str) -> str:
-    """A posix relative path made of `rel_path`'s harmless components.
-
-    Both `/` and `\\` separate components; empty, `.` and `..` components, a leading drive (`C:`) and control
-    characters are dropped, so the result never starts with `/` and never climbs. An empty result becomes
-    `unnamed`.
-    """
+    """A posix relative path of `rel_path`'s harmless components: `/` and `\\` separate them; empty, `.`
+    and `..` components, a leading drive (`C:`) and control characters are dropped (so it never starts with
+    `/` nor climbs); `unnamed` when nothing is left."""
     text = _DRIVE.sub("", _UNSAFE_CHARS.sub("", rel_path))
     parts = [p.strip() for p in re.split(r"[/\\]+", text)]
     parts = [p for p in parts if p not in ("", ".", "..")]
