@@ -104,10 +104,15 @@ def _entry_name(entry: Any, index: int | None) -> str:
     return f"#{index} ({shown})" if index is not None else shown
 
 
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (which JSON's true/false become)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def as_int(value: Any) -> int | None:
     """`value` as an int when it is an integral, finite number (not a bool) that fits int64 (ids end up in
     int64 tensors), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return None
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         return None
@@ -169,7 +174,7 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
         for ring in seg:
             if not isinstance(ring, list) or len(ring) < 6 or len(ring) % 2:
                 continue
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ring):
+            if not all(map(is_number, ring)):
                 return None, "non-numeric polygon"
             if not all(math.isfinite(v) for v in ring):
                 return None, "non-finite polygon coordinate"
@@ -219,7 +224,7 @@ def check_keypoints(ann: dict, num_keypoints: int) -> tuple[np.ndarray | None, s
         return np.zeros((num_keypoints, 3), np.float32), None
     if not isinstance(value, list) or len(value) != 3 * num_keypoints:
         return None, f"keypoints not a list of {num_keypoints} (x, y, v) triples"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if not all(map(is_number, value)):
         return None, "non-numeric keypoints"
     keypoints = np.asarray(value, np.float64).reshape(num_keypoints, 3)
     if not np.isfinite(keypoints).all():
@@ -352,11 +357,7 @@ class CocoDataset(torch.utils.data.Dataset):
             return "crowd"
         info = images[image_id]
         bbox = ann.get("bbox")
-        if not (
-            isinstance(bbox, list)
-            and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-        ):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(is_number, bbox))):
             self.report.skip_annotation("missing or malformed bbox", ann, index)
             return None
         if not all(math.isfinite(v) for v in bbox):

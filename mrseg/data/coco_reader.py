@@ -18,7 +18,7 @@ from mrseg.data.annotation_source import (
     SourceInstance,
     image_size_from_file,
 )
-from mrseg.data.coco import as_int, check_segmentation, decode_segmentation, load_coco_json
+from mrseg.data.coco import as_int, check_segmentation, decode_segmentation, is_number, load_coco_json
 from mrseg.data.images import DEFAULT_MAX_PIXELS
 from mrseg.outputs.mask_crop import MaskCrop
 
@@ -122,7 +122,7 @@ def _instance(ann: dict, height: int, width: int, context: str) -> SourceInstanc
         mask=MaskCrop.from_mask(mask),
         category_id=as_int(ann["category_id"]),
         iscrowd=bool(ann.get("iscrowd", 0)),
-        score=float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+        score=float(score) if is_number(score) else None,
     )
 
 
