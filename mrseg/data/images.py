@@ -13,6 +13,7 @@ Gray, RGBA, palette, 16-bit and CMYK come out as RGB uint8 (alpha dropped, 16-bi
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import cv2
@@ -97,31 +98,25 @@ def _too_large(path, size: tuple[int, int], max_pixels: int) -> ImageReadError:
     )
 
 
+# The magic bytes of each format, checked in this order.
+_SIGNATURES = (
+    ("jpeg", rb"\xff\xd8\xff"),
+    ("png", rb"\x89PNG\r\n\x1a\n"),
+    ("bmp", rb"BM"),
+    ("tiff", rb"II\*\x00|MM\x00\*"),
+    ("webp", rb"RIFF....WEBP"),
+    ("gif", rb"GIF8[79]a"),
+    ("heif", rb"....ftyp(?:heic|heix|mif1|msf1|heim|avif)"),
+    ("pnm", rb"P[1-6]"),
+    ("jpeg2000", rb"\x00\x00\x00\x0cjP  |\xff\x4f\xff\x51"),
+    ("exr", rb"\x76\x2f\x31\x01"),
+    ("hdr", rb"#\?(?:RADIANCE|RGBE)"),
+)
+
+
 def sniff_format(data: bytes) -> str | None:
     """The image format named by the file's magic bytes ("jpeg", "png", ...), or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:2] == b"BM":
-        return "bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"avif"):
-        return "heif"
-    if data[:2] in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6"):
-        return "pnm"
-    if data[:8] == b"\x00\x00\x00\x0cjP  " or data[:4] == b"\xff\x4f\xff\x51":
-        return "jpeg2000"
-    if data[:4] == b"\x76\x2f\x31\x01":
-        return "exr"
-    if data[:10].startswith(b"#?RADIANCE") or data[:6] == b"#?RGBE":
-        return "hdr"
-    return None
+    return next((kind for kind, magic in _SIGNATURES if re.match(magic, data, re.DOTALL)), None)
 
 
 def _jpeg_is_complete(data: bytes) -> bool:

@@ -84,7 +84,7 @@ def iter_items(
     excluded = [os.path.realpath(e) for e in exclude]
     seen_files: set[tuple[str, int | None]] = set()
     seen_names: set[str] = set()
-    next_id = 1
+    ids = itertools.count(1)
     for source in sources:
         for path, rel in _expand(source, stdin):
             real = os.path.realpath(path)
@@ -101,10 +101,9 @@ def iter_items(
                     seen_files.add((real, frame))
                     name = _unique_name(f"{base_name}/{frame:06d}", seen_names)
                     yield InputItem(
-                        id=next_id, path=str(path), rel_path=f"{base}/{frame:06d}.jpg", frame=frame,
+                        id=next(ids), path=str(path), rel_path=f"{base}/{frame:06d}.jpg", frame=frame,
                         video=rel_video, fps=info.fps, name=name,
                     )  # fmt: skip
-                    next_id += 1
             else:
                 if (real, None) in seen_files:
                     continue
@@ -112,8 +111,7 @@ def iter_items(
                 rel_posix = _posix(rel)
                 stem = str(PurePosixPath(safe_relative_path(rel_posix)).with_suffix(""))
                 name = _unique_name(stem or "unnamed", seen_names)
-                yield InputItem(id=next_id, path=str(path), rel_path=rel_posix, name=name)
-                next_id += 1
+                yield InputItem(id=next(ids), path=str(path), rel_path=rel_posix, name=name)
 
 
 def collect_items(sources: Iterable[str], vid_stride: int = 1, stdin: TextIO | None = None, exclude=()):

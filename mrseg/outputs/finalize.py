@@ -66,8 +66,7 @@ def iter_record_lines(records_paths: Iterable[str | os.PathLike]) -> Iterator[by
 
 def read_records(records_paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     """The journal records `{"image": {...}, "instances": [...]}`, one per image id, sorted by image id."""
-    for line in iter_record_lines(records_paths):
-        yield json.loads(line)
+    return map(json.loads, iter_record_lines(records_paths))
 
 
 def coco_categories(categories: list[dict]) -> list[dict]:

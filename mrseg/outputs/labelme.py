@@ -114,18 +114,11 @@ def labelme_document(
         ]
         parts += point_shapes(inst, names.get(int(inst["category_id"])))
         group = inst.get("track_id", i if len(parts) > 1 else None)
-        for part in parts:
-            shapes.append(
-                {
-                    "label": part["label"],
-                    "points": part["points"],
-                    "group_id": group,
-                    "description": part["description"],
-                    "shape_type": part["shape_type"],
-                    "flags": {},
-                    "mask": part["mask"],
-                }
-            )
+        shapes += [  # labelme's key order
+            {"label": p["label"], "points": p["points"], "group_id": group, "description": p["description"]}
+            | {"shape_type": p["shape_type"], "flags": {}, "mask": p["mask"]}
+            for p in parts
+        ]
     return {
         "version": LABELME_VERSION,
         "flags": {},

@@ -344,12 +344,11 @@ def _kept_parts(outers, among: list[int], area, hole_cost, crop: np.ndarray, nea
     IoU >= FIDELITY_IOU, else its best branch (`_best_branch`)."""
     if nearest is None:
         bridges = _spanning_bridges([outers[k] for k in among], crop.shape) if len(among) > 1 else []
-        bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
     else:
         pairs = sorted((*nearest[a, b], a, b) for a in among for b in among if a < b)
         local = {k: n for n, k in enumerate(among)}
         bridges = _kruskal(len(among), [(d, local[a], i, local[b], j) for d, i, j, a, b in pairs])
-        bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
+    bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
     costs = [_background(_segment(outers[a][i], outers[b][j]), crop) for a, i, b, j in bridges]
     iou = area[among].sum() / (area.sum() + sum(costs) + hole_cost[among].sum())
     if iou >= FIDELITY_IOU:
