@@ -51,9 +51,8 @@ class DatasetError(ValueError):
 
 @dataclass
 class DatasetReport:
-    """What was left out while reading the annotation file: counts per reason, and every skipped entry
-    named in `skipped` as (kind, its name: "annotation id N", "image id N (file name)" or by its position
-    "annotation #i (...)", reason).
+    """What was left out of the annotation file: counts per reason, and in `skipped` each entry as (kind, its
+    name: "annotation id N", "image id N (file name)" or by position "annotation #i (...)", reason).
     `dropped_with_images`: annotations left out with their image (missing file, ...)."""
 
     skipped_annotations: Counter = field(default_factory=Counter)

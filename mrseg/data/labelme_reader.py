@@ -36,8 +36,7 @@ _SCORE = re.compile(r"^\s*score\s+([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
 
 def shape_mask(shape: dict, height: int, width: int, context: str) -> np.ndarray:
-    """bool `[height, width]` of one labelme shape, as labelme's `shape_to_mask` / `shapes_to_label` draw
-    it."""
+    """bool `[height, width]` of one labelme shape, as labelme's `shape_to_mask` / `shapes_to_label` draw."""
     kind = shape.get("shape_type") or "polygon"
     try:
         points = [(float(x), float(y)) for x, y in shape.get("points") or []]
@@ -90,8 +89,7 @@ def _doc(path: Path) -> dict:
 
 def read_labelme(folder: str | Path, images_dir: str | Path | None = None) -> SourceDataset:
     """A `SourceDataset` of every `*.json` under `folder` (recursively, sorted). Images: `imagePath` relative
-    to each file, or its file name in `images_dir` when given; sizes from `imageHeight`/`imageWidth`, else the
-    image header."""
+    to the file, or its name in `images_dir`; sizes: `imageHeight`/`imageWidth`, else the image header."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
     if not files:

@@ -112,8 +112,7 @@ class FormatError(ValueError):
 
 
 def parse_formats(formats: Sequence[str] | str | None, stream: bool = False) -> list[str]:
-    """The `--format` list (comma string or sequence), checked and de-duplicated; default coco (jsonl when
-    streaming to stdout)."""
+    """The `--format` list (comma string or sequence), checked, deduplicated; default coco (stdout: jsonl)."""
     if formats is None:
         formats = [STREAM_FORMAT if stream else DEFAULT_FORMAT]
     if isinstance(formats, str):

@@ -48,9 +48,8 @@ def mask_shape_fields(mask: MaskCrop, box) -> dict:
 
 
 def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) -> list[dict]:
-    """The labelme shapes of instance `i` (without label/group fields): one polygon per part, or one `mask`
-    shape when a polygon cannot express the mask (holes, empty mask); without masks, its box as a
-    `rectangle`."""
+    """Instance `i`'s labelme shapes (no label/group fields): a polygon per part, or one `mask` shape when
+    polygons cannot express the mask (holes, empty mask); without masks, its box as a `rectangle`."""
     if det.masks is None:
         x, y, w, h = instance["bbox"]
         return [{"shape_type": "rectangle", "points": [[x, y], [x + w, y + h]], "mask": None}]
@@ -101,9 +100,8 @@ def labelme_document(
     simplify: float = DEFAULT_SIMPLIFY,
     classes: list[dict] | None = None,
 ) -> dict:
-    """The labelme JSON dict for one image. The shapes of one instance (parts, box, keypoints) share a
-    `group_id` when it has several (the track id for video, always); the score goes into `description`
-    ("score 0.912"). `classes` (the model's, with `keypoints` names for a keypoint model) name the points."""
+    """The labelme JSON dict for one image. An instance's shapes (parts, box, keypoints) share a `group_id`
+    (its track id, or its index when it has several); the score goes into `description` ("score 0.912")."""
     shapes = []
     names = keypoint_names(classes)
     for i, inst in enumerate(instances):

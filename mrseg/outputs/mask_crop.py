@@ -42,10 +42,8 @@ class MaskCrop:
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, box: Sequence[float] | None = None) -> MaskCrop:
-        """The tight crop of a full-size mask `[H, W]` (or `[1, H, W]`; nonzero = set).
-
-        `box`: xyxy pixels where the mask is expected (the detection box); only a hint, the result is exact.
-        """
+        """The tight crop of a full-size mask `[H, W]` (or `[1, H, W]`; nonzero = set). `box`: xyxy pixels
+        where the mask is expected (the detection box); only a hint, the result is exact."""
         mask = np.asarray(mask)
         if mask.ndim == 3 and mask.shape[0] == 1:
             mask = mask[0]

@@ -28,9 +28,8 @@ def mask_to_polygons(
     min_area: float = 0,
     convention: str = "coco",
 ) -> list[list[float]]:
-    """Polygons `[[x0, y0, x1, y1, ...], ...]` of a binary mask `[H, W]` (or `MaskCrop`), one per part (holes
-    filled), in `convention`'s coordinates (see `mrseg.outputs.polygons`); every part is kept unless
-    `min_area` (px) says otherwise."""
+    """Polygons `[[x0, y0, x1, y1, ...], ...]` of a mask `[H, W]` (or `MaskCrop`), one per part (holes
+    filled), in `convention`'s coordinates (`mrseg.outputs.polygons`); parts under `min_area` px dropped."""
     polygons = trace_polygons(mask, convention, simplify, min_area)
     return [[round(float(v), 2) for v in p.reshape(-1)] for p in polygons]
 
@@ -148,8 +147,7 @@ def mask_to_segmentation(
 
 
 def segmentation_area_bbox(segmentation: list | dict, height: int, width: int) -> tuple[int, list[float]]:
-    """pycocotools' `area` (pixels) and `toBbox` ([x, y, w, h], tight around the pixels) of a COCO
-    segmentation (polygons or RLE) in an image of `height` x `width`: what annotations.json states, so that
-    `area` and `bbox` agree with the segmentation they accompany."""
+    """pycocotools' `area` and `toBbox` ([x, y, w, h], tight around the pixels) of a COCO segmentation in a
+    `height` x `width` image, so that annotations.json's `area` and `bbox` agree with its segmentation."""
     rle = _to_coco_rle(segmentation_to_rle(segmentation, height, width))
     return int(mask_util.area(rle)), [round(float(v), 2) for v in mask_util.toBbox(rle)]

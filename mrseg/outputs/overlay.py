@@ -41,9 +41,8 @@ def instance_color(det: Detections, i: int) -> tuple[int, int, int]:
 def draw_keypoints(
     out: np.ndarray, points: np.ndarray, skeleton, color: tuple[int, int, int], thickness: int
 ) -> None:
-    """Draws one instance's keypoints `points` [K, 3] (x, y, visibility > 0 when predicted) into `out`
-    (uint8 [H, W, 3], in place): the limbs of `skeleton` (1-based keypoint pairs, COCO's) as lines, each
-    keypoint as a dot with a dark rim."""
+    """Draws one instance's keypoints [K, 3] (visibility > 0 when predicted) into `out` (uint8 [H, W, 3]):
+    `skeleton`'s limbs (1-based pairs, COCO's) as lines, each keypoint as a dot with a dark rim."""
     shift = 4  # sub-pixel positions: cv2 draws at coordinates * 2**shift, pixel centres at integers
     pts = np.round((np.asarray(points, np.float64)[:, :2] - 0.5) * (1 << shift)).astype(np.int64)
     seen = np.asarray(points)[:, 2] > 0

@@ -78,8 +78,7 @@ def shorten_path(rel_path: str) -> str:
 
 
 def output_stem(item: InputItem) -> str:
-    """The output stem for an item: `item.name` when set, else its `rel_path` without extension, made safe
-    and short (every component at most `MAX_COMPONENT_BYTES`)."""
+    """`item.name`, else its `rel_path` without extension, made safe and short (`MAX_COMPONENT_BYTES`)."""
     if item.name:
         return shorten_path(safe_relative_path(item.name))
     stem = str(PurePosixPath(safe_relative_path(item.rel_path)).with_suffix(""))

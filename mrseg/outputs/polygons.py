@@ -118,9 +118,8 @@ def trace_polygons(
     simplify: float = DEFAULT_SIMPLIFY,
     min_area: float = 0,
 ) -> list[np.ndarray]:
-    """Polygons `[K, 2]` (float64, image coordinates in `convention`) of the outer boundaries of a binary mask
-    `[H, W]` (or `MaskCrop`), largest part first; see the module doc. Parts under `min_area` px are dropped
-    (default: none)."""
+    """Polygons `[K, 2]` (float64, image coordinates in `convention`) of the outer boundaries of a mask
+    `[H, W]` (or `MaskCrop`), largest part first (see the module doc); parts under `min_area` px dropped."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     mc = as_crop(mask)

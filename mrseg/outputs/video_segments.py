@@ -199,10 +199,8 @@ def is_assembled(out_dir: str | os.PathLike, parts: Path) -> bool:
 
 
 def finish_videos(out_dir: str | os.PathLike, journal_records: Iterable[dict] = ()) -> dict[Path, int]:
-    """End of a run: build every overlay video not yet built from its current segments, warn about journaled
-    video frames that no segment holds (lost to a crash), then delete the segments.
-
-    Returns {video path: frame count} of the videos built here."""
+    """End of a run: build every overlay video not yet built from its segments, warn about journaled video
+    frames no segment holds (lost to a crash), delete the segments; {video path: frames} of those built."""
     store = store_dir(out_dir)
     if not store.is_dir():
         return {}

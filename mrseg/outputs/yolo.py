@@ -78,9 +78,8 @@ def flip_index(keypoint_names: list[str]) -> list[int] | None:
 
 
 def keypoint_yaml_lines(categories: list[dict]) -> list[str]:
-    """data.yaml's YOLO-pose keys for categories with `keypoints` names: `kpt_shape: [K, 3]`, `flip_idx`
-    and `kpt_names` per class index; none when no category has keypoints. YOLO-pose has one K for a
-    dataset: categories with another number of keypoints are refused."""
+    """data.yaml's YOLO-pose keys (`kpt_shape: [K, 3]`, `flip_idx`, `kpt_names` per class) for categories with
+    `keypoints`; none without. YOLO-pose has one K per dataset: other keypoint counts are refused."""
     named = {i: list(c["keypoints"]) for i, c in enumerate(categories) if c.get("keypoints")}
     if not named:
         return []
@@ -118,9 +117,8 @@ def link_image(src: str | os.PathLike, dst: Path) -> None:
 
 
 def _contours(crop: np.ndarray, x: int, y: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The outer boundary `[K, 2]` and the hole boundaries of one 8-connected part (bool `crop` at (x, y)),
-    as OpenCV traces them: the centres of the part's pixels along each boundary, every pixel (no
-    simplification), in the frame of `crop`'s origin shifted by (x, y)."""
+    """The outer boundary `[K, 2]` and hole boundaries of one 8-connected part (bool `crop` at (x, y)), as
+    OpenCV traces them: every boundary pixel's centre (unsimplified), in image coordinates."""
     contours, hierarchy = cv2.findContours(
         np.pad(crop.astype(np.uint8), 1), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE
     )
@@ -443,9 +441,8 @@ def yolo_lines(
     class_index: dict[int, int] | None = None,
     stats: dict | None = None,
 ) -> list[str]:
-    """One YOLO-seg line per instance (6 decimals), in the instances' order. `class_index`: category id ->
-    class (`yolo_class_index`); None: model label - 1 (a model whose labels are its real categories in id
-    order). `stats["parts_left_out"]` counts the mask parts left out (see `mask_ring`)."""
+    """One YOLO-seg line per instance (6 decimals). `class_index`: category id -> class (`yolo_class_index`;
+    None: model label - 1). `stats["parts_left_out"]` counts the mask parts left out (`mask_ring`)."""
     lines = []
     for i, inst in enumerate(instances):
         crop = instance_crop(det.masks, i, det.boxes[i]).tightened() if det.masks is not None else None
@@ -473,9 +470,8 @@ def _box_fields(instance: dict, width: int, height: int) -> list[float]:
 
 
 def box_lines(det: Detections, instances: list[dict], class_index: dict[int, int] | None = None) -> list[str]:
-    """One YOLO detection line `class cx cy w h` (normalised, 6 decimals) per instance; with keypoints
-    (`instance["keypoints"]`, COCO's flat [x, y, v] x K), the YOLO-pose line: the box then `x y v` per
-    keypoint, x / W and y / H (a keypoint not predicted: `0 0 0`). `class_index` as in `yolo_lines`."""
+    """One YOLO detection line `class cx cy w h` (normalised, 6 decimals) per instance; with `keypoints` the
+    YOLO-pose line: then `x/W y/H v` per keypoint (`0 0 0`: not predicted). `class_index`: as `yolo_lines`."""
     lines = []
     for inst in instances:
         fields = _box_fields(inst, det.width, det.height)
@@ -505,9 +501,8 @@ def label_lines(
 
 
 class YoloWriter:
-    """Writes `OUT/yolo/labels/<name>.txt` per input (atomically; an empty file when nothing was found) and
-    links the input image to `OUT/yolo/images/<name><ext>`. `classes`: the model's `{"id", "name"}` per label
-    (class indices as in data.yaml); None: class = model label - 1."""
+    """Writes `OUT/yolo/labels/<name>.txt` per input (atomically; empty when nothing was found) and links the
+    input image to `OUT/yolo/images/<name><ext>`. `classes`: as data.yaml's; None: class = model label - 1."""
 
     def __init__(
         self,
