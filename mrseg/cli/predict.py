@@ -1,8 +1,5 @@
-"""`mrseg predict SOURCE...`: instance masks for images and videos, written in the chosen formats.
-
-Thin: parses the options and calls `mrseg.engine.predict.run.predict`. Exit status: 0 all inputs processed,
-3 finished but some inputs failed (failures.jsonl), 1 fatal error, 2 bad usage, 130 interrupted.
-"""
+"""`mrseg predict SOURCE...` (thin: options -> `mrseg.engine.predict.run.predict`). Exit status: 0 all inputs
+processed, 3 some failed (failures.jsonl), 1 fatal error, 2 bad usage, 130 interrupted."""
 
 from __future__ import annotations
 

@@ -67,11 +67,6 @@ def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) ->
     ]
 
 
-def keypoint_names(classes: list[dict] | None) -> dict[int, list[str]]:
-    """Category id -> its keypoint names (COCO's category `keypoints`), for the categories that have them."""
-    return {int(c["id"]): list(c["keypoints"]) for c in classes or [] if c.get("keypoints")}
-
-
 def point_shapes(instance: dict, names: list[str] | None) -> list[dict]:
     """One labelme `point` shape per predicted keypoint (v > 0) of an instance record, labelled with the
     keypoint's name (`keypoint<k>`, 1-based, when the category names none)."""
@@ -103,7 +98,7 @@ def labelme_document(
     """The labelme JSON dict for one image. An instance's shapes (parts, box, keypoints) share a `group_id`
     (its track id, or its index when it has several); the score goes into `description` ("score 0.912")."""
     shapes = []
-    names = keypoint_names(classes)
+    names = {int(c["id"]): list(c["keypoints"]) for c in classes or [] if c.get("keypoints")}
     for i, inst in enumerate(instances):
         description = f"score {inst['score']:.3f}" if "score" in inst else ""
         parts = [

@@ -106,11 +106,7 @@ def rle_decode(rle: dict) -> np.ndarray:
 
 def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """Rasterise COCO polygons with pycocotools (their union) to bool `[height, width]`."""
-    polygons = [p for p in polygons if len(p) >= 6]
-    if not polygons:
-        return np.zeros((height, width), bool)
-    rles = mask_util.frPyObjects(polygons, height, width)
-    return mask_util.decode(mask_util.merge(rles)).astype(bool)
+    return rle_decode(segmentation_to_rle(polygons, height, width))
 
 
 def segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> dict:

@@ -70,13 +70,6 @@ def data_yaml(classes: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def flip_index(keypoint_names: list[str]) -> list[int] | None:
-    """ultralytics' `flip_idx` (`keypoint_flip_map`, the map training's flip uses); None when no keypoint name
-    has a left/right partner."""
-    out = keypoint_flip_map(keypoint_names)
-    return None if out == list(range(len(keypoint_names))) else out
-
-
 def keypoint_yaml_lines(categories: list[dict]) -> list[str]:
     """data.yaml's YOLO-pose keys (`kpt_shape: [K, 3]`, `flip_idx`, `kpt_names` per class) for categories with
     `keypoints`; none without. YOLO-pose has one K per dataset: other keypoint counts are refused."""
@@ -91,8 +84,8 @@ def keypoint_yaml_lines(categories: list[dict]) -> list[str]:
         "# YOLO-pose: each line is 'class cx cy w h' then x y v per keypoint (v: 2 predicted, 0 not).",
         f"kpt_shape: [{len(first)}, 3]",
     ]
-    flip = flip_index(first)
-    if flip is not None:
+    flip = keypoint_flip_map(first)  # by name, as training's flip
+    if flip != list(range(len(first))):
         lines.append(f"flip_idx: [{', '.join(map(str, flip))}]")
     lines.append("kpt_names:")
     for i, kpt_names in named.items():
