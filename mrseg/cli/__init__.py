@@ -1,8 +1,5 @@
-"""The `mrseg` command: a thin click group; each subcommand lives in its own module here.
-
-Subcommand modules are imported when their command runs (or `--help` lists them), so `mrseg --version` and
-a `mrseg predict` don't pay for importing what training or export need.
-"""
+"""The `mrseg` command: a thin click group, one module per subcommand, each imported only when its command
+runs (or `--help` lists it), so `mrseg --version` or `mrseg predict` don't import what training needs."""
 
 import importlib
 

@@ -1,5 +1,4 @@
-"""`mrseg convert`: a COCO, labelme or YOLO-seg dataset -> predict's dataset formats (thin: options ->
-`mrseg.engine.convert.convert`)."""
+"""`mrseg convert`: a dataset -> predict's dataset formats (thin: options -> `mrseg.engine.convert`)."""
 
 from __future__ import annotations
 

@@ -109,10 +109,8 @@ def eval_cmd(
         if pred_path is not None:
             results, name = load_results(pred_path), pred_path
         else:
-            results, name = (
-                run_model(gt, images_dir, weights, arch, device, score),
-                f"{weights} on {images_dir}",
-            )
+            results = run_model(gt, images_dir, weights, arch, device, score)
+            name = f"{weights} on {images_dir}"
             if save_pred:
                 write_json(results, save_pred)
             if not results:

@@ -16,9 +16,7 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 def default_out(weights: str, fmt: str) -> Path:
     """best.pt -> best.onnx beside it; a zoo name -> ./<name>.onnx."""
     path = Path(weights)
-    if path.suffix:
-        return path.with_suffix(SUFFIXES[fmt])
-    return Path(f"{path.name}{SUFFIXES[fmt]}")
+    return path.with_suffix(SUFFIXES[fmt]) if path.suffix else Path(f"{path.name}{SUFFIXES[fmt]}")
 
 
 def comparison_table(result) -> Table:

@@ -1,8 +1,5 @@
-"""`mrseg predict SOURCE...`: instance masks for images and videos, written in the chosen formats.
-
-Thin: parses the options and calls `mrseg.engine.predict.run.predict`. Exit status: 0 all inputs processed,
-3 finished but some inputs failed (failures.jsonl), 1 fatal error, 2 bad usage, 130 interrupted.
-"""
+"""`mrseg predict SOURCE...` (thin: options -> `mrseg.engine.predict.run.predict`). Exit status: 0 all inputs
+processed, 3 some failed (failures.jsonl), 1 fatal error, 2 bad usage, 130 interrupted."""
 
 from __future__ import annotations
 
@@ -17,18 +14,12 @@ EXIT_INTERRUPTED = 130
 
 
 def _resume_command(out_dir) -> str:
-    args = list(sys.argv[1:])
-    cleaned, skip = [], False
+    args, cleaned = iter(sys.argv[1:]), []
     for a in args:
-        if skip:
-            skip = False
-            continue
         if a in ("--out", "-o"):
-            skip = True
-            continue
-        if a.startswith("--out=") or a in ("--resume", "--exist-ok"):
-            continue
-        cleaned.append(a)
+            next(args, None)  # its value
+        elif not (a.startswith("--out=") or a in ("--resume", "--exist-ok")):
+            cleaned.append(a)
     return shlex.join(["mrseg", *cleaned, "--out", str(out_dir), "--resume"])
 
 
@@ -128,29 +119,7 @@ def _resume_command(out_dir) -> str:
     help="fp16/bf16 run the model under torch.autocast: faster on GPUs, detections may differ slightly from "
     "fp32. fp16 needs a CUDA device.",
 )
-def predict_cmd(
-    sources,
-    weights,
-    arch,
-    formats,
-    out,
-    exist_ok,
-    score,
-    classes,
-    mask_format,
-    simplify,
-    batch,
-    device,
-    workers,
-    resume,
-    quiet,
-    debug,
-    vid_stride,
-    tile,
-    tile_overlap,
-    max_pixels,
-    precision,
-):
+def predict_cmd(sources, formats, out, classes, quiet, debug, **opts):
     """Annotate images and videos. SOURCE: files, folders, globs, .txt lists, videos, - (paths on stdin)."""
     from mrseg.engine.predict.run import PredictInterrupted, predict
     from mrseg.engine.predict.sink import describe_failure
@@ -163,25 +132,11 @@ def predict_cmd(
     try:
         summary = predict(
             list(sources),
-            weights=weights,
-            arch=arch,
             formats=formats,
             out=out,
-            exist_ok=exist_ok,
-            score=score,
             classes=classes.split(",") if classes else None,
-            mask_format=mask_format,
-            simplify=simplify,
-            batch=batch,
-            device=device,
-            workers=workers,
-            resume=resume,
             quiet=quiet,
-            vid_stride=vid_stride,
-            tile=tile,
-            tile_overlap=tile_overlap,
-            max_pixels=max_pixels,
-            precision=precision,
+            **opts,
         )
     except PredictInterrupted as e:
         s = e.summary

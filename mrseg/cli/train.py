@@ -14,11 +14,15 @@ from mrseg.model.zoo import ARCH_NAMES
 DEFAULT_MIN_SIZES = "640,672,704,736,768,800"
 
 
-def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+def _int_list(value: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+        return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        sizes = ()
+        return ()
+
+
+def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    sizes = _int_list(value)
     if not sizes or min(sizes) < 32:
         raise click.BadParameter(
             f"{value!r}: give one or more short sides in pixels (>= 32), comma-separated"
@@ -27,13 +31,8 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
 
 
 def _anchor_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        sizes = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        sizes = ()
-    if len(sizes) != 5 or min(sizes) < 1:
+    sizes = None if value is None else _int_list(value)
+    if sizes is not None and (len(sizes) != 5 or min(sizes) < 1):
         raise click.BadParameter(f"{value!r}: give 5 anchor sizes in pixels (P2..P6), e.g. 16,32,64,128,256")
     return sizes
 
@@ -155,8 +154,8 @@ def train_cmd(ctx: click.Context, **opts) -> None:
         if resume is not None:
             # Options given on this command line override the resumed run's saved config.
             given = {
-                renames.get(k, k): values[renames.get(k, k)]
-                for k in opts
+                renames.get(k, k): v
+                for k, v in opts.items()
                 if k != "resume" and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT
             }
             cfg = resume_config(resume_path(resume, values["out"]), **given)
@@ -172,8 +171,6 @@ def train_cmd(ctx: click.Context, **opts) -> None:
     if os.environ.get("RANK", "0") != "0":
         return
     best = (
-        f"; best AP {result.best_ap:.4f} ({result.out_dir / 'best.pt'})"
-        if result.best_ap is not None
-        else ""
+        f"; best AP {result.best_ap:.4f} ({result.out_dir / 'best.pt'})" if result.best_ap is not None else ""
     )
     click.echo(f"done: {result.iteration} iterations, {result.out_dir / 'last.pt'}{best}", err=True)

@@ -1,9 +1,7 @@
 """What `mrseg convert` reads from any annotation format: images with their instance masks.
 
-A reader (`coco_reader`, `labelme_reader`, `yolo_reader`) gives a `SourceDataset`: its categories and an
-iterator of `SourceImage`s, each with its `SourceInstance`s (a mask crop of the image, its category id,
-crowd flag and score when the source has one). Bad input raises `SourceError` naming the file and the
-annotation.
+A reader (`coco_reader`, `labelme_reader`, `yolo_reader`) gives a `SourceDataset`: categories and an iterator
+of `SourceImage`s with their `SourceInstance`s. Bad input raises `SourceError` naming file and annotation.
 """
 
 from __future__ import annotations

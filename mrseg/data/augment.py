@@ -1,11 +1,8 @@
 """Training-time augmentation on (image uint8 [H, W, 3], target of numpy arrays, rng).
 
 Every transform takes the random generator explicitly, so a sample's augmentation is a function of its seed
-(reproducible across workers, processes and `--resume`).
-
-Multi-scale training is not done here: the model's input transform resizes every image to its `min_size`, so
-scale jitter is asked of the model instead (`build_model(..., min_size=(640, ..., 800))` draws one size per
-image in training and uses the last one in eval).
+(reproducible across workers, processes and `--resume`). Multi-scale training is the model's input transform
+(`build_model(..., min_size=(640, ..., 800))` draws one size per image in training), not done here.
 """
 
 from __future__ import annotations

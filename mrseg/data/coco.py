@@ -3,23 +3,21 @@
 `CocoDataset(ann_file, image_dir)[i] -> (image float [3, H, W] in 0..1, target)` where target holds
 "boxes" float32 [N, 4] xyxy pixels, "labels" int64 [N] in 1..K, "masks" uint8 [N, H, W], "image_id" int64 [];
 with `keypoints=True` also "keypoints" float32 [N, P, 3] (x, y, visibility 0/1/2); with `masks=False` no
-"masks" (and segmentations are neither needed nor read: box-only and keypoint-only models).
+"masks" (segmentations are then not read: box-only and keypoint-only models).
 
-What it does with real-world annotation files:
-- category ids (any integers, gaps allowed) map to labels 1..K in ascending id order; `classes[label - 1]`
-  keeps `{"id", "name"}`;
-- masks may be polygons, compressed RLE or uncompressed RLE (decoded with pycocotools.mask);
-- `iscrowd` regions are dropped from the targets (the model contract has no "ignore" field), so the RoI
-  sampler may use a crowd region as background; images whose only annotations are crowd are left out of
-  training;
-- images without annotations are kept as negatives;
-- keypoints (COCO person_keypoints layout, `keypoints=True`): the keypoint categories' `keypoints` names fix
-  P and the flip map (`keypoint_flip`: "left_*" <-> "right_*"); an annotation without keypoints or with
-  num_keypoints 0 stays a box whose keypoints are all unlabelled (visibility 0: no keypoint loss);
+Real-world annotation files:
+- category ids (any integers, gaps allowed) map to labels 1..K in ascending id order (`classes[label - 1]`);
+- masks may be polygons, compressed or uncompressed RLE (decoded with pycocotools.mask);
+- `iscrowd` regions are dropped (the model contract has no "ignore" field), so the RoI sampler may use one as
+  background; images whose only annotations are crowd are left out of training; images without any are kept
+  as negatives;
+- keypoints (`keypoints=True`): the categories' `keypoints` names fix P and the flip map (`keypoint_flip`:
+  "left_*" <-> "right_*"); an annotation without keypoints or with num_keypoints 0 stays a box whose
+  keypoints are all unlabelled (visibility 0: no keypoint loss);
 - broken annotations (unknown image or category, zero area, degenerate polygons, boxes outside the image, RLE
-  of another size) and images whose file is missing are skipped, and reported ONCE as counts (`report`,
-  logged as a warning) when the dataset is built, so a bad line never stops an epoch. An image that fails to
-  decode during training is logged and replaced by the next one.
+  of another size) and images whose file is missing are skipped and reported ONCE as counts (`report`, a
+  logged warning), so a bad line never stops an epoch. An image that fails to decode in training is logged
+  and replaced by the next one.
 """
 
 from __future__ import annotations
@@ -53,9 +51,8 @@ class DatasetError(ValueError):
 
 @dataclass
 class DatasetReport:
-    """What was left out while reading the annotation file: counts per reason, and every skipped entry
-    named in `skipped` as (kind, its name: "annotation id N", "image id N (file name)" or by its position
-    "annotation #i (...)", reason).
+    """What was left out of the annotation file: counts per reason, and in `skipped` each entry as (kind, its
+    name: "annotation id N", "image id N (file name)" or by position "annotation #i (...)", reason).
     `dropped_with_images`: annotations left out with their image (missing file, ...)."""
 
     skipped_annotations: Counter = field(default_factory=Counter)
@@ -106,10 +103,15 @@ def _entry_name(entry: Any, index: int | None) -> str:
     return f"#{index} ({shown})" if index is not None else shown
 
 
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (which JSON's true/false become)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def as_int(value: Any) -> int | None:
     """`value` as an int when it is an integral, finite number (not a bool) that fits int64 (ids end up in
     int64 tensors), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         return None
     if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
         return None
@@ -171,7 +173,7 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
         for ring in seg:
             if not isinstance(ring, list) or len(ring) < 6 or len(ring) % 2:
                 continue
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ring):
+            if not all(map(is_number, ring)):
                 return None, "non-numeric polygon"
             if not all(math.isfinite(v) for v in ring):
                 return None, "non-finite polygon coordinate"
@@ -186,21 +188,21 @@ def check_segmentation(seg: Any, height: int, width: int) -> tuple[Any, str | No
             return None, "malformed RLE"
         if [as_int(size[0]), as_int(size[1])] != [height, width]:
             return None, "RLE size differs from the image size"
-        if isinstance(counts, list) and not all(as_int(c) is not None and c >= 0 for c in counts):
-            return None, "malformed RLE"  # pycocotools raises OverflowError on a negative run, when decoding
-        if isinstance(counts, list) and sum(counts) != height * width:
-            return None, "malformed RLE"
-        if isinstance(counts, (str, bytes)):
+        if isinstance(counts, list):
+            # pycocotools raises OverflowError on a negative run, when decoding
+            ok = all(as_int(c) is not None and c >= 0 for c in counts) and sum(counts) == height * width
+        elif isinstance(counts, (str, bytes)):
             # compressed counts whose runs do not add up to the stated size only fail when decoded, which
             # would be mid-epoch: decode once here
             raw = counts.encode("ascii") if isinstance(counts, str) else counts
             try:
                 mask_utils.decode({"size": [height, width], "counts": raw})
+                ok = True
             except (ValueError, TypeError):
-                return None, "malformed RLE"
-        elif not isinstance(counts, list):
-            return None, "malformed RLE"
-        return seg, None
+                ok = False
+        else:
+            ok = False
+        return (seg, None) if ok else (None, "malformed RLE")
     return None, "no segmentation"
 
 
@@ -211,18 +213,17 @@ def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
 
 
 def check_keypoints(ann: dict, num_keypoints: int) -> tuple[np.ndarray | None, str | None]:
-    """(keypoints float [P, 3] with unlabelled ones (visibility 0) at 0, None) or (None, reason).
+    """(keypoints float [P, 3], unlabelled ones (visibility 0) at 0, None) or (None, reason).
 
-    An annotation without `keypoints`, or with num_keypoints 0 and no labelled triple, is a box with P
-    unlabelled keypoints. Otherwise `keypoints` is a flat list of P (x, y, v) triples of finite numbers with
-    v in {0, 1, 2}.
+    Without `keypoints`, or with num_keypoints 0 and no labelled triple: P unlabelled keypoints. Otherwise
+    `keypoints` must be a flat list of P (x, y, v) triples of finite numbers with v in {0, 1, 2}.
     """
     value = ann.get("keypoints")
     if value is None or (ann.get("num_keypoints") == 0 and isinstance(value, list) and not any(value[2::3])):
         return np.zeros((num_keypoints, 3), np.float32), None
     if not isinstance(value, list) or len(value) != 3 * num_keypoints:
         return None, f"keypoints not a list of {num_keypoints} (x, y, v) triples"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if not all(map(is_number, value)):
         return None, "non-numeric keypoints"
     keypoints = np.asarray(value, np.float64).reshape(num_keypoints, 3)
     if not np.isfinite(keypoints).all():
@@ -237,11 +238,9 @@ class CocoDataset(torch.utils.data.Dataset):
     """Images and instance targets from a COCO json and an image folder (see the module docstring).
 
     Indexing takes an int, or `(index, seed)` as yielded by `mrseg.engine.train.batch_sampler`: the seed
-    drives the random transforms, so an augmented sample depends only on (index, seed), not on worker or
-    process state.
-
-    train=True leaves out images whose annotations are all crowd or all broken (nothing left to learn from
-    them but background); train=False (validation) keeps every image whose file exists.
+    drives the random transforms, so an augmented sample depends only on (index, seed), not on the worker.
+    train=True leaves out images whose annotations are all crowd or all broken (only background to learn);
+    train=False (validation) keeps every image whose file exists.
     """
 
     def __init__(
@@ -278,11 +277,9 @@ class CocoDataset(torch.utils.data.Dataset):
 
         images = {}
         for index, info in enumerate(data["images"]):
-            if not isinstance(info, dict):
-                self.report.skip_image("entry without id/file_name/width/height", info, index)
-                continue
-            image_id, h, w = (as_int(info.get(k)) for k in ("id", "height", "width"))
-            name = info.get("file_name")
+            fields = info if isinstance(info, dict) else {}
+            image_id, h, w = (as_int(fields.get(k)) for k in ("id", "height", "width"))
+            name = fields.get("file_name")
             if None in (image_id, h, w) or not isinstance(name, str) or not name:
                 self.report.skip_image("entry without id/file_name/width/height", info, index)
                 continue
@@ -359,11 +356,7 @@ class CocoDataset(torch.utils.data.Dataset):
             return "crowd"
         info = images[image_id]
         bbox = ann.get("bbox")
-        if not (
-            isinstance(bbox, list)
-            and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-        ):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(is_number, bbox))):
             self.report.skip_annotation("missing or malformed bbox", ann, index)
             return None
         if not all(math.isfinite(v) for v in bbox):
@@ -453,11 +446,8 @@ class CocoDataset(torch.utils.data.Dataset):
             "image_id": info["id"],
         }
         if self.masks:
-            target["masks"] = (
-                np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns])
-                if anns
-                else np.zeros((0, h, w), np.uint8)
-            )
+            masks = [decode_segmentation(a["segmentation"], h, w) for a in anns]
+            target["masks"] = np.array(masks, np.uint8).reshape(-1, h, w)
         if self.keypoints:
             target["keypoints"] = np.array([a["keypoints"] for a in anns], np.float32).reshape(
                 -1, len(self.keypoint_names), 3

@@ -1,9 +1,8 @@
 """Read a COCO instance-segmentation file (polygons, RLE, uncompressed RLE, crowd) for `mrseg convert`.
 
-Unlike the training dataset (`mrseg.data.coco`, which skips bad annotations and counts them), conversion
-stops at the first bad annotation with a `SourceError` naming the file and the annotation id: a converted
-dataset must not silently lose objects. Image sizes come from each image's `width`/`height`, else from the
-image file's header.
+Unlike training (`mrseg.data.coco`, which skips and counts bad annotations), conversion stops at the first
+bad annotation with a `SourceError` naming the file and annotation id: a converted dataset must not silently
+lose objects. Image sizes: each image's `width`/`height`, else its file's header.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from mrseg.data.annotation_source import (
     SourceInstance,
     image_size_from_file,
 )
-from mrseg.data.coco import as_int, check_segmentation, decode_segmentation, load_coco_json
+from mrseg.data.coco import as_int, check_segmentation, decode_segmentation, is_number, load_coco_json
 from mrseg.data.images import DEFAULT_MAX_PIXELS
 from mrseg.outputs.mask_crop import MaskCrop
 
@@ -87,10 +86,8 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
             file_path = images_dir / str(info["file_name"])
             context = f"{name}: image id {iid} ({info['file_name']})"
             if "width" in info and "height" in info:
-                width, height = (
-                    _int(info["width"], context + ": width"),
-                    _int(info["height"], context + ": height"),
-                )
+                width = _int(info["width"], context + ": width")
+                height = _int(info["height"], context + ": height")
             else:
                 width, height = image_size_from_file(file_path, context)
             if width <= 0 or height <= 0 or width * height > DEFAULT_MAX_PIXELS:
@@ -98,12 +95,9 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
                     f"{context}: size {width}x{height} is not a usable image size (positive, at most "
                     f"{DEFAULT_MAX_PIXELS:,} pixels)"
                 )
-            image = SourceImage(iid, str(info["file_name"]), str(file_path), width, height)
-            for ann in by_image.get(iid, []):
-                image.instances.append(
-                    _instance(ann, height, width, f"{name}: annotation id {ann.get('id')}")
-                )
-            yield image
+            anns = by_image.get(iid, [])
+            instances = [_instance(a, height, width, f"{name}: annotation id {a.get('id')}") for a in anns]
+            yield SourceImage(iid, str(info["file_name"]), str(file_path), width, height, instances)
 
     return SourceDataset(categories, _images())
 
@@ -128,7 +122,7 @@ def _instance(ann: dict, height: int, width: int, context: str) -> SourceInstanc
         mask=MaskCrop.from_mask(mask),
         category_id=as_int(ann["category_id"]),
         iscrowd=bool(ann.get("iscrowd", 0)),
-        score=float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None,
+        score=float(score) if is_number(score) else None,
     )
 
 

@@ -1,21 +1,19 @@
 """Decoding one image file to RGB uint8, the same way for train, eval and predict.
 
-OpenCV decodes (it is a declared dependency; Pillow is not). What this module adds on top of `cv2.imdecode`:
-- EXIF orientation is parsed here and applied explicitly (JPEG APP1, PNG eXIf, TIFF), so the result does not
-  depend on the OpenCV version's own EXIF handling;
-- the pixel count is read from the header of every format (`mrseg.data.image_headers`) and checked before
-  decoding, so a decompression bomb is refused before it allocates; a header whose size cannot be read is
-  refused too (and the decoded size is checked again);
-- a truncated JPEG (no EOI marker after the scan data), a zero-byte file, a file that is not an image or a
-  format OpenCV cannot read all raise `ImageReadError` naming the file and the reason, instead of a `None`
-  or a silently partial image.
-Grayscale, RGBA, palette, 16-bit and CMYK inputs all come out as RGB uint8 (alpha is dropped, 16-bit is scaled
-down by 256, as `cv2.IMREAD_COLOR` does).
+OpenCV decodes (a declared dependency; Pillow is not). On top of `cv2.imdecode`:
+- EXIF orientation is parsed and applied here (JPEG APP1, PNG eXIf, TIFF), independent of OpenCV's version;
+- the pixel count is read from every format's header (`mrseg.data.image_headers`) and checked before
+  decoding, so a decompression bomb is refused before it allocates (an unreadable header is refused too, and
+  the decoded size is checked again);
+- a truncated JPEG (no EOI after the scan data), an empty file, a non-image or a format OpenCV cannot read
+  raise `ImageReadError` naming the file and the reason, never a `None` or a silently partial image.
+Gray, RGBA, palette, 16-bit and CMYK come out as RGB uint8 (alpha dropped, 16-bit / 256, as `IMREAD_COLOR`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import cv2
@@ -37,11 +35,9 @@ class ImageReadError(ValueError):
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode the image at `path` to RGB uint8 `[H, W, 3]` with EXIF orientation applied.
-
-    `max_pixels` (None: no limit) refuses larger images as likely decompression bombs.
-    Raises `ImageReadError` (a ValueError) for a missing, empty, truncated, oversized or undecodable file.
-    """
+    """Decode the image at `path` to RGB uint8 `[H, W, 3]` with EXIF orientation applied; `max_pixels`
+    (None: no limit) refuses larger images. `ImageReadError` (a ValueError) for a missing, empty, truncated,
+    oversized or undecodable file."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -102,31 +98,25 @@ def _too_large(path, size: tuple[int, int], max_pixels: int) -> ImageReadError:
     )
 
 
+# The magic bytes of each format, checked in this order.
+_SIGNATURES = (
+    ("jpeg", rb"\xff\xd8\xff"),
+    ("png", rb"\x89PNG\r\n\x1a\n"),
+    ("bmp", rb"BM"),
+    ("tiff", rb"II\*\x00|MM\x00\*"),
+    ("webp", rb"RIFF....WEBP"),
+    ("gif", rb"GIF8[79]a"),
+    ("heif", rb"....ftyp(?:heic|heix|mif1|msf1|heim|avif)"),
+    ("pnm", rb"P[1-6]"),
+    ("jpeg2000", rb"\x00\x00\x00\x0cjP  |\xff\x4f\xff\x51"),
+    ("exr", rb"\x76\x2f\x31\x01"),
+    ("hdr", rb"#\?(?:RADIANCE|RGBE)"),
+)
+
+
 def sniff_format(data: bytes) -> str | None:
     """The image format named by the file's magic bytes ("jpeg", "png", ...), or None."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:2] == b"BM":
-        return "bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"avif"):
-        return "heif"
-    if data[:2] in (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6"):
-        return "pnm"
-    if data[:8] == b"\x00\x00\x00\x0cjP  " or data[:4] == b"\xff\x4f\xff\x51":
-        return "jpeg2000"
-    if data[:4] == b"\x76\x2f\x31\x01":
-        return "exr"
-    if data[:10].startswith(b"#?RADIANCE") or data[:6] == b"#?RGBE":
-        return "hdr"
-    return None
+    return next((kind for kind, magic in _SIGNATURES if re.match(magic, data, re.DOTALL)), None)
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
@@ -153,9 +143,7 @@ def exif_orientation(data: bytes, kind: str | None = None) -> int:
             tiff = _png_exif(data)
         elif kind == "tiff":
             tiff = data
-        if tiff is None:
-            return 1
-        return _tiff_orientation(tiff)
+        return 1 if tiff is None else _tiff_orientation(tiff)
     except (struct.error, IndexError):
         return 1
 

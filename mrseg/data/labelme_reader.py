@@ -1,10 +1,9 @@
 """Read a folder of labelme files for `mrseg convert`: one instance per shape, or per (label, group_id).
 
-Shapes are rasterised as labelme does (`labelme.utils.shape_to_mask`: PIL's polygon/rectangle/ellipse with
-outline and fill; a `mask` shape (labelme >= 5.3) is its base64 PNG pasted at `points[0]`). Shapes that share
-a label and a non-null `group_id` are the parts of one instance. `point`, `line`, `linestrip` shapes hold no
-area: they are counted as lost, not converted. Categories are the labels, sorted by name, with ids 1..K.
-A description "score 0.912" (what `mrseg predict` writes) is read back as the score.
+Shapes are rasterised as labelme's `shape_to_mask` does (PIL polygon/rectangle/ellipse, outline and fill; a
+`mask` shape is its base64 PNG pasted at `points[0]`). `point`, `line`, `linestrip` shapes hold no area:
+counted as lost. Categories: the labels sorted by name, ids 1..K. A description "score 0.912" (as
+`mrseg predict` writes) is read back as the score.
 """
 
 from __future__ import annotations
@@ -37,8 +36,7 @@ _SCORE = re.compile(r"^\s*score\s+([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
 
 def shape_mask(shape: dict, height: int, width: int, context: str) -> np.ndarray:
-    """bool `[height, width]` of one labelme shape, as labelme's `shape_to_mask` / `shapes_to_label` draw
-    it."""
+    """bool `[height, width]` of one labelme shape, as labelme's `shape_to_mask` / `shapes_to_label` draw."""
     kind = shape.get("shape_type") or "polygon"
     try:
         points = [(float(x), float(y)) for x, y in shape.get("points") or []]
@@ -91,8 +89,7 @@ def _doc(path: Path) -> dict:
 
 def read_labelme(folder: str | Path, images_dir: str | Path | None = None) -> SourceDataset:
     """A `SourceDataset` of every `*.json` under `folder` (recursively, sorted). Images: `imagePath` relative
-    to each file, or its file name in `images_dir` when given; sizes from `imageHeight`/`imageWidth`, else the
-    image header."""
+    to the file, or its name in `images_dir`; sizes: `imageHeight`/`imageWidth`, else the image header."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
     if not files:

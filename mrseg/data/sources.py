@@ -1,34 +1,28 @@
 """What `mrseg predict` reads: SOURCE arguments expanded into a stable sequence of `InputItem`s.
 
-A SOURCE is one of
-- an image file (any extension but `.txt` and the video ones; the decoder judges it): `rel_path` = its
-  basename;
-- a folder: every image inside it, recursively (extensions in `IMAGE_EXTENSIONS`, case-insensitive; hidden
-  files and folders skipped; videos inside folders are not expanded), sorted by relative path;
-  `rel_path` = the path relative to the folder;
-- a glob (`data/**/*.jpg`, expanded recursively, sorted; only image and video files): `rel_path` = the path
-  relative to the glob's leading folder without wildcards;
-- a `.txt` list: one path per line (blank lines and lines starting with `#` skipped; relative paths resolved
-  against the list file's folder); `-`: the same, read from stdin, relative to the current folder.
-  `rel_path` = the path as written when relative, the basename when absolute. An entry may be a folder.
-  Entries are not checked for existence here: a missing file fails when it is read (one failure, not the run);
+A SOURCE (`rel_path` of its items in brackets) is one of
+- an image file, any extension but `.txt` and the video ones (its basename);
+- a folder: every image inside, recursively (`IMAGE_EXTENSIONS`, case-insensitive; hidden files and folders
+  skipped; videos not expanded), sorted (the path relative to the folder);
+- a glob (`data/**/*.jpg`, recursive, sorted; image and video files only) (the path relative to the glob's
+  leading folder without wildcards);
+- a `.txt` list, one path per line (blank and `#` lines skipped; relative paths resolved against the list's
+  folder), or `-`: the same from stdin, relative to the current folder (the path as written when relative,
+  the basename when absolute). An entry may be a folder; a missing file fails when read (one failure);
 - a video file (`VIDEO_EXTENSIONS`): every frame, or every `vid_stride`-th, each its own item.
 
-Ids are 1, 2, 3, ... in the order the sources are given, each source expanded in sorted order, so the same
-arguments give the same ids on every run and every rank. The same file named twice is yielded once. Every item
-gets a unique output stem in `InputItem.name` (`a/b/photo`); when two different inputs would share one
-(`x.jpg` and `x.png`, or two folders holding `1.jpg`; compared case-insensitively) the later one gets a `_2`,
-`_3`, ... suffix.
-
-Video frames: `InputItem.path` is the video, `frame` the 0-based frame index, `video` the video's rel_path,
-`fps` its frame rate, `name` `<video stem>/<frame:06d>` (so the video's own output stem is the name's parent);
-the engine decodes them in order with `read_frames(path, stride)`. The frame count
-comes from the container (`video_info`), counted by decoding only when the container does not say.
+Ids are 1, 2, 3, ... in source order, each source expanded sorted, so the same arguments give the same ids on
+every run and rank. The same file named twice is yielded once. `InputItem.name` is a unique output stem
+(`a/b/photo`): when two inputs would share one (`x.jpg` and `x.png`; compared case-insensitively) the later
+gets a `_2`, `_3`, ... suffix. Video frames: `path` is the video, `frame` the 0-based index, `video` the
+video's rel_path, `name` `<video stem>/<frame:06d>`; `read_frames(path, stride)` decodes them in order. The
+frame count comes from the container (`video_info`), counted by decoding when the container does not say.
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -81,17 +75,16 @@ def iter_items(
 ) -> Iterator[InputItem]:
     """Expand SOURCE arguments into `InputItem`s with ids 1, 2, ... (see the module docstring).
 
-    `stdin` is read for a `-` source (default `sys.stdin`). Files under any folder in `exclude` (e.g. the
-    output folder, when it lies inside an input folder) are skipped. Raises `SourceError` for a source that
-    does not exist, a folder or glob without images, a list file that cannot be read, or a video that
-    cannot be opened.
+    `stdin` is read for a `-` source (default `sys.stdin`); files under a folder in `exclude` (e.g. the output
+    folder inside an input folder) are skipped. Raises `SourceError` for a missing source, a folder or glob
+    without images, an unreadable list file or a video that cannot be opened.
     """
     if vid_stride < 1:
         raise SourceError(f"vid_stride must be >= 1, got {vid_stride}")
     excluded = [os.path.realpath(e) for e in exclude]
     seen_files: set[tuple[str, int | None]] = set()
     seen_names: set[str] = set()
-    next_id = 1
+    ids = itertools.count(1)
     for source in sources:
         for path, rel in _expand(source, stdin):
             real = os.path.realpath(path)
@@ -108,10 +101,9 @@ def iter_items(
                     seen_files.add((real, frame))
                     name = _unique_name(f"{base_name}/{frame:06d}", seen_names)
                     yield InputItem(
-                        id=next_id, path=str(path), rel_path=f"{base}/{frame:06d}.jpg", frame=frame,
+                        id=next(ids), path=str(path), rel_path=f"{base}/{frame:06d}.jpg", frame=frame,
                         video=rel_video, fps=info.fps, name=name,
                     )  # fmt: skip
-                    next_id += 1
             else:
                 if (real, None) in seen_files:
                     continue
@@ -119,8 +111,7 @@ def iter_items(
                 rel_posix = _posix(rel)
                 stem = str(PurePosixPath(safe_relative_path(rel_posix)).with_suffix(""))
                 name = _unique_name(stem or "unnamed", seen_names)
-                yield InputItem(id=next_id, path=str(path), rel_path=rel_posix, name=name)
-                next_id += 1
+                yield InputItem(id=next(ids), path=str(path), rel_path=rel_posix, name=name)
 
 
 def collect_items(sources: Iterable[str], vid_stride: int = 1, stdin: TextIO | None = None, exclude=()):
@@ -129,7 +120,7 @@ def collect_items(sources: Iterable[str], vid_stride: int = 1, stdin: TextIO | N
 
 
 def _posix(rel: str) -> str:
-    return rel.replace(os.sep, "/") if os.sep != "/" else rel
+    return rel.replace(os.sep, "/")
 
 
 def _unique_name(name: str, seen: set[str]) -> str:
@@ -185,12 +176,7 @@ def _walk_folder(folder: Path, rel_prefix: str, what: str) -> Iterator[tuple[str
 
 
 def _glob_base(pattern: str) -> str:
-    parts = Path(pattern).parts
-    base: list[str] = []
-    for part in parts[:-1]:
-        if _GLOB_CHARS & set(part):
-            break
-        base.append(part)
+    base = list(itertools.takewhile(lambda part: not _GLOB_CHARS & set(part), Path(pattern).parts[:-1]))
     return str(Path(*base)) if base else ""
 
 
@@ -226,7 +212,7 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
         if not cap.isOpened():
             raise SourceError(f"cannot open the video {path} (missing, corrupt, or a codec OpenCV lacks)")
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
         width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if count <= 0:  # the container does not say: count by decoding
@@ -235,7 +221,7 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
                 count += 1
     finally:
         cap.release()
-    if fps <= 0 or fps != fps or fps > 1000:
+    if not 0 < fps <= 1000:  # also NaN
         fps = 30.0
     return VideoInfo(frame_count=count, fps=fps, width=width, height=height)
 
@@ -245,9 +231,8 @@ def read_frames(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode a video in order, yielding `(frame_index, RGB uint8 [H, W, 3])` for frames 0, stride, ...
 
-    Stops at `frame_count` (default: `video_info(path).frame_count`, the count ids were assigned for), or
-    earlier if the file ends early. Skipped frames are grabbed, not converted. Raises `SourceError` if the
-    video cannot be opened.
+    Stops at `frame_count` (default: `video_info(path).frame_count`, the count ids were assigned for) or where
+    the file ends. Skipped frames are grabbed, not converted. `SourceError` if the video cannot be opened.
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")

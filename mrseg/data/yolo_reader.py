@@ -1,11 +1,10 @@
 """Read a YOLO-seg dataset (`data.yaml`, `images/`, `labels/`) for `mrseg convert`.
 
-Each label line `class x1 y1 x2 y2 ...` (normalised) is one instance, rasterised as ultralytics does
-(`polygon2mask`: the points times (W, H), truncated to int32, `cv2.fillPoly`); a 5-number line
-`class cx cy w h` (a detection label) is its box. Images are the files of the yaml's `train`/`val`/`test`
-folders (or `--images DIR`); each one's labels are at the same path with `images` replaced by `labels` (the
-ultralytics rule). Sizes come from the image headers. Category ids: the `# category_id N` comments that
-`mrseg predict` writes after each name, else class index + 1.
+Each label line `class x1 y1 x2 y2 ...` (normalised) is one instance, rasterised as ultralytics'
+`polygon2mask` (points times (W, H), truncated to int32, `cv2.fillPoly`); a line `class cx cy w h` is its box.
+Images: the files of the yaml's `train`/`val`/`test` folders (or `--images DIR`), labels at the same path with
+`images` replaced by `labels` (ultralytics' rule), sizes from the headers. Category ids: the
+`# category_id N` comments `mrseg predict` writes after each name, else class index + 1.
 """
 
 from __future__ import annotations
@@ -59,16 +58,12 @@ def _category_ids(text: str, n: int) -> list[int]:
 
 
 def _image_dirs(data: dict, yaml_path: Path) -> list[Path]:
-    base = yaml_path.parent
-    if data.get("path"):
-        p = Path(str(data["path"]))
-        base = p if p.is_absolute() else (yaml_path.parent / p)
+    base = yaml_path.parent / str(data["path"]) if data.get("path") else yaml_path.parent  # absolute: as is
     dirs = []
     for key in ("train", "val", "test"):
         value = data.get(key)
         for v in value if isinstance(value, list) else [value] if value else []:
-            d = Path(str(v))
-            d = d if d.is_absolute() else base / d
+            d = base / str(v)
             if d.suffix == ".txt":
                 raise SourceError(f"{yaml_path}: '{key}: {v}' is an image list; pass --images DIR instead")
             if d.resolve() not in [x.resolve() for x in dirs]:
@@ -90,16 +85,8 @@ def line_mask(values: list[float], height: int, width: int) -> np.ndarray:
     """bool `[height, width]` of one label line's numbers after the class (polygon or cx cy w h box)."""
     if len(values) == 4:
         cx, cy, w, h = values
-        values = [
-            cx - w / 2,
-            cy - h / 2,
-            cx + w / 2,
-            cy - h / 2,
-            cx + w / 2,
-            cy + h / 2,
-            cx - w / 2,
-            cy + h / 2,
-        ]
+        x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        values = [x0, y0, x1, y0, x1, y1, x0, y1]
     pts = (np.asarray(values, np.float64).reshape(-1, 2) * (width, height)).astype(np.int32)
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, [pts], color=1)

@@ -1,10 +1,8 @@
 """Writers for `mrseg predict`'s output formats, all fed the same `Detections` and instance records.
 
 Per-item writers (`write(item, image_rgb, det, instances)` then `close()`): `JsonlWriter`, `LabelmeWriter`,
-`YoloWriter`, `OverlayWriter`. Once at the end, on rank 0: `finalize(out_dir, formats, records_paths,
-categories)` builds annotations.json, results.json, predictions.jsonl and yolo/data.yaml from the journals and
-finishes the overlay videos. `FORMATS` (`mrseg.outputs.formats`) is the one registry of the formats.
-`Detections.masks` may be a `CroppedMasks` (per-instance crops).
+`YoloWriter`, `OverlayWriter`. `finalize(out_dir, formats, records_paths, categories)` (once, rank 0) builds
+the end-of-run files from the journals. `FORMATS` (`mrseg.outputs.formats`) is the one registry of formats.
 """
 
 from mrseg.outputs.detections import Detections, InputItem

@@ -24,12 +24,9 @@ def temp_sibling(path: str | os.PathLike, ext: str = ".tmp") -> Path:
 def atomic_open(
     path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", fsync: bool = False
 ) -> Iterator[IO]:
-    """Open a temporary file beside `path` for writing; on a clean exit it replaces `path` (os.replace).
-
-    On an exception the temporary file is removed and `path` is left as it was. Parent folders are created.
-    `mode` is "w" (text, `encoding`) or "wb". `fsync` also flushes the data to disk before the rename
-    (worth it for the final files, too slow for one small file per image).
-    """
+    """Open a temporary file beside `path` (parent folders created) for writing ("w": text in `encoding`, or
+    "wb"); a clean exit replaces `path` with it (os.replace), an exception removes it and leaves `path` as it
+    was. `fsync`: on disk before the rename (worth it for the final files, too slow for one per image)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)

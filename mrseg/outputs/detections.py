@@ -11,14 +11,12 @@ import numpy as np
 class InputItem:
     """One thing to predict on: an image file, or one frame of a video.
 
-    `id` is the stable COCO image id; `rel_path` is the file name relative to the SOURCE it came from
-    (what `file_name` holds in annotations.json); `frame` is the frame index for video frames, else None.
-
-    For a video frame, `path` is the video file, `video` the video's path relative to its SOURCE, `frame`
-    the 0-based frame index and `fps` the video's frame rate; `rel_path` is then
-    `<video rel path without extension>/<frame:06d>.jpg` (the layout of extracted frames).
-    `name` is the unique, sanitized output stem (posix, no extension) that per-item writers use
-    (`labelme/<name>.json`); `mrseg.data.sources` fills it, and when empty it is derived from `rel_path`.
+    `id`: the stable COCO image id; `rel_path`: the file name relative to its SOURCE (annotations.json's
+    `file_name`). For a video frame, `path` is the video file, `video` its path relative to its SOURCE,
+    `frame` the 0-based frame index (else None), `fps` the video's frame rate, and `rel_path`
+    `<video rel path without extension>/<frame:06d>.jpg` (the layout of extracted frames). `name`: the
+    unique, sanitized output stem (posix, no extension) of the per-item writers (`labelme/<name>.json`),
+    filled by `mrseg.data.sources`; when empty it is derived from `rel_path`.
     """
 
     id: int
@@ -35,14 +33,13 @@ class Detections:
     """Instances in one image, in original-image pixels.
 
     boxes: float32 [N, 4] xyxy; scores: float32 [N]; labels: int64 [N] (model labels, 1..K);
-    masks: bool [N, H, W], or None; or a `mrseg.outputs.mask_crop.CroppedMasks` (the same masks held as
-    per-instance crops, which the writers encode without building full-size masks; it indexes like the array,
-    `np.asarray` gives the array); None for a model without a mask head (boxes only, or keypoints only).
+    masks: bool [N, H, W], or a `mask_crop.CroppedMasks` (the same masks as per-instance crops, which the
+    writers encode without building full-size masks), or None without a mask head.
     keypoints: float32 [N, K, 3] (x, y in image pixels, visibility: 1 = predicted, as torchvision's) and
-    keypoint_scores: float32 [N, K] (the heatmap logit at each keypoint, not a probability), for a model
-    with a keypoint head; else None. track_ids: int64 [N] for video frames, else None.
-    width, height: the original image size. image: the decoded input, uint8 RGB [H, W, 3], only when asked
-    for (`Predictor.stream(..., keep_images=True)`, which overlays need); else None.
+    keypoint_scores: float32 [N, K] (the heatmap logit, not a probability) with a keypoint head, else None.
+    track_ids: int64 [N] for video frames, else None. width, height: the original image size.
+    image: the decoded input, uint8 RGB [H, W, 3], only when asked for (`Predictor.stream(...,
+    keep_images=True)`, which overlays need); else None.
     """
 
     width: int

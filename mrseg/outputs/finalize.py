@@ -1,11 +1,9 @@
 """The end-of-run files of a predict run (annotations.json, results.json, predictions.jsonl, data.yaml), built
 once from the run journal(s) after every rank is done; `formats.finalize` picks them per format.
 
-`read_records` streams the journal lines (`{"image": {...}, "instances": [...]}`) of one or more record
-files sorted by image id: a line that is torn (no newline at the end, as after a crash) or not valid JSON is
-skipped, and when an image id occurs more than once the last complete line wins (a resumed run may redo
-an input).
-Only an index of (id, file, offset) is held in memory; each line is read back from disk when its turn comes.
+`read_records` streams the journal lines of one or more record files sorted by image id: a torn line (no
+newline, as after a crash) or invalid JSON is skipped, and the last complete line of an image id wins (a
+resumed run may redo an input). Only an index of (id, file, offset) is held in memory.
 """
 
 from __future__ import annotations
@@ -68,15 +66,12 @@ def iter_record_lines(records_paths: Iterable[str | os.PathLike]) -> Iterator[by
 
 def read_records(records_paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     """The journal records `{"image": {...}, "instances": [...]}`, one per image id, sorted by image id."""
-    for line in iter_record_lines(records_paths):
-        yield json.loads(line)
+    return map(json.loads, iter_record_lines(records_paths))
 
 
 def coco_categories(categories: list[dict]) -> list[dict]:
-    """COCO `categories` (id, name, supercategory): the model's real classes (`real_categories`: no "N/A"
-    placeholders, sorted by id). The predictor never emits a placeholder, so every annotation's
-    `category_id` is declared here. A keypoint model's categories also carry COCO's `keypoints` (names) and
-    `skeleton` (1-based pairs)."""
+    """COCO `categories` (id, name, supercategory; a keypoint model's `keypoints` / `skeleton`): the model's
+    real classes (no "N/A" placeholders, which the predictor never emits, sorted by id)."""
     out = []
     for c in real_categories(categories):
         cat = {"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
@@ -96,14 +91,11 @@ def write_coco(
 ) -> None:
     """`annotations.json`: a COCO dataset of the predictions, written incrementally (two passes).
 
-    `segmentation` is the instance's polygons when the run asked for them (`--mask-format polygon`, an
-    approximation of the mask), else (and for masks with holes) the exact RLE. With masks, each annotation's
-    `area` and `bbox` are pycocotools' `area` / `toBbox` of its segmentation (the ground-truth convention: the
-    box is tight around the segmentation's pixels; an empty mask keeps the detector's box, with area 0); the
-    detector's box stays in results.json. The score is `score` and `attributes.score` (CVAT's COCO importer
-    reads `attributes`). A box-only model's annotations have `bbox` and `area` (the box's) and no
-    `segmentation`; a keypoint model's also `keypoints` ([x, y, v] x K, v = 2 for a predicted keypoint) and
-    `num_keypoints`."""
+    `segmentation`: the polygons when the run asked for them (`--mask-format polygon`), else (and for masks
+    with holes) the exact RLE; `area` and `bbox` are pycocotools' `area` / `toBbox` of it (the ground-truth
+    convention; an empty mask keeps the detector's box, which results.json keeps). The score is `score` and
+    `attributes.score` (CVAT's COCO importer reads `attributes`). A box-only model's annotations have no
+    `segmentation`; a keypoint model's also `keypoints` and `num_keypoints`."""
     info = {
         "description": description,
         "version": __version__,
@@ -140,10 +132,8 @@ def write_coco(
 
 
 def write_results(path: str | os.PathLike, records_paths: list) -> None:
-    """`results.json`: the list `COCO.loadRes` takes; segmentations always the exact compressed RLE of the
-    model's masks, whatever `--mask-format` (journals of older versions may hold polygons: rasterised);
-    `keypoints` ([x, y, v] x K) for a keypoint model, whose `score` is the box's (what pycocotools' OKS
-    evaluation ranks by)."""
+    """`results.json`: the list `COCO.loadRes` takes, segmentations always the exact RLE (older journals'
+    polygons rasterised), `keypoints` for a keypoint model (`score` is the box's, what OKS ranks by)."""
     with atomic_open(path, "w", fsync=True) as f:
         f.write("[")
         first = True
@@ -156,8 +146,7 @@ def write_results(path: str | os.PathLike, records_paths: list) -> None:
 
 
 def write_jsonl(path: str | os.PathLike, records_paths: list) -> None:
-    """`predictions.jsonl` rewritten from the journals: one line per image, sorted by id, segmentations as the
-    exact RLE (the journal's polygons are left out)."""
+    """`predictions.jsonl` from the journals: one line per image, sorted by id, without the polygons."""
     with atomic_open(path, "wb", fsync=True) as f:
         for line in iter_record_lines(records_paths):
             f.write(public_line(line))

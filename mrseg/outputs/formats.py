@@ -1,9 +1,6 @@
-"""The one registry of `mrseg predict`'s output formats: what each writes per input, what it writes once at
-the end, which files it owns, and whether its masks are the model's exact pixels.
-
-Everything that needs to know the formats reads `FORMATS`: option parsing (`parse_formats`), the writer
-fan-out of a run (`item_writers`), the end of a run (`finalize`), and the run folder (`final_files`, the
-per-item folders a fresh `--exist-ok` run clears). Adding a format is one entry here plus its writer.
+"""The one registry of `mrseg predict`'s output formats: per-input writer, end-of-run file, owned files,
+whether its masks are exact. Option parsing (`parse_formats`), a run's writers (`item_writers`), the end of
+a run (`finalize`) and the run folder (`final_files`, `item_folders`) all read `FORMATS`.
 """
 
 from __future__ import annotations
@@ -24,6 +21,10 @@ from mrseg.outputs.finalize import (
     write_yolo_yaml,
 )
 from mrseg.outputs.jsonl import JSONL_NAME
+from mrseg.outputs.labelme import LabelmeWriter
+from mrseg.outputs.overlay import OverlayWriter
+from mrseg.outputs.video_segments import finish_videos
+from mrseg.outputs.yolo import YoloWriter
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,11 @@ class WriterOptions:
 class OutputFormat:
     """One `--format` value.
 
-    make_writer: options -> a per-item writer (`write(item, image_rgb, det, instances)`, `close()`), or None
-        when the format is built at the end only. Writers whose `needs_image` is True get the decoded pixels.
-    final: (out_dir, records_paths, categories, description) -> the file written once at the end from the
-        run's journals (None if the format writes nothing then); `final_file` is that file, relative to OUT.
-    folder: the folder under OUT holding its per-item files (cleared by a fresh `--exist-ok` run).
+    make_writer: options -> a per-item writer (`write(item, image_rgb, det, instances)`, `close()`), or None;
+        writers with `needs_image` get the decoded pixels.
+    final: (out_dir, records_paths, categories, description) -> writes `final_file` (relative to OUT) once at
+        the end from the journals, or None.
+    folder: the folder under OUT of its per-item files (cleared by a fresh `--exist-ok` run).
     exact_masks: its masks are the model's pasted pixels (RLE); False: polygons, an approximation.
     """
 
@@ -55,30 +56,6 @@ class OutputFormat:
     final_file: str | None = None
     folder: str | None = None
     needs_image: bool = False
-
-
-def _labelme_writer(opts: WriterOptions):
-    from mrseg.outputs.labelme import LabelmeWriter
-
-    return LabelmeWriter(opts.out_dir, simplify=opts.simplify, classes=opts.classes)
-
-
-def _yolo_writer(opts: WriterOptions):
-    from mrseg.outputs.yolo import YoloWriter
-
-    return YoloWriter(opts.out_dir, simplify=opts.simplify, classes=opts.classes)
-
-
-def _overlay_writer(opts: WriterOptions):
-    from mrseg.outputs.overlay import OverlayWriter
-
-    return OverlayWriter(opts.out_dir, vid_stride=opts.vid_stride, classes=opts.classes)
-
-
-def _finish_overlays(out_dir: Path, records_paths: list, categories: list[dict], description: str) -> None:
-    from mrseg.outputs.video_segments import finish_videos
-
-    finish_videos(out_dir, read_records(records_paths))
 
 
 FORMATS: dict[str, OutputFormat] = {
@@ -105,13 +82,13 @@ FORMATS: dict[str, OutputFormat] = {
         OutputFormat(
             "labelme",
             exact_masks=False,
-            make_writer=_labelme_writer,
+            make_writer=lambda o: LabelmeWriter(o.out_dir, simplify=o.simplify, classes=o.classes),
             folder="labelme",
         ),
         OutputFormat(
             "yolo",
             exact_masks=False,
-            make_writer=_yolo_writer,
+            make_writer=lambda o: YoloWriter(o.out_dir, simplify=o.simplify, classes=o.classes),
             final=lambda out, paths, cats, desc: write_yolo_yaml(out / YOLO_YAML, cats),
             final_file=YOLO_YAML,
             folder=os.path.dirname(YOLO_YAML),
@@ -119,8 +96,8 @@ FORMATS: dict[str, OutputFormat] = {
         OutputFormat(
             "overlay",
             exact_masks=False,
-            make_writer=_overlay_writer,
-            final=_finish_overlays,
+            make_writer=lambda o: OverlayWriter(o.out_dir, vid_stride=o.vid_stride, classes=o.classes),
+            final=lambda out, paths, cats, desc: finish_videos(out, read_records(paths)),
             folder="overlay",
             needs_image=True,
         ),
@@ -135,8 +112,7 @@ class FormatError(ValueError):
 
 
 def parse_formats(formats: Sequence[str] | str | None, stream: bool = False) -> list[str]:
-    """The `--format` list (comma string or sequence), checked and de-duplicated; default coco (jsonl when
-    streaming to stdout)."""
+    """The `--format` list (comma string or sequence), checked, deduplicated; default coco (stdout: jsonl)."""
     if formats is None:
         formats = [STREAM_FORMAT if stream else DEFAULT_FORMAT]
     if isinstance(formats, str):
@@ -185,12 +161,9 @@ def finalize(
 ) -> dict[str, Path]:
     """Write the end-of-run files of `formats` into `out_dir` from the journals; returns {format: path}.
 
-    `coco` -> annotations.json, `coco-results` -> results.json, `jsonl` -> predictions.jsonl (rewritten from
-    the journals sorted by id, which also merges the ranks of a torchrun), `yolo` -> yolo/data.yaml,
-    `overlay` -> any overlay video not yet joined from its segments (see `video_segments.finish_videos`).
-    `categories`: the model's `{"id", "name"}` per label; `description`: annotations.json's
-    `info.description` (the command that wrote it). Missing record files count as empty (a rank that got
-    no inputs)."""
+    predictions.jsonl is rewritten sorted by id (which merges the ranks of a torchrun); `overlay` builds any
+    video not yet joined from its segments. `categories`: the model's `{"id", "name"}` per label;
+    `description`: annotations.json's `info.description`. Missing record files count as empty."""
     out = Path(out_dir)
     records_paths = list(records_paths)
     written: dict[str, Path] = {}

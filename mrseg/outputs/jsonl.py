@@ -14,13 +14,9 @@ JSONL_NAME = "predictions.jsonl"
 
 
 class JsonlWriter:
-    """Writes `{"image": {...}, "instances": [...]}` lines to a file or a text stream (e.g. `sys.stdout`);
-    segmentations are the exact RLE (the journal-only `polygons` are left out).
-
-    `out`: a path (opened for writing, or appending with `append=True`, e.g. on `--resume`) or an open text
-    stream, which is flushed after every line and never closed here. Lines come in the order written;
-    `finalize` rewrites the file sorted by image id at the end of a run.
-    """
+    """Writes `{"image": {...}, "instances": [...]}` lines (exact RLE, no `polygons`) to `out`: a path
+    (opened for writing, or appending with `append=True` on `--resume`) or an open text stream (e.g.
+    `sys.stdout`: flushed after every line, never closed here). `finalize` rewrites the file sorted by id."""
 
     def __init__(self, out: str | os.PathLike | TextIO, append: bool = False):
         if hasattr(out, "write"):

@@ -1,15 +1,13 @@
 """`labelme/<name>.json`: one labelme file per image, a polygon per instance part named by its class.
 
-Polygons are in labelme's own convention (vertices at pixel centres, `mrseg.outputs.polygons`), so that
-`labelme.utils.shape_to_mask` gives back the model's mask. An instance whose mask has a hole of at least
-`masks.DEFAULT_MIN_AREA` px, or no pixel at all, is one `shape_type: "mask"` shape instead (labelme >= 5.3):
-`points` are the top-left and bottom-right pixels of the mask's box, `mask` its crop as a base64 PNG, which
-labelme's `shapes_to_label` pastes back exactly. Every instance therefore has at least one shape.
+Polygons are in labelme's convention (pixel centres, `mrseg.outputs.polygons`), so that labelme's
+`shape_to_mask` gives back the model's mask. A mask with a hole of at least `masks.DEFAULT_MIN_AREA` px, or
+no pixel, is one `shape_type: "mask"` shape (labelme >= 5.3): `points` the top-left and bottom-right pixels
+of its box, `mask` its crop as a base64 PNG, which `shapes_to_label` pastes back exactly.
 
-A model without masks (Faster R-CNN, Keypoint R-CNN) gives each instance a `rectangle` shape, its box corners
-in image pixels (x, y continuous, as labelme's canvas shows them). A keypoint model adds one `point` shape per
-predicted keypoint, labelled with the keypoint's name (the category's `keypoints`), at the model's (x, y);
-an instance's shapes share its `group_id` (the track id for video, else its index in the file).
+Without masks each instance is a `rectangle` (its box corners, continuous pixels). A keypoint model adds a
+`point` shape per predicted keypoint, labelled with the keypoint's name, at the model's (x, y); an
+instance's shapes share its `group_id` (the track id for video, else its index in the file).
 """
 
 from __future__ import annotations
@@ -31,17 +29,6 @@ from mrseg.outputs.paths import output_path, output_stem
 LABELME_VERSION = "5.5.0"
 
 
-def instance_polygons(
-    det: Detections, i: int, instance: dict, simplify: float, convention: str = "labelme"
-) -> list[list[float]]:
-    """Polygons of instance `i`, traced from its mask in `convention`'s coordinates (holes filled); without
-    masks, its box as a 4-corner polygon."""
-    if det.masks is not None:
-        return mask_to_polygons(instance_crop(det.masks, i, det.boxes[i]), simplify, convention=convention)
-    x, y, w, h = instance["bbox"]
-    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
-
-
 def mask_shape_fields(mask: MaskCrop, box) -> dict:
     """`points` and `mask` of a labelme `mask` shape for a mask crop (an empty mask: a blank 1x1 at `box`)."""
     mc = mask.tightened()
@@ -61,16 +48,15 @@ def mask_shape_fields(mask: MaskCrop, box) -> dict:
 
 
 def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) -> list[dict]:
-    """The labelme shapes of instance `i` (without label/group fields): one polygon per part, or one `mask`
-    shape when a polygon cannot express the mask (holes, empty mask); without masks, its box as a
-    `rectangle`."""
+    """Instance `i`'s labelme shapes (no label/group fields): a polygon per part, or one `mask` shape when
+    polygons cannot express the mask (holes, empty mask); without masks, its box as a `rectangle`."""
     if det.masks is None:
         x, y, w, h = instance["bbox"]
         return [{"shape_type": "rectangle", "points": [[x, y], [x + w, y + h]], "mask": None}]
     mc = instance_crop(det.masks, i, det.boxes[i])
     if mc.area == 0 or has_holes(mc, DEFAULT_MIN_AREA):
         return [{"shape_type": "mask", **mask_shape_fields(mc, det.boxes[i])}]
-    polygons = instance_polygons(det, i, instance, simplify)
+    polygons = mask_to_polygons(mc, simplify, convention="labelme")
     return [
         {
             "shape_type": "polygon",
@@ -79,11 +65,6 @@ def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) ->
         }
         for p in polygons
     ]
-
-
-def keypoint_names(classes: list[dict] | None) -> dict[int, list[str]]:
-    """Category id -> its keypoint names (COCO's category `keypoints`), for the categories that have them."""
-    return {int(c["id"]): list(c["keypoints"]) for c in classes or [] if c.get("keypoints")}
 
 
 def point_shapes(instance: dict, names: list[str] | None) -> list[dict]:
@@ -114,11 +95,10 @@ def labelme_document(
     simplify: float = DEFAULT_SIMPLIFY,
     classes: list[dict] | None = None,
 ) -> dict:
-    """The labelme JSON dict for one image. The shapes of one instance (parts, box, keypoints) share a
-    `group_id` when it has several (the track id for video, always); the score goes into `description`
-    ("score 0.912"). `classes` (the model's, with `keypoints` names for a keypoint model) name the points."""
+    """The labelme JSON dict for one image. An instance's shapes (parts, box, keypoints) share a `group_id`
+    (its track id, or its index when it has several); the score goes into `description` ("score 0.912")."""
     shapes = []
-    names = keypoint_names(classes)
+    names = {int(c["id"]): list(c["keypoints"]) for c in classes or [] if c.get("keypoints")}
     for i, inst in enumerate(instances):
         description = f"score {inst['score']:.3f}" if "score" in inst else ""
         parts = [
@@ -127,18 +107,11 @@ def labelme_document(
         ]
         parts += point_shapes(inst, names.get(int(inst["category_id"])))
         group = inst.get("track_id", i if len(parts) > 1 else None)
-        for part in parts:
-            shapes.append(
-                {
-                    "label": part["label"],
-                    "points": part["points"],
-                    "group_id": group,
-                    "description": part["description"],
-                    "shape_type": part["shape_type"],
-                    "flags": {},
-                    "mask": part["mask"],
-                }
-            )
+        shapes += [  # labelme's key order
+            {"label": p["label"], "points": p["points"], "group_id": group, "description": p["description"]}
+            | {"shape_type": p["shape_type"], "flags": {}, "mask": p["mask"]}
+            for p in parts
+        ]
     return {
         "version": LABELME_VERSION,
         "flags": {},

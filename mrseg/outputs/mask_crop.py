@@ -1,13 +1,10 @@
 """A binary mask held as the part of the image that holds it: `MaskCrop` (one), `CroppedMasks` (a stack).
 
-A full-size mask of a 12-Mpx photo is 12 MB while the object in it is often a few hundred pixels across, so
-the encoders (polygons, RLE, overlay drawing) work on the crop. `MaskCrop.from_mask` finds the crop of a
-full-size mask: the detection box, widened by a margin, is scanned for the mask's exact bounds, and the rest
-of the mask is only checked to be empty (a cheap `any()`); when some pixel lies outside, the whole mask is
-scanned instead, so the result never depends on how good the box is.
-
-`CroppedMasks` lets a producer hand over per-instance crops (e.g. masks pasted into their boxes) without ever
-building full-size masks; it still reads like the bool `[N, H, W]` array of `Detections.masks`.
+A full-size mask of a 12-Mpx photo is 12 MB while the object is often a few hundred pixels across, so the
+encoders (polygons, RLE, overlays) work on the crop. `MaskCrop.from_mask` scans the detection box, widened by
+a margin, for the mask's exact bounds and only checks the rest is empty (a cheap `any()`), else scans the
+whole mask: the result never depends on the box. `CroppedMasks` hands over per-instance crops (e.g. masks
+pasted into their boxes) without building full-size masks; it reads like the bool `[N, H, W]` array.
 """
 
 from __future__ import annotations
@@ -22,10 +19,7 @@ import numpy as np
 @dataclass(frozen=True, eq=False)  # eq=False: no element-wise array comparison
 class MaskCrop:
     """The binary mask of an image `[height, width]` that is `crop` (bool `[h, w]`) at (x0, y0), 0 elsewhere.
-
-    The crop may hold empty margins unless `tight` is set (then its first/last rows and columns each hold a
-    pixel, or it is `[0, 0]` for an empty mask).
-    """
+    With `tight` its first/last rows and columns each hold a pixel (or it is `[0, 0]`: an empty mask)."""
 
     crop: np.ndarray
     x0: int
@@ -48,10 +42,8 @@ class MaskCrop:
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, box: Sequence[float] | None = None) -> MaskCrop:
-        """The tight crop of a full-size mask `[H, W]` (or `[1, H, W]`; nonzero = set).
-
-        `box`: xyxy pixels where the mask is expected (the detection box); only a hint, the result is exact.
-        """
+        """The tight crop of a full-size mask `[H, W]` (or `[1, H, W]`; nonzero = set). `box`: xyxy pixels
+        where the mask is expected (the detection box); only a hint, the result is exact."""
         mask = np.asarray(mask)
         if mask.ndim == 3 and mask.shape[0] == 1:
             mask = mask[0]
@@ -124,18 +116,15 @@ def _hint_region(box, width: int, height: int) -> tuple[int, int, int, int] | No
 
 
 def _any_outside(mask: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> bool:
-    return bool(
-        mask[:y0].any() or mask[y1:].any() or mask[y0:y1, :x0].any() or mask[y0:y1, x1:].any()
-    )
+    return bool(mask[:y0].any() or mask[y1:].any() or mask[y0:y1, :x0].any() or mask[y0:y1, x1:].any())
 
 
 class CroppedMasks:
     """Instance masks bool `[N, H, W]` held as one `MaskCrop` per instance.
 
-    Reads like the array it stands for: `len`, `shape`, `masks[i]` (a full-size bool `[H, W]`, built on
-    demand), `masks[idx]` for a slice / index array / bool array (another `CroppedMasks`), and
-    `np.asarray(masks)` (the full stack, memory permitting). `crop(i)` gives the `MaskCrop` without building
-    anything, which is what the writers use.
+    Reads like the array: `len`, `shape`, `masks[i]` (a full-size bool `[H, W]`, built on demand),
+    `masks[idx]` for a slice / index / bool array (another `CroppedMasks`), `np.asarray(masks)`. `crop(i)`
+    (what the writers use) gives the `MaskCrop` without building anything.
     """
 
     ndim = 3
@@ -156,10 +145,7 @@ class CroppedMasks:
         cls, crops: Sequence[np.ndarray], origins: np.ndarray, height: int, width: int
     ) -> CroppedMasks:
         """From crops (each `[h_i, w_i]`, nonzero = set) and their top-left corners `origins` int `[N, 2]`
-        (x, y).
-
-        A crop that reaches past the image is clipped to it.
-        """
+        (x, y); a crop that reaches past the image is clipped to it."""
         origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
         if len(origins) != len(crops):
             raise ValueError(f"CroppedMasks: {len(crops)} crops but {len(origins)} origins")
@@ -210,6 +196,11 @@ class CroppedMasks:
             x0, y0, x1, y1 = c.bounds
             out[k, y0:y1, x0:x1] = c.crop
         return out if dtype is None else out.astype(dtype)
+
+
+def as_crop(mask: np.ndarray | MaskCrop) -> MaskCrop:
+    """A tight `MaskCrop` of a full-size mask `[H, W]` (or of a `MaskCrop`)."""
+    return mask.tightened() if isinstance(mask, MaskCrop) else MaskCrop.from_mask(mask)
 
 
 def instance_crop(masks, i: int, box: Sequence[float] | None = None) -> MaskCrop:

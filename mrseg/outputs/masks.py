@@ -1,17 +1,13 @@
 """Binary masks <-> COCO polygons and RLE.
 
-Polygons are traced by `mrseg.outputs.polygons` in the coordinates each consumer's rasteriser expects (COCO:
-pixel edges, as pycocotools rasterises them; labelme and YOLO: pixel centres), with a simplification that
-scales with the part's size and is checked by rasterising like the consumer. Every part of a multi-part object
-becomes its own polygon, whatever its size.
+Polygons are traced by `mrseg.outputs.polygons` in the coordinates each consumer's rasteriser expects, every
+part of a multi-part object its own polygon. Every function here takes a full-size mask `[H, W]` or a
+`MaskCrop` and works on the mask's crop only (RLE too: the image's counts are derived from the crop), so the
+cost follows the object's size, not the image's.
 
-Every function here takes a full-size mask `[H, W]` or a `MaskCrop` and works on the mask's crop only (RLE
-included: the full image's counts are derived from the crop), so the cost follows the object's size, not the
-image's.
-
-Holes: a COCO polygon list cannot express a hole (pycocotools unions the polygons). `mask_to_segmentation`
-therefore falls back to RLE for an instance whose mask has a hole of at least `min_area` (4) pixels; smaller
-holes are filled. labelme writes such an instance as a `mask` shape, YOLO cuts the holes in with bridges.
+Holes: a COCO polygon list cannot express one (pycocotools unions the polygons), so `mask_to_segmentation`
+falls back to RLE for a mask with a hole of at least `min_area` (4) pixels; smaller holes are filled. labelme
+writes such an instance as a `mask` shape, YOLO cuts the holes in with bridges.
 """
 
 from __future__ import annotations
@@ -20,23 +16,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_util
 
-from mrseg.outputs.mask_crop import MaskCrop
+from mrseg.outputs.mask_crop import MaskCrop, as_crop
 from mrseg.outputs.polygons import DEFAULT_SIMPLIFY, trace_polygons
 
 DEFAULT_MIN_AREA = 4.0
-
-
-def _as_crop(mask: np.ndarray | MaskCrop) -> MaskCrop:
-    """A tight `MaskCrop` of a full-size mask `[H, W]` (or of a `MaskCrop`)."""
-    return mask.tightened() if isinstance(mask, MaskCrop) else MaskCrop.from_mask(mask)
-
-
-def _padded(mask: np.ndarray | MaskCrop) -> tuple[np.ndarray, int, int] | None:
-    """The mask's tight crop padded by 1 px as uint8, and the padded crop's (x, y) origin; None when empty."""
-    mc = _as_crop(mask)
-    if mc.crop.size == 0:
-        return None
-    return np.pad(mc.crop.astype(np.uint8), 1), mc.x0 - 1, mc.y0 - 1
 
 
 def mask_to_polygons(
@@ -45,19 +28,18 @@ def mask_to_polygons(
     min_area: float = 0,
     convention: str = "coco",
 ) -> list[list[float]]:
-    """Polygons `[[x0, y0, x1, y1, ...], ...]` of a binary mask `[H, W]` (or `MaskCrop`), one per part (holes
-    filled), in `convention`'s coordinates (see `mrseg.outputs.polygons`); every part is kept unless
-    `min_area` (px) says otherwise."""
+    """Polygons `[[x0, y0, x1, y1, ...], ...]` of a mask `[H, W]` (or `MaskCrop`), one per part (holes
+    filled), in `convention`'s coordinates (`mrseg.outputs.polygons`); parts under `min_area` px dropped."""
     polygons = trace_polygons(mask, convention, simplify, min_area)
     return [[round(float(v), 2) for v in p.reshape(-1)] for p in polygons]
 
 
 def hole_areas(mask: np.ndarray | MaskCrop) -> list[int]:
     """Pixel counts of the mask's holes (background regions not connected to the image border)."""
-    cropped = _padded(mask)
-    if cropped is None:
+    mc = as_crop(mask)
+    if mc.crop.size == 0:
         return []
-    crop = cropped[0]
+    crop = np.pad(mc.crop.astype(np.uint8), 1)
     _, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None or (hierarchy[0][:, 3] < 0).all():
         return []  # no inner boundary, so no hole: skips the (slower) labelling below for most masks
@@ -77,12 +59,11 @@ def has_holes(mask: np.ndarray | MaskCrop, min_area: float = DEFAULT_MIN_AREA) -
 def rle_counts(mask: np.ndarray | MaskCrop) -> np.ndarray:
     """Uncompressed COCO RLE counts (int64) of a binary mask `[H, W]`, as `pycocotools.mask.encode` has them.
 
-    Computed from the mask's crop: in column-major order each image column is zeros above the crop, the crop's
-    column, zeros below, so the runs' edges are the crop's vertical changes. Counts start with a (possibly
-    empty) run of zeros and alternate; a run of ones that reaches the bottom of a column continues at the top
-    of the next column when that starts with a one.
+    From the crop: in column-major order each image column is zeros, the crop's column, zeros, so the runs'
+    edges are the crop's vertical changes. Counts start with a (possibly empty) run of zeros and alternate; a
+    run of ones reaching the bottom of a column continues at the top of the next when that starts with a one.
     """
-    mc = _as_crop(mask)
+    mc = as_crop(mask)
     total = mc.height * mc.width
     if mc.crop.size == 0:
         return np.array([total], np.int64)
@@ -104,10 +85,10 @@ def rle_counts(mask: np.ndarray | MaskCrop) -> np.ndarray:
 def rle_encode(mask: np.ndarray | MaskCrop) -> dict:
     """Compressed COCO RLE of a binary mask `[H, W]` (or `MaskCrop`): `{"size": [H, W], "counts": str}`
     (JSON-ready, identical to `pycocotools.mask.encode`'s)."""
-    mc = _as_crop(mask)
-    size = [mc.height, mc.width]
-    rle = mask_util.frPyObjects({"size": size, "counts": rle_counts(mc)}, mc.height, mc.width)
-    return {"size": [mc.height, mc.width], "counts": rle["counts"].decode("ascii")}
+    mc = as_crop(mask)
+    h, w = mc.height, mc.width
+    rle = mask_util.frPyObjects({"size": [h, w], "counts": rle_counts(mc)}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
 def _to_coco_rle(rle: dict) -> dict:
@@ -125,11 +106,7 @@ def rle_decode(rle: dict) -> np.ndarray:
 
 def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """Rasterise COCO polygons with pycocotools (their union) to bool `[height, width]`."""
-    polygons = [p for p in polygons if len(p) >= 6]
-    if not polygons:
-        return np.zeros((height, width), bool)
-    rles = mask_util.frPyObjects(polygons, height, width)
-    return mask_util.decode(mask_util.merge(rles)).astype(bool)
+    return rle_decode(segmentation_to_rle(polygons, height, width))
 
 
 def segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> dict:
@@ -143,8 +120,7 @@ def segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> d
         rle = _to_coco_rle(segmentation)
         if isinstance(segmentation["counts"], str):
             return {"size": list(segmentation["size"]), "counts": segmentation["counts"]}
-    counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.decode("ascii")}
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def mask_to_segmentation(
@@ -153,14 +129,12 @@ def mask_to_segmentation(
     simplify: float = DEFAULT_SIMPLIFY,
     min_area: float = DEFAULT_MIN_AREA,
 ) -> list[list[float]] | dict:
-    """A COCO `segmentation` for one binary mask `[H, W]` (or `MaskCrop`).
-
-    "rle": compressed RLE. "polygon": polygons, except RLE when the mask has a hole of >= `min_area` px or is
-    empty, so the segmentation always matches the mask (within the polygons' simplification).
-    """
+    """A COCO `segmentation` for one binary mask `[H, W]` (or `MaskCrop`): "rle", compressed RLE; "polygon",
+    polygons, but RLE when the mask has a hole of >= `min_area` px or is empty, so it always matches the mask
+    (within the polygons' simplification)."""
     if mask_format not in ("polygon", "rle"):
         raise ValueError(f"mask_format must be 'polygon' or 'rle', got {mask_format!r}")
-    mask = _as_crop(mask)
+    mask = as_crop(mask)
     if mask_format == "polygon" and not has_holes(mask, min_area):
         polygons = mask_to_polygons(mask, simplify)
         if polygons:
@@ -169,8 +143,7 @@ def mask_to_segmentation(
 
 
 def segmentation_area_bbox(segmentation: list | dict, height: int, width: int) -> tuple[int, list[float]]:
-    """pycocotools' `area` (pixels) and `toBbox` ([x, y, w, h], tight around the pixels) of a COCO
-    segmentation (polygons or RLE) in an image of `height` x `width`: what annotations.json states, so that
-    `area` and `bbox` agree with the segmentation they accompany."""
+    """pycocotools' `area` and `toBbox` ([x, y, w, h], tight around the pixels) of a COCO segmentation in a
+    `height` x `width` image, so that annotations.json's `area` and `bbox` agree with its segmentation."""
     rle = _to_coco_rle(segmentation_to_rle(segmentation, height, width))
     return int(mask_util.area(rle)), [round(float(v), 2) for v in mask_util.toBbox(rle)]

@@ -41,9 +41,8 @@ def instance_color(det: Detections, i: int) -> tuple[int, int, int]:
 def draw_keypoints(
     out: np.ndarray, points: np.ndarray, skeleton, color: tuple[int, int, int], thickness: int
 ) -> None:
-    """Draws one instance's keypoints `points` [K, 3] (x, y, visibility > 0 when predicted) into `out`
-    (uint8 [H, W, 3], in place): the limbs of `skeleton` (1-based keypoint pairs, COCO's) as lines, each
-    keypoint as a dot with a dark rim."""
+    """Draws one instance's keypoints [K, 3] (visibility > 0 when predicted) into `out` (uint8 [H, W, 3]):
+    `skeleton`'s limbs (1-based pairs, COCO's) as lines, each keypoint as a dot with a dark rim."""
     shift = 4  # sub-pixel positions: cv2 draws at coordinates * 2**shift, pixel centres at integers
     pts = np.round((np.asarray(points, np.float64)[:, :2] - 0.5) * (1 << shift)).astype(np.int64)
     seen = np.asarray(points)[:, 2] > 0
@@ -107,13 +106,11 @@ def draw_detections(
 class OverlayWriter:
     """Writes `OUT/overlay/<name>.jpg` per image and `OUT/overlay/<video>.mp4` from video frames.
 
-    A video's frames (in order, all on this writer) go to this run's numbered segment of it (see
-    `video_segments`); `end_video()` (called by the engine once the video's last frame of this run is written)
-    commits the segment, closes its encoder and rebuilds `overlay/<video>.mp4` from all the video's segments,
-    so a run continued with `--resume` extends the video written before instead of replacing it, and a run
-    killed later keeps every video it finished. `close()` does the same for any video still open.
-    The frame rate is the source's (`item.fps`) divided by `vid_stride`, so the overlay plays at the original
-    speed. `finalize` builds any video still unbuilt and removes the segments at the end of the run.
+    A video's frames (in order, all on this writer) go to this run's numbered segment (`video_segments`);
+    `end_video()` (once the video's last frame of this run is written) and `close()` commit the segment and
+    rebuild `overlay/<video>.mp4` from all its segments, so `--resume` extends the video instead of replacing
+    it, and a run killed later keeps every video it finished. Frame rate: the source's (`item.fps`) divided by
+    `vid_stride`, so the overlay plays at the original speed.
     """
 
     def __init__(
@@ -139,7 +136,10 @@ class OverlayWriter:
     @staticmethod
     def video_stem(item: InputItem) -> str:
         """`overlay/<stem>.mp4` of a video frame: the frame's output name less its last part, made safe."""
-        stem = str(PurePosixPath(output_stem(item)).parent) if item.name else _video_stem(item)
+        if item.name:
+            stem = str(PurePosixPath(output_stem(item)).parent)
+        else:
+            stem = str(PurePosixPath(item.video or item.rel_path).with_suffix(""))
         return shorten_path(safe_relative_path(stem))
 
     def write(
@@ -190,7 +190,3 @@ class OverlayWriter:
                 errors.append(e)
         if errors:
             raise errors[0]
-
-
-def _video_stem(item: InputItem) -> str:
-    return str(PurePosixPath(item.video or item.rel_path).with_suffix(""))

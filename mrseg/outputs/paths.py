@@ -1,13 +1,11 @@
 """Output paths derived from input names, made safe: nothing a file name says can escape the output folder.
 
-Input names come from places the user may not control (a COCO list, stdin, a list file written elsewhere), so
-`../../etc/x.jpg`, `/abs/x.jpg`, `C:\\x.jpg` or names with control characters must all land inside OUT.
-
-Names are also kept short enough to write: a file name may hold at most `NAME_MAX` (255) bytes, and the
-writers add a suffix (`.json`, `.parts`) and while writing a temporary decoration (`.<name>.<pid>.<hex>.tmp`).
-Every component of an output stem longer than `MAX_COMPONENT_BYTES` (UTF-8 bytes) is cut at a character
-boundary and given `_` + the first 12 hex digits of the SHA-256 of the whole component (`shorten_component`):
-the same input gets the same name on every run, and two long names that share their beginning stay apart.
+Input names come from places the user may not control (a COCO list, stdin, a list file), so `../../etc/x.jpg`,
+`/abs/x.jpg`, `C:\\x.jpg` or names with control characters must all land inside OUT. A file name holds at
+most `NAME_MAX` (255) bytes, and the writers add a suffix (`.json`, `.parts`) and, while writing, a temporary
+decoration; so every component longer than `MAX_COMPONENT_BYTES` is cut at a character boundary and given
+`_` + 12 hex digits of its SHA-256 (`shorten_component`): stable across runs, and long names that share
+their beginning stay apart.
 """
 
 from __future__ import annotations
@@ -38,12 +36,9 @@ class UnsafePathError(ValueError):
 
 
 def safe_relative_path(rel_path: str) -> str:
-    """A posix relative path made of `rel_path`'s harmless components.
-
-    Both `/` and `\\` separate components; empty, `.` and `..` components, a leading drive (`C:`) and control
-    characters are dropped, so the result never starts with `/` and never climbs. An empty result becomes
-    `unnamed`.
-    """
+    """A posix relative path of `rel_path`'s harmless components: `/` and `\\` separate them; empty, `.`
+    and `..` components, a leading drive (`C:`) and control characters are dropped (so it never starts with
+    `/` nor climbs); `unnamed` when nothing is left."""
     text = _DRIVE.sub("", _UNSAFE_CHARS.sub("", rel_path))
     parts = [p.strip() for p in re.split(r"[/\\]+", text)]
     parts = [p for p in parts if p not in ("", ".", "..")]
@@ -83,8 +78,7 @@ def shorten_path(rel_path: str) -> str:
 
 
 def output_stem(item: InputItem) -> str:
-    """The output stem for an item: `item.name` when set, else its `rel_path` without extension, made safe
-    and short (every component at most `MAX_COMPONENT_BYTES`)."""
+    """`item.name`, else its `rel_path` without extension, made safe and short (`MAX_COMPONENT_BYTES`)."""
     if item.name:
         return shorten_path(safe_relative_path(item.name))
     stem = str(PurePosixPath(safe_relative_path(item.rel_path)).with_suffix(""))

@@ -1,28 +1,23 @@
 """Binary masks -> polygons that each consumer's own rasteriser turns back into the mask.
 
-Pixel (x, y) is the square [x, x+1] x [y, y+1]. Each consumer rasterises polygons differently, so each gets
-its own coordinates (`convention`):
+Pixel (x, y) is the square [x, x+1] x [y, y+1]. Each consumer rasterises differently, so each gets its own
+coordinates (`convention`):
+- "coco": vertices on pixel edges, as pycocotools' `frPyObjects` rasterises them (annotations.json): OpenCV's
+  contour through the boundary pixels' centres, shifted by +0.5, grown by 0.5 px (mitred), made valid and
+  simplified (topology kept) with shapely.
+- "labelme": vertices at the boundary pixels' centres (int x, y): labelme's `shape_to_mask` draws with PIL
+  `polygon(fill=1, outline=1)` (inside and outline pixels). Simplified with `cv2.approxPolyDP`.
+- "yolo": the labelme vertices, rasterised as ultralytics' `polygon2mask` (`cv2.fillPoly` on the points
+  truncated to int32); the writer stores (x + 0.5) / W, which the loader's x_n * W truncates back to x.
 
-- "coco": vertices on pixel edges (the outline of the pixel squares), as pycocotools' `frPyObjects`
-  rasterises them (annotations.json). OpenCV's contour through the boundary pixels' centres, shifted by +0.5
-  and grown by 0.5 px (mitred), made valid with shapely; simplified with shapely (topology kept).
-- "labelme": vertices at the centres of the boundary pixels, as integer pixel indices (x, y): labelme's
-  `shape_to_mask` draws the polygon with PIL `polygon(fill=1, outline=1)`, which covers the pixels inside the
-  polygon and those on its outline. Simplified with `cv2.approxPolyDP` (vertices stay on pixel centres).
-- "yolo": the same pixel-centre vertices as labelme, rasterised as ultralytics' `polygon2mask` does
-  (`cv2.fillPoly` on the points truncated to int32). The YOLO writer stores (x + 0.5) / W, (y + 0.5) / H,
-  which the loader's (x_n * W) truncates back to x.
+Every part (8-connected component) is kept: a 1-px part becomes a degenerate polygon (its point three times),
+a 1-px strip a zero-width polygon (labelme and ultralytics draw the outline, so its pixels), COCO's edge
+polygon a real rectangle. Vertices lie inside the image ("coco": 0..W, 0..H; the others: 0..W-1, 0..H-1).
 
-Every part (8-connected component of the mask) is kept, whatever its size: a 1-px part becomes a degenerate
-polygon (its point repeated three times), a 1-px-wide strip a zero-width polygon along it, which labelme's and
-ultralytics' rasterisers draw as the strip's pixels (their outline is drawn), and COCO's edge polygon a real
-rectangle. Every vertex lies inside the image ("coco": 0..W, 0..H; the others: 0..W-1, 0..H-1).
-
-Simplification scales with the part's size: a part gets tolerance `simplify * min(1, thickness / 4)`, where
-thickness = 2 * pixels / boundary length (1 for a 1-px strip, about the diameter / 2 for a disk). Then the
-simplified part is rasterised the way its consumer does, and if its IoU with the part (holes filled) is below
-`FIDELITY_IOU`, the part is traced again at half the tolerance, and at last unsimplified (exact for every
-convention). Holes are not expressed here (see `masks.hole_areas`): the writers handle them per format.
+Simplification scales with the part: tolerance `simplify * min(1, thickness / 4)`, thickness = 2 * pixels /
+boundary length (1 for a 1-px strip). If the consumer's rasterisation of the simplified part has IoU below
+`FIDELITY_IOU` with the part (holes filled), it is traced again at half the tolerance, then unsimplified
+(exact for every convention). Holes are not expressed here (`masks.hole_areas`): the writers handle them.
 """
 
 from __future__ import annotations
@@ -37,16 +32,12 @@ import shapely
 from pycocotools import mask as mask_util
 from shapely.geometry import LineString, Point, Polygon
 
-from mrseg.outputs.mask_crop import MaskCrop
+from mrseg.outputs.mask_crop import MaskCrop, as_crop
 
 DEFAULT_SIMPLIFY = 1.0
 FIDELITY_IOU = 0.95
 THICK_PX = 4.0
 CONVENTIONS = ("coco", "labelme", "yolo")
-
-
-def _as_crop(mask: np.ndarray | MaskCrop) -> MaskCrop:
-    return mask.tightened() if isinstance(mask, MaskCrop) else MaskCrop.from_mask(mask)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -127,12 +118,11 @@ def trace_polygons(
     simplify: float = DEFAULT_SIMPLIFY,
     min_area: float = 0,
 ) -> list[np.ndarray]:
-    """Polygons `[K, 2]` (float64, image coordinates in `convention`) of the outer boundaries of a binary mask
-    `[H, W]` (or `MaskCrop`), largest part first; see the module doc. Parts under `min_area` px are dropped
-    (default: none)."""
+    """Polygons `[K, 2]` (float64, image coordinates in `convention`) of the outer boundaries of a mask
+    `[H, W]` (or `MaskCrop`), largest part first (see the module doc); parts under `min_area` px dropped."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    mc = _as_crop(mask)
+    mc = as_crop(mask)
     if mc.crop.size == 0:
         return []
     crop = np.pad(mc.crop.astype(np.uint8), 1)

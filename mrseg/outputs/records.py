@@ -1,12 +1,10 @@
 """Detections -> JSON-ready records: the run journal lines and what every final file is built from.
 
-A journal line (`OUT/.mrseg/records-<rank>.jsonl`, and each line of predictions.jsonl) is
-`{"image": image_record(item, det), "instances": instance_records(det, classes, ...)}`, made by `record_line`.
-
-Exactness: an instance's `segmentation` is always the compressed RLE of the model's pasted mask (what
-results.json, predictions.jsonl and `mrseg eval --images` carry). Polygons, a simplified approximation, are
-held in the journal only under `polygons` (for annotations.json with `--mask-format polygon`); `public_line`
-drops that key from what predictions.jsonl and `--out -` show.
+A journal line (`OUT/.mrseg/records-<rank>.jsonl`, and each line of predictions.jsonl) is `record_line`'s
+`{"image": image_record(item, det), "instances": instance_records(det, classes, ...)}`. An instance's
+`segmentation` is always the exact compressed RLE of the model's pasted mask. Polygons, an approximation for
+annotations.json under `--mask-format polygon`, are held in the journal only (`polygons`); `public_line`
+drops them from predictions.jsonl and `--out -`.
 """
 
 from __future__ import annotations
@@ -23,32 +21,18 @@ JOURNAL_ONLY_KEYS = ("polygons",)
 """Instance keys kept in the run journal for annotations.json but left out of predictions.jsonl."""
 
 
-def category_of(label: int, classes: list[dict]) -> dict:
-    """The `{"id", "name"}` entry for a model label (1..K); raises ValueError for a label outside 1..K."""
-    if not 1 <= label <= len(classes):
-        raise ValueError(f"label {label} is outside 1..{len(classes)}, the model's class list")
-    return classes[label - 1]
-
-
 def instance_records(
-    det: Detections,
-    classes: list[dict],
-    mask_format: str = "polygon",
-    simplify: float = DEFAULT_SIMPLIFY,
+    det: Detections, classes: list[dict], mask_format: str = "polygon", simplify: float = DEFAULT_SIMPLIFY
 ) -> list[dict]:
     """One COCO-annotation-like dict per instance, in the detections' order.
 
     Keys: `bbox` [x, y, w, h] (rounded to 0.01), `area` (mask pixel count, else box area), `segmentation`
     (compressed RLE of the mask, exact; absent without masks), `score` (rounded to 1e-5), `category_id`,
-    `label` (model label), `name`, and `track_id` when `det.track_ids` is set.
-    With keypoints (`det.keypoints`), `keypoints` [x1, y1, v1, ..., xK, yK, vK] as COCO has them (x, y
-    rounded to 0.01; v = 2, labelled and visible, for each keypoint the model predicted, else 0 with
-    x = y = 0), `num_keypoints` (how many have v > 0) and `keypoint_scores` [K] (the model's, rounded to
-    1e-5).
-    With `mask_format="polygon"` also `polygons`: the instance's COCO polygons (`masks.mask_to_segmentation`,
-    simplified by `simplify` px), absent where that falls back to RLE (holes, tiny masks); annotations.json
-    uses them instead of the RLE. `mask_format="rle"`: no polygons.
-    `classes`: `{"id", "name"}` per label 1..K (`classes[label - 1]`).
+    `label` (model label), `name`, `track_id` when `det.track_ids` is set. With `det.keypoints`: `keypoints`
+    as COCO has them (`keypoint_fields`), `num_keypoints` and `keypoint_scores`. With `mask_format="polygon"`
+    also `polygons`, the COCO polygons (`masks.mask_to_segmentation`, simplified by `simplify` px) that
+    annotations.json uses instead of the RLE; absent where that falls back to RLE (holes, tiny masks).
+    `classes`: `{"id", "name"}` per label 1..K.
     """
     if mask_format not in ("polygon", "rle"):
         raise ValueError(f"mask_format must be 'polygon' or 'rle', got {mask_format!r}")
@@ -56,7 +40,9 @@ def instance_records(
     boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
     for i in range(len(det)):
         label = int(det.labels[i])
-        category = category_of(label, classes)
+        if not 1 <= label <= len(classes):
+            raise ValueError(f"label {label} is outside 1..{len(classes)}, the model's class list")
+        category = classes[label - 1]
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
         record = {
             "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
@@ -84,8 +70,9 @@ def instance_records(
 
 
 def keypoint_fields(keypoints: np.ndarray, scores: np.ndarray | None) -> dict:
-    """`keypoints` (COCO's flat [x, y, v] x K), `num_keypoints` and `keypoint_scores` of one instance from the
-    model's keypoints [K, 3] (x, y, visibility > 0 when predicted) and keypoint scores [K]."""
+    """`keypoints` (COCO's flat [x, y, v] x K: x, y rounded to 0.01, v = 2 for a predicted keypoint, else
+    0, 0, 0), `num_keypoints` and `keypoint_scores` (rounded to 1e-5) of one instance from the model's
+    keypoints [K, 3] (visibility > 0 when predicted) and keypoint scores [K]."""
     points = np.asarray(keypoints, np.float64).reshape(-1, 3)
     flat: list[float | int] = []
     for x, y, v in points:
@@ -99,12 +86,11 @@ def keypoint_fields(keypoints: np.ndarray, scores: np.ndarray | None) -> dict:
 def coco_results(
     image_id: int, instances: list[dict], height: int, width: int, category_ids: dict[int, int] | None = None
 ) -> list[dict]:
-    """One image's COCO results (for `COCO.loadRes`: results.json, `mrseg eval --images`, validation) from its
-    instance records (`instance_records`, or a journal line's), values as rounded there: `image_id`,
-    `category_id`, `bbox` [x, y, w, h], `score` (the box's; pycocotools ranks keypoints by it too), where the
-    instance has them `segmentation` (compressed RLE; older journals' polygons rasterised at `height` x
-    `width`) and `keypoints`. `category_ids`: model label -> category id to write instead of the record's (a
-    ground truth's); instances whose label it lacks are left out."""
+    """One image's COCO results (for `COCO.loadRes`) from its instance records: `image_id`, `category_id`,
+    `bbox`, `score` (the box's; pycocotools ranks keypoints by it too) and where present `segmentation`
+    (compressed RLE; older journals' polygons rasterised at `height` x `width`) and `keypoints`.
+    `category_ids`: model label -> category id to write instead (a ground truth's); instances whose label it
+    lacks are left out."""
     results = []
     for inst in instances:
         if category_ids is not None and inst["label"] not in category_ids:
@@ -140,8 +126,7 @@ def public_instances(instances: list[dict]) -> list[dict]:
 
 
 def public_line(line: bytes) -> bytes:
-    """A journal line as predictions.jsonl has it: the same JSON without the journal-only keys (returned as
-    is when it has none)."""
+    """A journal line as predictions.jsonl has it: without the journal-only keys (as is when it has none)."""
     if not any(f'"{k}"'.encode() in line for k in JOURNAL_ONLY_KEYS):
         return line
     record = json.loads(line)

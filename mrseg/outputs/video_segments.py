@@ -1,17 +1,16 @@
 """Overlay videos that survive `--resume`: each run writes its frames of a video to a numbered segment, and
 `overlay/<video>.mp4` is the segments joined in frame order.
 
-Layout, inside the run's state folder (cleared by a fresh run, kept by `--resume`):
+Layout, in the run's state folder (cleared by a fresh run, kept by `--resume`):
 `OUT/.mrseg/overlay/<video stem>.parts/part-0001.mp4` and its manifest `part-0001.json`
-(`{"fps", "size": [w, h], "frames": [frame index...], "ids": [image id...]}`). A segment is written under a
-temporary name and counts only once its manifest exists (written after the video is complete), so a run killed
-mid-segment leaves nothing half-written behind: that segment's frames are simply absent. `predict --resume`
-predicts such frames again (they are journaled, but no committed segment holds them), and `finalize` warns
-about any journaled frame that still no segment holds.
+(`{"fps", "size": [w, h], "frames": [frame index...], "ids": [image id...]}`). A segment counts only once its
+manifest exists (written after the video is complete), so a run killed mid-segment leaves no half-written
+segment: its frames are absent, `predict --resume` predicts them again, and `finalize` warns about any
+journaled frame that still no segment holds.
 
-Joining: frames are taken in frame order; a frame present in several segments (redone after a crash) comes
-from the latest. A single segment is linked into place as is; several are decoded and re-encoded (mp4v)
-into one file. The final file is always written under a temporary name and renamed.
+Joining: frames in frame order, a frame in several segments (redone after a crash) from the latest. A single
+segment is linked into place; several are decoded and re-encoded (mp4v). Written under a temporary name and
+renamed.
 """
 
 from __future__ import annotations
@@ -200,10 +199,8 @@ def is_assembled(out_dir: str | os.PathLike, parts: Path) -> bool:
 
 
 def finish_videos(out_dir: str | os.PathLike, journal_records: Iterable[dict] = ()) -> dict[Path, int]:
-    """End of a run: build every overlay video not yet built from its current segments, warn about journaled
-    video frames that no segment holds (lost to a crash), then delete the segments.
-
-    Returns {video path: frame count} of the videos built here."""
+    """End of a run: build every overlay video not yet built from its segments, warn about journaled video
+    frames no segment holds (lost to a crash), delete the segments; {video path: frames} of those built."""
     store = store_dir(out_dir)
     if not store.is_dir():
         return {}

@@ -1,33 +1,25 @@
 """`yolo/`: a YOLO-seg dataset of the predictions that ultralytics loads from any working directory.
 
 `yolo/images/<name>.<ext>`: each input image (a hard link to the source, else a symbolic link, else a copy;
-video frames have no image file, so their labels have none either). `yolo/labels/<name>.txt`: YOLO-seg lines
-`class x1 y1 x2 y2 ...` (coords in 0..1). `yolo/data.yaml` (`data_yaml`, written by `finalize`): `train` and
-`val` both point at `images` and there is no `path:` key, so ultralytics resolves them against the yaml's own
-folder (its `check_det_dataset` rule); the folder can be moved as a whole.
+video frames have none). `yolo/labels/<name>.txt`: lines `class x1 y1 x2 y2 ...` (0..1). `yolo/data.yaml`
+(`data_yaml`, written by `finalize`) has no `path:` key and `train`/`val` = `images`, so ultralytics resolves
+them against the yaml's own folder (its `check_det_dataset` rule): the folder can be moved as a whole.
+Class index: position in `real_categories(classes)` (no "N/A" placeholders, sorted by COCO category id).
 
-Class index: position of the category in `real_categories(classes)` (the model's real categories, no "N/A"
-placeholders, sorted by COCO category id); data.yaml lists `i: name  # category_id N` for each.
+Points are the centres of the mask's boundary pixels, written as (x + 0.5) / W, (y + 0.5) / H, so that
+ultralytics' `polygon2mask` (points times (W, H), truncated to int32, `cv2.fillPoly`: even-odd rule, edges
+drawn too) draws exactly the traced pixels (`mrseg.outputs.polygons`, convention "yolo"). YOLO-seg holds one
+polygon per instance, so a mask of several parts, or with holes, is one ring (`mask_ring`): every part's and
+hole's boundary, unsimplified, joined by straight zero-width bridges walked out and back (as ultralytics' own
+COCO converter joins parts), which change no pixel's parity: parts filled, every hole empty, only the bridges'
+own pixels drawn in excess. Far-apart parts that would cost more bridge pixels than they bring are left out
+(the IoU-best connected set of parts; counted, and warned about at the end of the run). An empty mask is
+written as its box, so that every instance has a line.
 
-Points are at the centres of the mask's boundary pixels, written as (x + 0.5) / W, (y + 0.5) / H, so that
-ultralytics' `polygon2mask` (the points times (W, H), truncated to int32, then `cv2.fillPoly`) draws exactly
-the traced pixels (`mrseg.outputs.polygons`, convention "yolo"). fillPoly fills by the even-odd rule and also
-draws every edge as a line of pixels. YOLO-seg holds one polygon per instance, so a mask of several parts, or
-with holes, is written as one ring (`mask_ring`): every part's and hole's boundary, unsimplified, joined by
-straight zero-width bridges walked out and back (as ultralytics' own COCO converter joins parts), which change
-no pixel's parity: the parts come out filled, every hole (of any size) empty, and only the bridges' own pixels
-are drawn in excess. Where far-apart parts would cost more bridge pixels than they bring, they are left out
-(the IoU-best connected set of parts; counted, and warned about at the end of the run).
-An instance whose mask is empty (no pixel over the threshold) is written as its box, the only shape YOLO-seg
-can give it, so that every instance has a line.
-`yolo/data.yaml` with the class names is written by `finalize`.
-
-Models without masks write the YOLO format that holds what they predict (`box_lines`): a box-only model
-(Faster R-CNN) YOLO detection lines `class cx cy w h`; a keypoint model YOLO-pose lines
-`class cx cy w h x1 y1 v1 ... xK yK vK` (keypoints divided by the image size as ultralytics' own COCO
-converter does; v = 2 predicted, `0 0 0` not), with `kpt_shape: [K, 3]`, `flip_idx` (left/right keypoint
-pairs by name) and `kpt_names` in data.yaml. A model with masks and keypoints writes YOLO-pose (one YOLO line
-can't hold both; its masks are in the other formats).
+Models without masks (`box_lines`): a box-only model writes YOLO detection lines `class cx cy w h`; a keypoint
+model (also with masks: one line can't hold both) YOLO-pose lines `class cx cy w h x1 y1 v1 ... xK yK vK`
+(keypoints divided by the image size as ultralytics' COCO converter does; v = 2 predicted, `0 0 0` not), with
+`kpt_shape: [K, 3]`, `flip_idx` (left/right keypoint pairs by name) and `kpt_names` in data.yaml.
 """
 
 from __future__ import annotations
@@ -78,18 +70,9 @@ def data_yaml(classes: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def flip_index(keypoint_names: list[str]) -> list[int] | None:
-    """ultralytics' `flip_idx`: for each keypoint, the one it becomes in a left-right mirrored image (pairs
-    found by name, `left_*` <-> `right_*`: the map training's flip uses, `keypoint_flip_map`); None when no
-    name has a left/right partner."""
-    out = keypoint_flip_map(keypoint_names)
-    return None if out == list(range(len(keypoint_names))) else out
-
-
 def keypoint_yaml_lines(categories: list[dict]) -> list[str]:
-    """data.yaml's YOLO-pose keys for categories with `keypoints` names: `kpt_shape: [K, 3]`, `flip_idx`
-    and `kpt_names` per class index; none when no category has keypoints. YOLO-pose has one K for a
-    dataset: categories with another number of keypoints are refused."""
+    """data.yaml's YOLO-pose keys (`kpt_shape: [K, 3]`, `flip_idx`, `kpt_names` per class) for categories with
+    `keypoints`; none without. YOLO-pose has one K per dataset: other keypoint counts are refused."""
     named = {i: list(c["keypoints"]) for i, c in enumerate(categories) if c.get("keypoints")}
     if not named:
         return []
@@ -101,8 +84,8 @@ def keypoint_yaml_lines(categories: list[dict]) -> list[str]:
         "# YOLO-pose: each line is 'class cx cy w h' then x y v per keypoint (v: 2 predicted, 0 not).",
         f"kpt_shape: [{len(first)}, 3]",
     ]
-    flip = flip_index(first)
-    if flip is not None:
+    flip = keypoint_flip_map(first)  # by name, as training's flip
+    if flip != list(range(len(first))):
         lines.append(f"flip_idx: [{', '.join(map(str, flip))}]")
     lines.append("kpt_names:")
     for i, kpt_names in named.items():
@@ -127,9 +110,8 @@ def link_image(src: str | os.PathLike, dst: Path) -> None:
 
 
 def _contours(crop: np.ndarray, x: int, y: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The outer boundary `[K, 2]` and the hole boundaries of one 8-connected part (bool `crop` at (x, y)),
-    as OpenCV traces them: the centres of the part's pixels along each boundary, every pixel (no
-    simplification), in the frame of `crop`'s origin shifted by (x, y)."""
+    """The outer boundary `[K, 2]` and hole boundaries of one 8-connected part (bool `crop` at (x, y)), as
+    OpenCV traces them: every boundary pixel's centre (unsimplified), in image coordinates."""
     contours, hierarchy = cv2.findContours(
         np.pad(crop.astype(np.uint8), 1), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE
     )
@@ -161,8 +143,7 @@ class _RingTree:
         self.kids: dict[int, dict[int, list[tuple[int, int]]]] = {}  # ring -> vertex -> (ring, its vertex)
 
     def hang(self, ring: np.ndarray, parent: int, vertex: int, own_vertex: int = 0) -> int:
-        """Hangs `ring` by its vertex `own_vertex` from ring `parent`'s vertex `vertex` (the same pixel);
-        its id."""
+        """Hangs `ring` by its vertex `own_vertex` from ring `parent`'s `vertex` (the same pixel); its id."""
         self.rings.append(ring)
         self.kids.setdefault(parent, {}).setdefault(vertex, []).append((len(self.rings) - 1, own_vertex))
         return len(self.rings) - 1
@@ -203,14 +184,11 @@ def _compress(ring: np.ndarray) -> np.ndarray:
     d1 = ring - np.roll(ring, 1, axis=0)
     d2 = np.roll(ring, -1, axis=0) - ring
 
-    def unit(d):
+    def straight(d):
         ax, ay = np.abs(d[:, 0]), np.abs(d[:, 1])
-        straight = (ax == 0) | (ay == 0) | (ax == ay)
-        return np.sign(d), straight
+        return (ax == 0) | (ay == 0) | (ax == ay)
 
-    u1, s1 = unit(d1)
-    u2, s2 = unit(d2)
-    keep = ~(s1 & s2 & np.all(u1 == u2, axis=1))
+    keep = ~(straight(d1) & straight(d2) & np.all(np.sign(d1) == np.sign(d2), axis=1))
     return ring[keep] if keep.sum() >= 3 else ring
 
 
@@ -267,15 +245,13 @@ def mask_ring(mask: MaskCrop, simplify: float = DEFAULT_SIMPLIFY) -> tuple[np.nd
     """One YOLO-seg ring `[K, 2]` (pixel indices, image coordinates) for a non-empty mask crop, and how many
     of its parts (8-connected) were left out.
 
-    A mask of one part without holes: its simplified outline (`polygons`, convention "yolo"). Otherwise every
-    part's and every hole's boundary pixels (unsimplified: simplified rings of parts side by side can overlap,
-    which fillPoly's even-odd rule would empty), joined by straight bridges into one `_RingTree`: the parts
-    by a minimum spanning tree of bridges, each part's holes by a spanning tree of bridges inside the part.
-    A bridge draws its background pixels: when the ring with every part would draw the mask at an IoU below
-    `FIDELITY_IOU`, the parts kept are the connected branch of the tree of parts whose drawing has the
-    highest IoU (`_best_branch`; for masks of up to `MAX_SEARCH_PARTS` parts, also the trees left when
-    single parts are taken out, again and again while that helps). A mask whose parts lie far apart cannot
-    reach a high IoU in one ring."""
+    One part without holes: its simplified outline (`polygons`, convention "yolo"). Otherwise every part's and
+    hole's boundary pixels (unsimplified: simplified rings of parts side by side can overlap, which fillPoly's
+    even-odd rule would empty), joined into one `_RingTree`: the parts by a minimum spanning tree of bridges,
+    each part's holes by a spanning tree of bridges inside the part. A bridge draws its background pixels:
+    when the ring with every part draws the mask at an IoU below `FIDELITY_IOU`, the parts kept are the
+    connected branch of highest IoU (`_best_branch`; for up to `MAX_SEARCH_PARTS` parts, also the trees
+    left when single parts are taken out, again while that helps)."""
     mc = mask.tightened()
     crop = mc.crop
     contours, _ = cv2.findContours(np.pad(crop.astype(np.uint8), 1), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
@@ -354,18 +330,16 @@ def _kruskal(n: int, edges) -> list[tuple[int, int, int, int]]:
 
 
 def _kept_parts(outers, among: list[int], area, hole_cost, crop: np.ndarray, nearest: dict | None):
-    """(IoU, kept parts, their bridges): the minimum spanning tree of bridges of the parts `among` (outer
-    boundaries `outers`; `nearest`: `_nearest_pairs` of them, or None to find the tree in one pass with
-    `_spanning_bridges`); all of them if that draws the mask at IoU >= FIDELITY_IOU, else its best branch
-    (`_best_branch`)."""
+    """(IoU, kept parts, their bridges): the minimum spanning tree of bridges of the parts `among` (`nearest`:
+    their `_nearest_pairs`, or None for one `_spanning_bridges` pass); all of them if that draws the mask at
+    IoU >= FIDELITY_IOU, else its best branch (`_best_branch`)."""
     if nearest is None:
         bridges = _spanning_bridges([outers[k] for k in among], crop.shape) if len(among) > 1 else []
-        bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
     else:
         pairs = sorted((*nearest[a, b], a, b) for a in among for b in among if a < b)
         local = {k: n for n, k in enumerate(among)}
         bridges = _kruskal(len(among), [(d, local[a], i, local[b], j) for d, i, j, a, b in pairs])
-        bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
+    bridges = [(among[a], i, among[b], j) for a, i, b, j in bridges]
     costs = [_background(_segment(outers[a][i], outers[b][j]), crop) for a, i, b, j in bridges]
     iou = area[among].sum() / (area.sum() + sum(costs) + hole_cost[among].sum())
     if iou >= FIDELITY_IOU:
@@ -375,8 +349,8 @@ def _kept_parts(outers, among: list[int], area, hole_cost, crop: np.ndarray, nea
 
 
 def _build(parts, hole_bridges, bridges, keep: set[int], area: np.ndarray) -> _RingTree:
-    """The `_RingTree` of the kept parts (`parts`: (outer boundary, holes) each) from the largest: each part
-    hangs by its bridge `(part a, vertex, part b, vertex)`, each hole by its bridge inside its part."""
+    """The `_RingTree` of the kept parts ((outer boundary, holes) each) from the largest: each part hangs
+    by its bridge, each hole by its bridge inside its part."""
     root = max(keep, key=lambda k: area[k])
     tree = _RingTree(parts[root][0])
     node_of = {root: 0}  # part -> the tree ring of its outer boundary
@@ -417,11 +391,9 @@ def _best_branch(
     mask_area: float,
 ) -> tuple[set[int], float]:
     """The parts to keep, and their IoU: the connected branch S of the tree of parts `among` (joined by
-    `bridges`, whose drawn
-    background pixels are `costs`) of highest IoU = area(S) / (mask area + costs of S's bridges and of its
-    parts' hole bridges) (a kept part draws its `area` pixels). Dinkelbach's method: for the current best
-    ratio t, the branch maximising area - t * cost (a tree dynamic programme over every branch), until t
-    stops rising; exact for the tree."""
+    `bridges`, whose drawn background pixels are `costs`) of highest IoU = area(S) / (mask area + costs of S's
+    bridges and of its parts' hole bridges). Dinkelbach's method: for the current best ratio t, the branch
+    maximising area - t * cost (a tree dynamic programme over every branch), until t stops rising; exact."""
     adj: dict[int, list[tuple[int, float]]] = {k: [] for k in among}
     for (a, _, b, _), c in zip(bridges, costs, strict=True):
         adj[a].append((b, c))
@@ -462,9 +434,8 @@ def yolo_lines(
     class_index: dict[int, int] | None = None,
     stats: dict | None = None,
 ) -> list[str]:
-    """One YOLO-seg line per instance (6 decimals), in the instances' order. `class_index`: category id ->
-    class (`yolo_class_index`); None: model label - 1 (a model whose labels are its real categories in id
-    order). `stats["parts_left_out"]` counts the mask parts left out (see `mask_ring`)."""
+    """One YOLO-seg line per instance (6 decimals). `class_index`: category id -> class (`yolo_class_index`;
+    None: model label - 1). `stats["parts_left_out"]` counts the mask parts left out (`mask_ring`)."""
     lines = []
     for i, inst in enumerate(instances):
         crop = instance_crop(det.masks, i, det.boxes[i]).tightened() if det.masks is not None else None
@@ -484,7 +455,7 @@ def yolo_lines(
 
 
 def _box_fields(instance: dict, width: int, height: int) -> list[float]:
-    """YOLO's normalised `cx cy w h` of an instance record's box, clipped to the image."""
+    """YOLO's normalised `cx cy w h` of an instance's box, clipped to the image."""
     x, y, w, h = instance["bbox"]
     x0, x1 = np.clip([x, x + w], 0.0, width) / width
     y0, y1 = np.clip([y, y + h], 0.0, height) / height
@@ -492,9 +463,8 @@ def _box_fields(instance: dict, width: int, height: int) -> list[float]:
 
 
 def box_lines(det: Detections, instances: list[dict], class_index: dict[int, int] | None = None) -> list[str]:
-    """One YOLO detection line `class cx cy w h` (normalised, 6 decimals) per instance; with keypoints
-    (`instance["keypoints"]`, COCO's flat [x, y, v] x K), the YOLO-pose line: the box then `x y v` per
-    keypoint, x / W and y / H (a keypoint not predicted: `0 0 0`). `class_index` as in `yolo_lines`."""
+    """One YOLO detection line `class cx cy w h` (normalised, 6 decimals) per instance; with `keypoints` the
+    YOLO-pose line: then `x/W y/H v` per keypoint (`0 0 0`: not predicted). `class_index`: as `yolo_lines`."""
     lines = []
     for inst in instances:
         fields = _box_fields(inst, det.width, det.height)
@@ -517,17 +487,15 @@ def label_lines(
     class_index: dict[int, int] | None = None,
     stats: dict | None = None,
 ) -> list[str]:
-    """The label file's lines for what the model predicts: YOLO-pose lines with keypoints, detection lines
-    without masks (`box_lines`), else YOLO-seg polygons (`yolo_lines`)."""
+    """YOLO-pose lines with keypoints, detection lines without masks (`box_lines`), else `yolo_lines`."""
     if det.keypoints is not None or det.masks is None:
         return box_lines(det, instances, class_index)
     return yolo_lines(det, instances, simplify, class_index, stats)
 
 
 class YoloWriter:
-    """Writes `OUT/yolo/labels/<name>.txt` per input (atomically; an empty file when nothing was found) and
-    links the input image to `OUT/yolo/images/<name><ext>`. `classes`: the model's `{"id", "name"}` per label
-    (class indices as in data.yaml); None: class = model label - 1."""
+    """Writes `OUT/yolo/labels/<name>.txt` per input (atomically; empty when nothing was found) and links the
+    input image to `OUT/yolo/images/<name><ext>`. `classes`: as data.yaml's; None: class = model label - 1."""
 
     def __init__(
         self,
@@ -544,7 +512,7 @@ class YoloWriter:
         return output_path(self.out_dir, YOLO_DIR, "labels", output_stem(item), suffix=".txt")
 
     def image_path_for(self, item: InputItem) -> Path | None:
-        """Where the input image goes (`images/<name><source ext>`); None for a video frame (no file)."""
+        """`images/<name><source ext>`; None for a video frame (no file)."""
         if item.frame is not None:
             return None
         return output_path(self.out_dir, YOLO_DIR, "images", output_stem(item), suffix=Path(item.path).suffix)
