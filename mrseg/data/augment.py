@@ -31,7 +31,9 @@ def hflip(image: np.ndarray, target: dict, keypoint_flip: list[int] | None = Non
     boxes = np.asarray(target["boxes"], np.float32)
     target["boxes"] = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
     if "masks" in target:
-        target["masks"] = np.ascontiguousarray(target["masks"][:, :, ::-1])
+        # copy(), not ascontiguousarray: an empty [0, H, W] view counts as contiguous and would keep its
+        # negative stride, which torch.from_numpy refuses
+        target["masks"] = target["masks"][:, :, ::-1].copy()
     if "keypoints" in target:
         keypoints = np.array(target["keypoints"], np.float32)
         if keypoint_flip is not None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mrseg.data.augment import RandomHorizontalFlip, hflip
+from mrseg.data.coco import to_tensors
 
 
 def _sample(rng):
@@ -36,16 +37,23 @@ def test_hflip_moves_boxes_with_masks():
     np.testing.assert_array_equal(bt["masks"], target["masks"])
 
 
-def test_hflip_of_a_negative():
+@pytest.mark.parametrize(
+    "empty_masks",
+    [np.zeros((0, 8, 9), np.uint8), np.array([], np.uint8).reshape(-1, 8, 9)],
+    ids=["zeros", "reshaped"],  # the dataset builds the second; its flipped view keeps a negative stride
+)
+def test_hflip_of_a_negative(empty_masks):
     image = np.zeros((8, 9, 3), np.uint8)
     target = {
         "boxes": np.zeros((0, 4), np.float32),
         "labels": np.zeros((0,), np.int64),
-        "masks": np.zeros((0, 8, 9), np.uint8),
+        "masks": empty_masks,
         "image_id": 0,
     }
-    _, t = hflip(image, target)
+    flipped, t = hflip(image, target)
     assert t["boxes"].shape == (0, 4) and t["masks"].shape == (0, 8, 9)
+    _, tensors = to_tensors(flipped, t)
+    assert tensors["masks"].shape == (0, 8, 9)
 
 
 def test_random_flip_probability_and_seed():
