@@ -51,11 +51,6 @@ class Comparison:
         )
 
 
-def _mask_iou(a: Tensor, b: Tensor) -> float:
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else (a & b).sum().item() / union
-
-
 def compare_detections(
     reference: dict[str, Tensor],
     exported: dict[str, Tensor],
@@ -85,7 +80,9 @@ def compare_detections(
         matched += 1
         max_diff = max(max_diff, best_diff)
         if "masks" in reference and "masks" in exported:
-            min_iou_seen = min(min_iou_seen, _mask_iou(reference["masks"][i], exported["masks"][best]))
+            a, b = reference["masks"][i], exported["masks"][best]
+            union = (a | b).sum().item()
+            min_iou_seen = min(min_iou_seen, 1.0 if union == 0 else (a & b).sum().item() / union)
         max_score_diff = max(
             max_score_diff, abs(float(reference["scores"][i]) - float(exported["scores"][best]))
         )

@@ -89,10 +89,6 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return image
 
 
-def _as_tensor(image: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
-
-
 def _write_onnx(graph: InferenceGraph, example: tuple[Tensor, Tensor], spec: GraphSpec, path: str) -> None:
     import onnx
 
@@ -167,7 +163,7 @@ def export_model(
             f"--imgsz rounded up to {spec.height} x {spec.width} (a multiple of the model's padding)"
         )
     samples = samples or [synthetic_image(spec.height, spec.width, seed=i) for i in range(batch)]
-    images = [_as_tensor(s) for s in samples]
+    images = [torch.from_numpy(np.ascontiguousarray(s)).permute(2, 0, 1).float().div(255.0) for s in samples]
     graph = InferenceGraph(model=model).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,10 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ex
     spec = GraphSpec.from_json(meta[METADATA_KEY])
     providers, warning = onnx_providers(device, ort.get_available_providers())
     session = ort.InferenceSession(path, providers=providers)
-    runs_on = describe_session(session.get_providers(), device)
+    first = (session.get_providers() or ["CPUExecutionProvider"])[0]  # the provider that runs first
+    runs_on = f"onnxruntime {first}"
+    if first == "CUDAExecutionProvider":
+        runs_on += f" on {torch.device(device)}"
     if warning is None and torch.device(device).type == "cuda" and not runs_on.startswith("onnxruntime CUDA"):
         warning = f"onnxruntime could not start its CUDA provider for {device}"
     if warning is not None:
@@ -113,14 +116,6 @@ def onnx_providers(device: str | torch.device, available: list[str]) -> tuple[li
         )
     index = device.index if device.index is not None else torch.cuda.current_device()
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], None
-
-
-def describe_session(providers: list[str], device: str | torch.device) -> str:
-    """`onnxruntime <provider>[ on cuda:N]`: the provider that runs first in a session."""
-    first = providers[0] if providers else "CPUExecutionProvider"
-    device = torch.device(device)
-    where = f" on {device}" if first == "CUDAExecutionProvider" else ""
-    return f"onnxruntime {first}{where}"
 
 
 def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> ExportedModel:

@@ -39,10 +39,7 @@ def is_checkpoint(obj: object) -> bool:
 
 def frozen_bn_eps(model: nn.Module) -> float:
     """The eps of the model's FrozenBatchNorm2d layers (1e-5 when it has none)."""
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            return float(m.eps)
-    return 1e-5
+    return next((float(m.eps) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)), 1e-5)
 
 
 def make_checkpoint(

@@ -11,7 +11,7 @@ it where the other side has FrozenBatchNorm2d (it carries no information at infe
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import Tensor
 
@@ -57,15 +57,14 @@ BOX_HEAD_V2_RULES: tuple[tuple[str, str], ...] = (
 
 # one-way upgrades of torchvision's pre-v2 module names (what torchvision's own _load_from_state_dict hooks
 # do)
-LEGACY_RULES: tuple[tuple[str, str], ...] = (
+LEGACY_RULES: tuple[tuple[str, str | Callable[[re.Match], str]], ...] = (
     (r"^rpn\.head\.conv\.(weight|bias)$", r"rpn.head.conv.0.0.\1"),
     (r"^backbone\.fpn\.(inner_blocks|layer_blocks)\.(\d+)\.(weight|bias)$", r"backbone.fpn.\1.\2.0.\3"),
+    (
+        r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$",
+        lambda m: f"roi_heads.mask_head.{int(m[1]) - 1}.0.{m[2]}",
+    ),
 )
-
-
-def _legacy_mask_fcn(key: str) -> str:
-    m = re.match(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$", key)
-    return f"roi_heads.mask_head.{int(m[1]) - 1}.0.{m[2]}" if m else key
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -112,7 +111,7 @@ def upgrade_legacy_torchvision(state_dict: Mapping[str, Tensor]) -> dict[str, Te
     for key, value in state_dict.items():
         for pattern, repl in LEGACY_RULES:
             key = re.sub(pattern, repl, key)
-        out[_legacy_mask_fcn(key)] = value
+        out[key] = value
     return out
 
 

@@ -60,12 +60,11 @@ def _resize_ratios(
     from_size: tuple[int, int], to_size: tuple[int, int], device: torch.device
 ) -> tuple[Tensor, Tensor]:
     """(to_h / from_h, to_w / from_w) as float32 tensors, computed as torchvision's transform does."""
-    ratios = tuple(
+    return tuple(
         torch.tensor(t, dtype=torch.float32, device=device)
         / torch.tensor(f, dtype=torch.float32, device=device)
         for t, f in zip(to_size, from_size, strict=True)
     )
-    return ratios[0], ratios[1]
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:

@@ -165,8 +165,6 @@ class RPN(nn.Module):
         num_per_level: list[int],
     ) -> list[Tensor]:
         """proposals [N, R, 4], objectness [N, R] -> per image [P_i, 4]."""
-        num_images = proposals.shape[0]
-        device = proposals.device
         top_idx, levels = [], []
         offset = 0
         for lvl, (ob, count) in enumerate(
@@ -178,7 +176,7 @@ class RPN(nn.Module):
             offset += count
         top_idx = torch.cat(top_idx, dim=1)
         levels = torch.cat(levels)
-        batch_idx = torch.arange(num_images, device=device)[:, None]
+        batch_idx = torch.arange(proposals.shape[0], device=proposals.device)[:, None]
         scores = objectness_probabilities(objectness[batch_idx, top_idx])
         proposals = proposals[batch_idx, top_idx]
 

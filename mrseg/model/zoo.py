@@ -31,7 +31,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from mrseg.model.anchors import AnchorGenerator
-from mrseg.model.backbone import NORMS, build_resnet_fpn, frozen_bn, norm_factory
+from mrseg.model.backbone import build_resnet_fpn, frozen_bn, norm_factory
 from mrseg.model.box_coder import BoxCoder
 from mrseg.model.checkpoint_format import (
     DEFAULT_ANCHOR_SIZES,
@@ -233,8 +233,6 @@ def build_model(
     base, heads = split_arch(arch)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (object classes, without background), got {num_classes}")
-    if norm is not None and norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if len(anchor_sizes) != 5 or min(anchor_sizes) <= 0:
         raise ValueError(f"anchor_sizes needs 5 positive sizes (P2..P6), got {tuple(anchor_sizes)}")
     if "keypoint" in heads and num_keypoints < 1:
@@ -441,40 +439,23 @@ def load_state_dict(model: nn.Module, state_dict: dict, source: str = "weights")
         f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(model.state_dict()[k].shape)}"
         for k in mismatched
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        for name, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", shapes),
-        ):
-            if keys:
-                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
-                parts.append(f"{len(keys)} {name}: {', '.join(keys[:8])}{more}")
+    parts = []
+    named = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+    for name, keys in named:
+        if keys:
+            more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+            parts.append(f"{len(keys)} {name}: {', '.join(keys[:8])}{more}")
+    if parts:
         raise WeightsError(
-            f"{source} does not fit the model: "
-            + "; ".join(parts)
-            + ". Check --arch (and the number of classes)."
+            f"{source} does not fit the model: {'; '.join(parts)}. Check --arch (and the number of classes)."
         )
     model.load_state_dict(state_dict, strict=False)
 
 
-def _num_classes_of(state_dict: dict) -> int:
-    key = "roi_heads.box_predictor.cls_score.weight"  # the same name in torchvision's keys and ours
-    if key in state_dict:
-        return int(state_dict[key].shape[0]) - 1
-    raise WeightsError("the state dict has no roi_heads.box_predictor.cls_score.weight; is it a Mask R-CNN?")
-
-
-_NUM_KEYPOINTS_KEYS = (
-    "roi_heads.keypoint_head.deconv.weight",
-    "roi_heads.keypoint_predictor.kps_score_lowres.weight",
-)
-
-
 def _num_keypoints_of(state_dict: dict) -> int:
     """The keypoint heatmaps of a state dict's keypoint head (ours or torchvision's keys); 17 without one."""
-    for key in _NUM_KEYPOINTS_KEYS:
+    keys = ("roi_heads.keypoint_head.deconv.weight", "roi_heads.keypoint_predictor.kps_score_lowres.weight")
+    for key in keys:
         if key in state_dict:
             return int(state_dict[key].shape[1])  # ConvTranspose2d weight: [in, out, k, k]
     return 17
@@ -507,44 +488,42 @@ def load_model(
         model = build_model(
             spec.arch, len(classes), frozen_bn_eps=spec.frozen_bn_eps, min_size=spec.min_size, **model_kwargs
         )
-        load_state_dict(model, state, name)
         info = ModelInfo(arch=spec.arch, classes=classes, source=name)
+    elif is_checkpoint(obj := read_file(name)):
+        try:
+            ckpt = read_checkpoint(obj, name)
+        except CheckpointFormatError as e:
+            raise WeightsError(str(e)) from e
+        if ckpt.arch not in ARCH_NAMES:
+            raise WeightsError(f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCH_NAMES)}")
+        arch_heads = split_arch(ckpt.arch)[1]
+        if arch_heads != ckpt.heads:
+            raise WeightsError(
+                f"{name}: the checkpoint's arch {ckpt.arch!r} has the heads {list(arch_heads)} but its "
+                f"heads key says {list(ckpt.heads)}; re-save it with matching arch and heads"
+            )
+        model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs, **model_kwargs)
+        state = ckpt.state_dict
+        info = ModelInfo(arch=ckpt.arch, classes=ckpt.classes, source=name)
     else:
-        obj = read_file(name)
-        if is_checkpoint(obj):
-            try:
-                ckpt = read_checkpoint(obj, name)
-            except CheckpointFormatError as e:
-                raise WeightsError(str(e)) from e
-            if ckpt.arch not in ARCH_NAMES:
-                raise WeightsError(
-                    f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCH_NAMES)}"
-                )
-            arch_heads = split_arch(ckpt.arch)[1]
-            if arch_heads != ckpt.heads:
-                raise WeightsError(
-                    f"{name}: the checkpoint's arch {ckpt.arch!r} has the heads {list(arch_heads)} but its "
-                    f"heads key says {list(ckpt.heads)}; re-save it with matching arch and heads"
-                )
-            model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs, **model_kwargs)
-            load_state_dict(model, ckpt.state_dict, name)
-            info = ModelInfo(arch=ckpt.arch, classes=ckpt.classes, source=name)
-        else:
-            state = obj["model"] if isinstance(obj.get("model"), dict) else obj
-            if arch is None:
-                raise WeightsError(
-                    f"{name} is a bare state dict: say which architecture it is with --arch "
-                    f"({', '.join(ARCH_NAMES)})"
-                )
-            if arch not in ARCH_NAMES:
-                raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
-            num_classes = _num_classes_of(state)  # same key in torchvision's and our naming
-            num_keypoints = _num_keypoints_of(state)
-            model = build_model(arch, num_classes, num_keypoints=num_keypoints, **model_kwargs)
-            load_state_dict(model, state, name)
-            has_keypoints = "keypoint" in split_arch(arch)[1]
-            classes = _default_classes(num_classes, num_keypoints if has_keypoints else 0)
-            info = ModelInfo(arch=arch, classes=classes, source=name)
+        state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+        if arch is None:
+            raise WeightsError(
+                f"{name} is a bare state dict: say which architecture it is with --arch "
+                f"({', '.join(ARCH_NAMES)})"
+            )
+        if arch not in ARCH_NAMES:
+            raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
+        key = "roi_heads.box_predictor.cls_score.weight"  # the same name in torchvision's keys and ours
+        if key not in state:
+            raise WeightsError(f"the state dict has no {key}; is it a Mask R-CNN?")
+        num_classes = int(state[key].shape[0]) - 1
+        num_keypoints = _num_keypoints_of(state)
+        model = build_model(arch, num_classes, num_keypoints=num_keypoints, **model_kwargs)
+        has_keypoints = "keypoint" in split_arch(arch)[1]
+        classes = _default_classes(num_classes, num_keypoints if has_keypoints else 0)
+        info = ModelInfo(arch=arch, classes=classes, source=name)
+    load_state_dict(model, state, name)
     return model.to(device).eval(), info
 
 
@@ -598,7 +577,7 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> tuple[li
     state, missing, unexpected, skipped = compare_state_dict(model, state)
     fitting = {k: v for k, v in state.items() if k not in skipped and k not in unexpected}
     absent = [p for p in HEAD_PREFIXES.values() if not any(k.startswith(p) for k in state)]
-    fresh = [k for k in missing if k.startswith(tuple(absent))] if absent else []
+    fresh = [k for k in missing if k.startswith(tuple(absent))]  # none when nothing is absent
     missing = [k for k in missing if k not in skipped and k not in fresh]
     if missing:
         raise WeightsError(f"{name} does not fit --arch {arch}: {len(missing)} missing keys: {missing[:8]}")
