@@ -21,7 +21,7 @@ from mrseg.export.runtime import ExportedModel, load_onnx, load_torchscript
 from mrseg.export.spec import FORMATS, INPUT_NAMES, METADATA_KEY, GraphSpec, round_up
 from mrseg.export.steps import preprocess
 from mrseg.model.maskrcnn import MaskRCNN
-from mrseg.model.zoo import ModelInfo
+from mrseg.model.zoo import ModelInfo, load_model
 
 ONNX_OPSET = 17
 
@@ -149,8 +149,6 @@ def export_model(
     if model is None:
         if weights is None:
             raise ExportError("export_model needs weights= (a zoo name or a file) or model=")
-        from mrseg.model.zoo import load_model
-
         model, info = load_model(weights, arch=arch, device="cpu")
     info = info or ModelInfo(
         arch="", classes=[{"id": i, "name": f"class{i}"} for i in range(1, model.num_classes + 1)]

@@ -1,9 +1,7 @@
 """Run an exported file (ONNX through onnxruntime, or TorchScript) with the PyTorch model's eval contract.
 
-`load_exported(path, device) -> (ExportedModel, ModelInfo)`: `model(images)` takes a list of float
-[3, H, W] RGB tensors in 0..1 (any size) and returns per image {"boxes" float32 [D, 4] xyxy original pixels,
-"scores" [D], "labels" int64 [D]} plus "masks" bool [D, 1, H, W] (mask models) and "keypoints" float32
-[D, K, 3] / "keypoints_scores" [D, K] (keypoint models), like `MaskRCNN` in eval mode (docs/internals.md).
+`load_exported(path, device) -> (ExportedModel, ModelInfo)`: `model(images)` takes a list of float [3, H, W]
+RGB tensors in 0..1 (any size) and returns what `MaskRCNN` returns in eval mode (docs/internals.md).
 """
 
 from __future__ import annotations

@@ -91,12 +91,8 @@ def _fill(template: str, groups: tuple[str, ...]) -> str:
 
 
 def _convert_key(key: str, to_ours: bool, table: list) -> str:
-    hits = []
-    for tv_re, tv, ours_re, ours in table:
-        src_re, dst = (tv_re, ours) if to_ours else (ours_re, tv)
-        m = src_re.match(key)
-        if m:
-            hits.append(_fill(dst, m.groups()) + key[m.end() :])
+    rules = ((tv_re, ours) if to_ours else (ours_re, tv) for tv_re, tv, ours_re, ours in table)
+    hits = [_fill(dst, m.groups()) + key[m.end() :] for src_re, dst in rules if (m := src_re.match(key))]
     if len(hits) != 1:
         side = "torchvision" if to_ours else "mrseg"
         what = "no rule matches" if not hits else f"{len(hits)} rules match"

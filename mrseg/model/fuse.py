@@ -1,9 +1,8 @@
 """Inference-time fusion: fold frozen (or eval-mode) BatchNorm into the convolution before it, and store
 convolution weights channels_last so that oneDNN (CPU) and cuDNN run them without layout reorders.
 
-`fuse_for_inference(model)` returns a COPY for inference; the model itself is untouched, so training and
-state-dict keys are unaffected. The copy shares every tensor it does not rewrite (linear layers, biases of
-unfused convs, anchors) with the original; the folded / re-laid-out conv weights are new tensors. It is a
+`fuse_for_inference(model)` returns a COPY: it shares every tensor it does not rewrite (linear layers, biases
+of unfused convs, anchors) with the original; the folded / re-laid-out conv weights are new tensors. It is a
 snapshot: rebuild it after changing the original's weights.
 
 Folding: for y = norm(conv(x)) with scale = gamma / sqrt(running_var + eps), shift = beta - running_mean *
@@ -68,14 +67,9 @@ def conv_norm_pairs(module: nn.Module) -> list[tuple[str, str]]:
     if isinstance(module, nn.Sequential):
         pairs = itertools.pairwise(children)
         return [(a, b) for a, b in pairs if type(children[a]) is nn.Conv2d and _foldable(children[b])]
-    pairs = []
-    for name, child in children.items():
-        if type(child) is not nn.Conv2d:
-            continue
-        norm_name = "norm" if name == "conv" else "bn" + name[4:] if name.startswith("conv") else None
-        if norm_name is not None and _foldable(children.get(norm_name)):
-            pairs.append((name, norm_name))
-    return pairs
+    convs = [name for name, child in children.items() if type(child) is nn.Conv2d and name.startswith("conv")]
+    pairs = [(name, "norm" if name == "conv" else "bn" + name[4:]) for name in convs]
+    return [(conv, norm) for conv, norm in pairs if _foldable(children.get(norm))]
 
 
 def fold_batchnorms(model: nn.Module) -> int:

@@ -210,12 +210,7 @@ class RoIHeads(nn.Module):
         boxes, labels, matched = candidates[image_idx, idx], labels[image_idx, idx], matched[image_idx, idx]
         regression_targets = self.box_coder.encode(gt[image_idx, matched], boxes)
         counts = keep.sum(dim=1).tolist()
-        return (
-            list(boxes.split(counts)),
-            list(labels.split(counts)),
-            list(matched.split(counts)),
-            list(regression_targets.split(counts)),
-        )
+        return tuple(list(t.split(counts)) for t in (boxes, labels, matched, regression_targets))
 
     def _forward_train(
         self, features: list[Tensor], proposals: list[Tensor], targets: list[dict[str, Tensor]]

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.hub import download_url_to_file
+from torchvision.ops import FrozenBatchNorm2d
 
 try:
     import fcntl
@@ -223,10 +224,9 @@ def build_model(
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
     it) in train / eval mode; rpn_nms_thresh: the proposals' NMS IoU; rpn_batch_size_per_image: anchors
     sampled per image for the RPN loss; box_batch_size_per_image: RoIs sampled per image for the box head in
-    training;
-    box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a detection
-    scoring at least this is kept), class-wise NMS IoU and detections kept per image; paste_masks: False
-    returns `mask_probs` instead of pasted masks (see MaskRCNN).
+    training; box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a
+    detection scoring at least this is kept), class-wise NMS IoU and detections kept per image; paste_masks:
+    False returns `mask_probs` instead of pasted masks (see MaskRCNN).
     Defaults are the paper's (torchvision's names and values); they change no weight shape, so a checkpoint
     loads whatever they are set to.
     """
@@ -249,13 +249,8 @@ def build_model(
     else:
         backbone_norm = fpn_norm = norm_factory(norm)
     backbone = build_resnet_fpn(
-        spec.depth,
-        backbone_norm=backbone_norm,
-        fpn_norm=fpn_norm,
-        freeze_at=freeze_at,
-        out_channels=channels,
+        spec.depth, backbone_norm=backbone_norm, fpn_norm=fpn_norm, freeze_at=freeze_at, out_channels=channels
     )
-    channels = backbone.out_channels
     anchors = AnchorGenerator(sizes=tuple(anchor_sizes), aspect_ratios=(0.5, 1.0, 2.0))
     rpn = RPN(
         anchor_generator=anchors,
@@ -595,8 +590,6 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> tuple[li
 
 def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:
     """Sets eps of every FrozenBatchNorm2d (torchvision's COCO v1 weights were trained with eps = 0)."""
-    from torchvision.ops import FrozenBatchNorm2d
-
     for m in model.modules():
         if isinstance(m, FrozenBatchNorm2d):
             m.eps = eps
