@@ -64,7 +64,7 @@ def compare_detections(
     ref_keep = torch.where(reference["scores"] >= score)[0]
     exp_keep = torch.where(exported["scores"] >= score - 1e-4)[0]
     used: set[int] = set()
-    max_diff, min_iou_seen, max_prob_diff, matched = 0.0, 1.0, 0.0, 0
+    max_diff, min_iou_seen, max_prob_diff = 0.0, 1.0, 0.0
     max_score_diff, max_kp_diff, max_kp_score_diff = 0.0, 0.0, 0.0
     for i in ref_keep.tolist():
         best, best_diff = None, float("inf")
@@ -76,8 +76,7 @@ def compare_detections(
                 best, best_diff = j, diff
         if best is None or best_diff > box_tol:
             continue
-        used.add(best)
-        matched += 1
+        used.add(best)  # one per matched reference detection
         max_diff = max(max_diff, best_diff)
         if "masks" in reference and "masks" in exported:
             a, b = reference["masks"][i], exported["masks"][best]
@@ -101,7 +100,7 @@ def compare_detections(
         score,
         len(ref_keep),
         n_exported,
-        matched,
+        len(used),
         max_diff,
         min_iou_seen,
         max_prob_diff,

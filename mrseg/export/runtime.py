@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,20 +22,14 @@ from mrseg.model.zoo import ModelInfo, WeightsError
 GraphOutputs = tuple[Tensor, ...]  # in the order of GraphSpec.output_names
 
 
+@dataclass(eq=False)
 class ExportedModel:
     """An exported graph plus its pre- and post-step. `run(canvas, sizes)` executes the graph itself."""
 
-    def __init__(
-        self,
-        run: Callable[[Tensor, Tensor], GraphOutputs],
-        spec: GraphSpec,
-        source: str = "",
-        runs_on: str = "torch (CPU)",
-    ):
-        self.run = run
-        self.spec = spec
-        self.source = source
-        self.runs_on = runs_on  # what executes the graph, for the start-of-run note
+    run: Callable[[Tensor, Tensor], GraphOutputs]
+    spec: GraphSpec
+    source: str = ""
+    runs_on: str = "torch (CPU)"  # what executes the graph, for the start-of-run note
 
     @property
     def info(self) -> ModelInfo:

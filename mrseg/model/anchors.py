@@ -15,13 +15,9 @@ def cell_anchors(size: float, aspect_ratios: tuple[float, ...]) -> Tensor:
 
 
 class AnchorGenerator(nn.Module):
-    """Generates anchors for each feature level.
-
-    sizes: one anchor size (pixels) per level, e.g. (32, 64, 128, 256, 512) for P2..P6;
-    aspect_ratios: (0.5, 1.0, 2.0) shared by every level.
-    forward(image_size (H, W) of the padded batch, feature sizes [(h, w)] per level)
-    -> list per level of anchors [h * w * A, 4], ordered (y, x, anchor) as the RPN head outputs them.
-    """
+    """Anchors of one size (pixels) per level, e.g. (32, 64, 128, 256, 512) for P2..P6, and aspect ratios
+    shared by every level. forward(image_size (H, W) of the padded batch, feature sizes [(h, w)] per level)
+    -> list per level of anchors [h * w * A, 4], ordered (y, x, anchor) as the RPN head outputs them."""
 
     def __init__(self, sizes: tuple[float, ...], aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)):
         super().__init__()

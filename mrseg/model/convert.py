@@ -55,8 +55,7 @@ BOX_HEAD_V2_RULES: tuple[tuple[str, str], ...] = (
     ("roi_heads.box_head.5.", "roi_heads.box_head.fcs.0."),
 )
 
-# one-way upgrades of torchvision's pre-v2 module names (what torchvision's own _load_from_state_dict hooks
-# do)
+# one-way upgrades of torchvision's pre-v2 module names (what its own _load_from_state_dict hooks do)
 LEGACY_RULES: tuple[tuple[str, str | Callable[[re.Match], str]], ...] = (
     (r"^rpn\.head\.conv\.(weight|bias)$", r"rpn.head.conv.0.0.\1"),
     (r"^backbone\.fpn\.(inner_blocks|layer_blocks)\.(\d+)\.(weight|bias)$", r"backbone.fpn.\1.\2.0.\3"),
@@ -101,8 +100,7 @@ def _convert_key(key: str, to_ours: bool, table: list) -> str:
 
 
 def upgrade_legacy_torchvision(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Renames pre-v2 torchvision keys (rpn.head.conv.weight, fpn inner_blocks.0.weight, mask_fcn1) to
-    current."""
+    """Renames pre-v2 torchvision keys (rpn.head.conv.weight, fpn inner_blocks.0.weight, mask_fcn1)."""
     out = {}
     for key, value in state_dict.items():
         for pattern, repl in LEGACY_RULES:

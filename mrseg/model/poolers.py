@@ -85,18 +85,10 @@ class MultiScaleRoIAlign(nn.Module):
         rois = torch.cat([torch.cat(ids, dim=0), torch.cat(boxes, dim=0)], dim=1)  # [sum K_i, 5]
         levels = assign_fpn_levels(torch.cat(boxes, dim=0), self.min_level, self.max_level)
         pooled, order = [], []
+        size = (self.output_size, self.output_size)
         for level, (feature, stride) in enumerate(zip(features, self.strides, strict=True)):
             idx = torch.where(levels == level)[0]
-            pooled.append(
-                roi_align(
-                    feature,
-                    rois[idx],
-                    (self.output_size, self.output_size),
-                    spatial_scale=1.0 / stride,
-                    sampling_ratio=self.sampling_ratio,
-                    aligned=self.aligned,
-                )
-            )
+            pooled.append(roi_align(feature, rois[idx], size, 1 / stride, self.sampling_ratio, self.aligned))
             order.append(idx)
         # level-sorted rows back to RoI order in one gather (tensor ops only, so tracing for export keeps
         # the merge in the graph); rows of the concatenation are RoIs `cat(order)`, argsort inverts that

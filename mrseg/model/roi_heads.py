@@ -104,8 +104,7 @@ def fast_rcnn_losses(
 
 def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:
     """Crops each RoI's matched ground-truth mask and resamples it to size x size (RoIAlign, aligned=False, as
-    torchvision). gt_masks [G, H, W] uint8; boxes [R, 4]; matched_idxs [R] -> [R, size, size] float in [0,
-    1]."""
+    torchvision). gt_masks [G, H, W] uint8; boxes [R, 4]; matched_idxs [R] -> [R, size, size] float 0..1."""
     rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)
     return roi_align(gt_masks[:, None].to(rois), rois, (size, size), spatial_scale=1.0)[:, 0]
 

@@ -130,9 +130,6 @@ class RPN(nn.Module):
         self.min_size = min_size
         self.score_thresh = score_thresh
 
-    def _mode(self) -> str:
-        return "train" if self.training else "test"
-
     def forward(
         self,
         features: list[Tensor],
@@ -165,12 +162,13 @@ class RPN(nn.Module):
         num_per_level: list[int],
     ) -> list[Tensor]:
         """proposals [N, R, 4], objectness [N, R] -> per image [P_i, 4]."""
+        mode = "train" if self.training else "test"
         top_idx, levels = [], []
         offset = 0
         for lvl, (ob, count) in enumerate(
             zip(objectness.split(num_per_level, 1), num_per_level, strict=True)
         ):
-            idx = top_indices(ob, _at_most(count, self.pre_nms_top_n[self._mode()]))
+            idx = top_indices(ob, _at_most(count, self.pre_nms_top_n[mode]))
             top_idx.append(idx + offset)
             levels.append(torch.full_like(idx[0], lvl))
             offset += count
@@ -187,7 +185,7 @@ class RPN(nn.Module):
             boxes, prob, lvl = boxes[keep], prob[keep], levels[keep]
             keep = torch.where(prob >= self.score_thresh)[0]
             boxes, prob, lvl = boxes[keep], prob[keep], lvl[keep]
-            keep = batched_nms(boxes, prob, lvl, self.nms_thresh)[: self.post_nms_top_n[self._mode()]]
+            keep = batched_nms(boxes, prob, lvl, self.nms_thresh)[: self.post_nms_top_n[mode]]
             results.append(boxes[keep])
         return results
 

@@ -123,18 +123,16 @@ class WeightSpec:
     min_size: int | tuple[int, ...] = 800
 
 
+_TV = "https://download.pytorch.org/models/"  # where torchvision's weight files are
+
 WEIGHTS: dict[str, WeightSpec] = {
     # torchvision MaskRCNN_ResNet50_FPN_Weights.COCO_V1 (trained with eps-free FrozenBatchNorm: eps 0)
-    "coco-r50-fpn": WeightSpec(
-        "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", "r50-fpn", 0.0
-    ),
+    "coco-r50-fpn": WeightSpec(_TV + "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", "r50-fpn", 0.0),
     # torchvision MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1
-    "coco-r50-fpn-v2": WeightSpec(
-        "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "r50-fpn-v2"
-    ),
+    "coco-r50-fpn-v2": WeightSpec(_TV + "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "r50-fpn-v2"),
     # torchvision KeypointRCNN_ResNet50_FPN_Weights.COCO_V1 (54.6 box AP, 65.0 keypoint AP; eps 0 as above)
     "coco-kp-r50-fpn": WeightSpec(
-        "https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+        _TV + "keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
         "r50-fpn-kp",
         0.0,
         person_keypoints=True,
@@ -143,27 +141,25 @@ WEIGHTS: dict[str, WeightSpec] = {
     # torchvision KeypointRCNN_ResNet50_FPN_Weights.COCO_LEGACY (50.6 / 61.1); torchvision leaves its eps at
     # 1e-5 (keypointrcnn_resnet50_fpn overwrites eps only for COCO_V1)
     "coco-kp-r50-fpn-legacy": WeightSpec(
-        "https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-9f466800.pth",
+        _TV + "keypointrcnn_resnet50_fpn_coco-9f466800.pth",
         "r50-fpn-kp",
         person_keypoints=True,
         min_size=KEYPOINT_TRAIN_MIN_SIZES,
     ),
     # torchvision FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (37.0 box AP; eps 0)
-    "coco-frcnn-r50-fpn": WeightSpec(
-        "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "r50-fpn-box", 0.0
-    ),
+    "coco-frcnn-r50-fpn": WeightSpec(_TV + "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "r50-fpn-box", 0.0),
     # torchvision FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1 (46.7 box AP; BatchNorm2d, no eps quirk)
     "coco-frcnn-r50-fpn-v2": WeightSpec(
-        "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", "r50-fpn-v2-box"
+        _TV + "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", "r50-fpn-v2-box"
     ),
 }
 
 # torchvision ResNet{18,34,50,101}_Weights.IMAGENET1K_V1 (the backbones torchvision's detectors start from)
 IMAGENET_URLS: dict[int, str] = {
-    18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-    101: "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+    18: _TV + "resnet18-f37072fd.pth",
+    34: _TV + "resnet34-b627a593.pth",
+    50: _TV + "resnet50-0676ba61.pth",
+    101: _TV + "resnet101-63fe2227.pth",
 }
 
 
@@ -348,11 +344,9 @@ def _download_lock(path: Path):
 
 
 def fetch(url: str) -> Path:
-    """The cached file for `url` (downloaded with a progress bar on first use) or a WeightsError saying what
-    to fetch and where to put it.
-
-    One process downloads at a time (a file lock next to the file); the others wait and then use its file. A
-    download whose SHA-256 does not start with the prefix in its file name is deleted and raises."""
+    """The cached file for `url` (downloaded with a progress bar on first use, one process at a time: see
+    `_download_lock`) or a WeightsError saying what to fetch and where to put it. A download whose SHA-256
+    does not start with the prefix in its file name is deleted and raises."""
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     path = cache / os.path.basename(url)
     if path.is_file():
@@ -371,16 +365,14 @@ def fetch(url: str) -> Path:
                 f"it at {path}, or pass a local file with --weights PATH (and --arch for a bare state dict)."
             ) from e
         expected = expected_hash_prefix(url)
-        if expected is not None:
-            got = _sha256(tmp)
-            if not got.startswith(expected):
-                size = tmp.stat().st_size
-                tmp.unlink(missing_ok=True)
-                raise WeightsError(
-                    f"the download of {url} is corrupt: its SHA-256 is {got} ({size} bytes) but its name "
-                    f"says it starts with {expected}. The file was deleted; run again to retry the download, "
-                    f"or fetch it by hand, check `sha256sum` starts with {expected}, and put it at {path}."
-                )
+        if expected is not None and not (got := _sha256(tmp)).startswith(expected):
+            size = tmp.stat().st_size
+            tmp.unlink(missing_ok=True)
+            raise WeightsError(
+                f"the download of {url} is corrupt: its SHA-256 is {got} ({size} bytes) but its name "
+                f"says it starts with {expected}. The file was deleted; run again to retry the download, "
+                f"or fetch it by hand, check `sha256sum` starts with {expected}, and put it at {path}."
+            )
         tmp.replace(path)
     return path
 
