@@ -146,13 +146,11 @@ class RPN(nn.Module):
         proposals = self.box_coder.decode(pred_deltas.detach().reshape(-1, 4), anchors.repeat(num_images, 1))
         proposals = proposals.view(num_images, -1, 4)
         boxes = self.select_proposals(proposals, objectness.detach(), image_sizes, num_per_level)
-
-        losses: dict[str, Tensor] = {}
-        if self.training:
-            if targets is None:
-                raise ValueError("RPN: targets are required in training mode")
-            losses = self.losses(anchors, objectness, pred_deltas, targets)
-        return boxes, losses
+        if not self.training:
+            return boxes, {}
+        if targets is None:
+            raise ValueError("RPN: targets are required in training mode")
+        return boxes, self.losses(anchors, objectness, pred_deltas, targets)
 
     def select_proposals(
         self,
