@@ -407,9 +407,7 @@ def compare_state_dict(model: nn.Module, state_dict: dict) -> tuple[dict, list[s
     }
     missing = sorted(k for k in own if k not in state_dict and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state_dict if k not in own)
-    mismatched = sorted(
-        k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
-    )
+    mismatched = sorted(k for k, v in state_dict.items() if k in own and v.shape != own[k].shape)
     return state_dict, missing, unexpected, mismatched
 
 
