@@ -51,11 +51,6 @@ class Comparison:
         )
 
 
-def _mask_iou(a: Tensor, b: Tensor) -> float:
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else (a & b).sum().item() / union
-
-
 def compare_detections(
     reference: dict[str, Tensor],
     exported: dict[str, Tensor],
@@ -69,7 +64,7 @@ def compare_detections(
     ref_keep = torch.where(reference["scores"] >= score)[0]
     exp_keep = torch.where(exported["scores"] >= score - 1e-4)[0]
     used: set[int] = set()
-    max_diff, min_iou_seen, max_prob_diff, matched = 0.0, 1.0, 0.0, 0
+    max_diff, min_iou_seen, max_prob_diff = 0.0, 1.0, 0.0
     max_score_diff, max_kp_diff, max_kp_score_diff = 0.0, 0.0, 0.0
     for i in ref_keep.tolist():
         best, best_diff = None, float("inf")
@@ -81,11 +76,12 @@ def compare_detections(
                 best, best_diff = j, diff
         if best is None or best_diff > box_tol:
             continue
-        used.add(best)
-        matched += 1
+        used.add(best)  # one per matched reference detection
         max_diff = max(max_diff, best_diff)
         if "masks" in reference and "masks" in exported:
-            min_iou_seen = min(min_iou_seen, _mask_iou(reference["masks"][i], exported["masks"][best]))
+            a, b = reference["masks"][i], exported["masks"][best]
+            union = (a | b).sum().item()
+            min_iou_seen = min(min_iou_seen, 1.0 if union == 0 else (a & b).sum().item() / union)
         max_score_diff = max(
             max_score_diff, abs(float(reference["scores"][i]) - float(exported["scores"][best]))
         )
@@ -104,7 +100,7 @@ def compare_detections(
         score,
         len(ref_keep),
         n_exported,
-        matched,
+        len(used),
         max_diff,
         min_iou_seen,
         max_prob_diff,

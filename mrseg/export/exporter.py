@@ -21,7 +21,7 @@ from mrseg.export.runtime import ExportedModel, load_onnx, load_torchscript
 from mrseg.export.spec import FORMATS, INPUT_NAMES, METADATA_KEY, GraphSpec, round_up
 from mrseg.export.steps import preprocess
 from mrseg.model.maskrcnn import MaskRCNN
-from mrseg.model.zoo import ModelInfo
+from mrseg.model.zoo import ModelInfo, load_model
 
 ONNX_OPSET = 17
 
@@ -89,10 +89,6 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return image
 
 
-def _as_tensor(image: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
-
-
 def _write_onnx(graph: InferenceGraph, example: tuple[Tensor, Tensor], spec: GraphSpec, path: str) -> None:
     import onnx
 
@@ -153,8 +149,6 @@ def export_model(
     if model is None:
         if weights is None:
             raise ExportError("export_model needs weights= (a zoo name or a file) or model=")
-        from mrseg.model.zoo import load_model
-
         model, info = load_model(weights, arch=arch, device="cpu")
     info = info or ModelInfo(
         arch="", classes=[{"id": i, "name": f"class{i}"} for i in range(1, model.num_classes + 1)]
@@ -167,7 +161,7 @@ def export_model(
             f"--imgsz rounded up to {spec.height} x {spec.width} (a multiple of the model's padding)"
         )
     samples = samples or [synthetic_image(spec.height, spec.width, seed=i) for i in range(batch)]
-    images = [_as_tensor(s) for s in samples]
+    images = [torch.from_numpy(np.ascontiguousarray(s)).permute(2, 0, 1).float().div(255.0) for s in samples]
     graph = InferenceGraph(model=model).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

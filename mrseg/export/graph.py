@@ -11,10 +11,8 @@ from mrseg.model.maskrcnn import MaskRCNN
 
 class InferenceGraph(nn.Module):
     """forward(images [N, 3, H, W] normalized and zero-padded, image_sizes float [N, 2] (h, w) of the resized
-    images) -> the tensors named by `output_names(model.heads)`: boxes [D, 4] xyxy resized-image pixels,
-    scores [D], labels int64 [D], with a mask head mask_probs [D, 1, M, M], with a keypoint head
-    keypoint_heatmaps [D, K, 56, 56] (logits), and image_index int64 [D]; detections of all N images
-    concatenated (see `mrseg.export.spec.GraphSpec`).
+    images) -> the tensors named by `output_names(model.heads)`, detections of all N images concatenated
+    (shapes: `mrseg.export.spec.GraphSpec`).
 
     Shares the model's modules (and weights). Written for tracing: N is fixed by the example input; (H, W) and
     the number of detections stay dynamic (shapes are traced tensors: anchors, per-level top-k and the

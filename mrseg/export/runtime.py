@@ -1,9 +1,7 @@
 """Run an exported file (ONNX through onnxruntime, or TorchScript) with the PyTorch model's eval contract.
 
-`load_exported(path, device) -> (ExportedModel, ModelInfo)`: `model(images)` takes a list of float
-[3, H, W] RGB tensors in 0..1 (any size) and returns per image {"boxes" float32 [D, 4] xyxy original pixels,
-"scores" [D], "labels" int64 [D]} plus "masks" bool [D, 1, H, W] (mask models) and "keypoints" float32
-[D, K, 3] / "keypoints_scores" [D, K] (keypoint models), like `MaskRCNN` in eval mode (docs/internals.md).
+`load_exported(path, device) -> (ExportedModel, ModelInfo)`: `model(images)` takes a list of float [3, H, W]
+RGB tensors in 0..1 (any size) and returns what `MaskRCNN` returns in eval mode (docs/internals.md).
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,20 +22,14 @@ from mrseg.model.zoo import ModelInfo, WeightsError
 GraphOutputs = tuple[Tensor, ...]  # in the order of GraphSpec.output_names
 
 
+@dataclass(eq=False)
 class ExportedModel:
     """An exported graph plus its pre- and post-step. `run(canvas, sizes)` executes the graph itself."""
 
-    def __init__(
-        self,
-        run: Callable[[Tensor, Tensor], GraphOutputs],
-        spec: GraphSpec,
-        source: str = "",
-        runs_on: str = "torch (CPU)",
-    ):
-        self.run = run
-        self.spec = spec
-        self.source = source
-        self.runs_on = runs_on  # what executes the graph, for the start-of-run note
+    run: Callable[[Tensor, Tensor], GraphOutputs]
+    spec: GraphSpec
+    source: str = ""
+    runs_on: str = "torch (CPU)"  # what executes the graph, for the start-of-run note
 
     @property
     def info(self) -> ModelInfo:
@@ -83,7 +76,10 @@ def load_onnx(path: str | os.PathLike, device: str | torch.device = "cpu") -> Ex
     spec = GraphSpec.from_json(meta[METADATA_KEY])
     providers, warning = onnx_providers(device, ort.get_available_providers())
     session = ort.InferenceSession(path, providers=providers)
-    runs_on = describe_session(session.get_providers(), device)
+    first = (session.get_providers() or ["CPUExecutionProvider"])[0]  # the provider that runs first
+    runs_on = f"onnxruntime {first}"
+    if first == "CUDAExecutionProvider":
+        runs_on += f" on {torch.device(device)}"
     if warning is None and torch.device(device).type == "cuda" and not runs_on.startswith("onnxruntime CUDA"):
         warning = f"onnxruntime could not start its CUDA provider for {device}"
     if warning is not None:
@@ -113,14 +109,6 @@ def onnx_providers(device: str | torch.device, available: list[str]) -> tuple[li
         )
     index = device.index if device.index is not None else torch.cuda.current_device()
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], None
-
-
-def describe_session(providers: list[str], device: str | torch.device) -> str:
-    """`onnxruntime <provider>[ on cuda:N]`: the provider that runs first in a session."""
-    first = providers[0] if providers else "CPUExecutionProvider"
-    device = torch.device(device)
-    where = f" on {device}" if first == "CUDAExecutionProvider" else ""
-    return f"onnxruntime {first}{where}"
 
 
 def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> ExportedModel:

@@ -70,9 +70,7 @@ class GraphSpec:
         """The model's resize rule (short side to min_size, long side at most max_size); a format-1 file
         also caps it so that the resized image fits its fixed canvas."""
         scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
-        if self.dynamic:
-            return scale
-        return min(scale, self.height / height, self.width / width)
+        return scale if self.dynamic else min(scale, self.height / height, self.width / width)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

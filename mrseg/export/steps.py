@@ -54,11 +54,8 @@ def postprocess(
     original_sizes: list[tuple[int, int]],
     mask_threshold: float = 0.5,
 ) -> list[dict[str, Tensor]]:
-    """Graph outputs by name (boxes, scores, labels, [mask_probs], [keypoint_heatmaps], image_index; see
-    GraphSpec) -> per original image {"boxes" float32 [D, 4] xyxy original pixels, "scores" [D], "labels"
-    int64 [D]} plus, from mask_probs, "masks" bool [D, 1, h, w] and "mask_probs" float [D, 1, 28, 28] (what
-    the masks were pasted from), and from keypoint_heatmaps, "keypoints" float32 [D, K, 3] (x, y, 1) in
-    original pixels and "keypoints_scores" [D, K], as the model's eval output."""
+    """Graph outputs by name (see GraphSpec) -> per original image the model's eval output (`MaskRCNN`), with
+    "mask_probs" float [D, 1, 28, 28] (what the masks were pasted from) next to "masks"."""
     boxes, image_index = outputs["boxes"], outputs["image_index"]
     results = []
     for i, original in enumerate(original_sizes):

@@ -8,22 +8,16 @@ from torch import Tensor, nn
 
 def cell_anchors(size: float, aspect_ratios: tuple[float, ...]) -> Tensor:
     """Anchors [A, 4] xyxy centred on (0, 0) for one size; ratio = height / width; rounded to integers."""
-    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
-    h_ratios = torch.sqrt(ratios)
-    w_ratios = 1 / h_ratios
-    ws = w_ratios * size
+    h_ratios = torch.sqrt(torch.as_tensor(aspect_ratios, dtype=torch.float32))
+    ws = (1 / h_ratios) * size
     hs = h_ratios * size
     return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
 
 
 class AnchorGenerator(nn.Module):
-    """Generates anchors for each feature level.
-
-    sizes: one anchor size (pixels) per level, e.g. (32, 64, 128, 256, 512) for P2..P6;
-    aspect_ratios: (0.5, 1.0, 2.0) shared by every level.
-    forward(image_size (H, W) of the padded batch, feature sizes [(h, w)] per level)
-    -> list per level of anchors [h * w * A, 4], ordered (y, x, anchor) as the RPN head outputs them.
-    """
+    """Anchors of one size (pixels) per level, e.g. (32, 64, 128, 256, 512) for P2..P6, and aspect ratios
+    shared by every level. forward(image_size (H, W) of the padded batch, feature sizes [(h, w)] per level)
+    -> list per level of anchors [h * w * A, 4], ordered (y, x, anchor) as the RPN head outputs them."""
 
     def __init__(self, sizes: tuple[float, ...], aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)):
         super().__init__()
@@ -51,8 +45,6 @@ class AnchorGenerator(nn.Module):
             shifts_x = torch.arange(0, width, dtype=torch.int32, device=base.device) * stride_x
             shifts_y = torch.arange(0, height, dtype=torch.int32, device=base.device) * stride_y
             shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
-            shift_x = shift_x.reshape(-1)
-            shift_y = shift_y.reshape(-1)
-            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1).reshape(-1, 4)
             anchors.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))
         return anchors

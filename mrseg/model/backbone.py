@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import FrozenBatchNorm2d
 
-from mrseg.model.layers import ConvNorm, NormFactory
+from mrseg.model.layers import ConvNorm, NormFactory, init_kaiming
 
 RESNET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
@@ -84,16 +84,9 @@ class ResNet(nn.Module):
             stage, channels = _stage(block, channels, width, count, 1 if i == 0 else 2, norm)
             self.add_module(f"res{i + 2}", stage)
             self.out_channels.append(channels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        self.freeze(freeze_at)
-
-    def freeze(self, freeze_at: int) -> None:
-        parts = [self.stem, self.res2, self.res3, self.res4, self.res5][:freeze_at]
-        for part in parts:
-            for p in part.parameters():
-                p.requires_grad_(False)
+        init_kaiming(self)
+        for part in [self.stem, self.res2, self.res3, self.res4, self.res5][:freeze_at]:
+            part.requires_grad_(False)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.stem(x)
@@ -140,8 +133,6 @@ class FPN(nn.Module):
 
 class ResNetFPN(nn.Module):
     """ResNet + FPN: images [N, 3, H, W] (H, W multiples of 32) -> [P2..P6], 256 channels each."""
-
-    strides = (4, 8, 16, 32, 64)
 
     def __init__(self, *, bottom_up: ResNet, fpn: FPN):
         super().__init__()

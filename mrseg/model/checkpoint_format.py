@@ -39,10 +39,7 @@ def is_checkpoint(obj: object) -> bool:
 
 def frozen_bn_eps(model: nn.Module) -> float:
     """The eps of the model's FrozenBatchNorm2d layers (1e-5 when it has none)."""
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            return float(m.eps)
-    return 1e-5
+    return next((float(m.eps) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)), 1e-5)
 
 
 def make_checkpoint(
@@ -59,7 +56,6 @@ def make_checkpoint(
 ) -> dict:
     """The checkpoint dict of `model` (built by `build_model(arch, len(classes), norm=..., ...)`); `extra`
     (iteration, config, training state, ...) is added as is. The heads are read off the model."""
-    heads = list(getattr(model, "heads", DEFAULT_HEADS))
     keypoint_head = getattr(getattr(model, "roi_heads", None), "keypoint_head", None)
     if keypoint_head is not None:
         extra = {"num_keypoints": int(keypoint_head.num_keypoints), **extra}
@@ -73,7 +69,7 @@ def make_checkpoint(
         "norm": norm,
         "anchor_sizes": list(anchor_sizes),
         "channels": int(channels),
-        "heads": heads,
+        "heads": list(getattr(model, "heads", DEFAULT_HEADS)),
         "model": model.state_dict(),
         **extra,
     }
@@ -141,6 +137,4 @@ def model_shape(path: str | os.PathLike) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return {}
-    if not is_checkpoint(obj):
-        return {}
-    return {k: obj[k] for k in SHAPE_KEYS if k in obj}
+    return {k: obj[k] for k in SHAPE_KEYS if k in obj} if is_checkpoint(obj) else {}

@@ -11,7 +11,7 @@ it where the other side has FrozenBatchNorm2d (it carries no information at infe
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import Tensor
 
@@ -55,17 +55,15 @@ BOX_HEAD_V2_RULES: tuple[tuple[str, str], ...] = (
     ("roi_heads.box_head.5.", "roi_heads.box_head.fcs.0."),
 )
 
-# one-way upgrades of torchvision's pre-v2 module names (what torchvision's own _load_from_state_dict hooks
-# do)
-LEGACY_RULES: tuple[tuple[str, str], ...] = (
+# one-way upgrades of torchvision's pre-v2 module names (what its own _load_from_state_dict hooks do)
+LEGACY_RULES: tuple[tuple[str, str | Callable[[re.Match], str]], ...] = (
     (r"^rpn\.head\.conv\.(weight|bias)$", r"rpn.head.conv.0.0.\1"),
     (r"^backbone\.fpn\.(inner_blocks|layer_blocks)\.(\d+)\.(weight|bias)$", r"backbone.fpn.\1.\2.0.\3"),
+    (
+        r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$",
+        lambda m: f"roi_heads.mask_head.{int(m[1]) - 1}.0.{m[2]}",
+    ),
 )
-
-
-def _legacy_mask_fcn(key: str) -> str:
-    m = re.match(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$", key)
-    return f"roi_heads.mask_head.{int(m[1]) - 1}.0.{m[2]}" if m else key
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -92,12 +90,8 @@ def _fill(template: str, groups: tuple[str, ...]) -> str:
 
 
 def _convert_key(key: str, to_ours: bool, table: list) -> str:
-    hits = []
-    for tv_re, tv, ours_re, ours in table:
-        src_re, dst = (tv_re, ours) if to_ours else (ours_re, tv)
-        m = src_re.match(key)
-        if m:
-            hits.append(_fill(dst, m.groups()) + key[m.end() :])
+    rules = ((tv_re, ours) if to_ours else (ours_re, tv) for tv_re, tv, ours_re, ours in table)
+    hits = [_fill(dst, m.groups()) + key[m.end() :] for src_re, dst in rules if (m := src_re.match(key))]
     if len(hits) != 1:
         side = "torchvision" if to_ours else "mrseg"
         what = "no rule matches" if not hits else f"{len(hits)} rules match"
@@ -106,13 +100,12 @@ def _convert_key(key: str, to_ours: bool, table: list) -> str:
 
 
 def upgrade_legacy_torchvision(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Renames pre-v2 torchvision keys (rpn.head.conv.weight, fpn inner_blocks.0.weight, mask_fcn1) to
-    current."""
+    """Renames pre-v2 torchvision keys (rpn.head.conv.weight, fpn inner_blocks.0.weight, mask_fcn1)."""
     out = {}
     for key, value in state_dict.items():
         for pattern, repl in LEGACY_RULES:
             key = re.sub(pattern, repl, key)
-        out[_legacy_mask_fcn(key)] = value
+        out[key] = value
     return out
 
 

@@ -1,9 +1,8 @@
 """Inference-time fusion: fold frozen (or eval-mode) BatchNorm into the convolution before it, and store
 convolution weights channels_last so that oneDNN (CPU) and cuDNN run them without layout reorders.
 
-`fuse_for_inference(model)` returns a COPY for inference; the model itself is untouched, so training and
-state-dict keys are unaffected. The copy shares every tensor it does not rewrite (linear layers, biases of
-unfused convs, anchors) with the original; the folded / re-laid-out conv weights are new tensors. It is a
+`fuse_for_inference(model)` returns a COPY: it shares every tensor it does not rewrite (linear layers, biases
+of unfused convs, anchors) with the original; the folded / re-laid-out conv weights are new tensors. It is a
 snapshot: rebuild it after changing the original's weights.
 
 Folding: for y = norm(conv(x)) with scale = gamma / sqrt(running_var + eps), shift = beta - running_mean *
@@ -20,13 +19,9 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-
 
 def _foldable(norm: nn.Module) -> bool:
-    if isinstance(norm, FrozenBatchNorm2d):
-        return True
-    return (
+    return isinstance(norm, FrozenBatchNorm2d) or (
         isinstance(norm, nn.BatchNorm2d)
         and not norm.training
         and norm.track_running_stats
@@ -69,20 +64,12 @@ def conv_norm_pairs(module: nn.Module) -> list[tuple[str, str]]:
     children of an nn.Sequential, and the `conv`/`norm` and `conv{i}`/`bn{i}` attribute pairs of ConvNorm,
     the ResNet stem and torchvision's BasicBlock / Bottleneck."""
     children = dict(module.named_children())
-    pairs = []
     if isinstance(module, nn.Sequential):
-        names = list(children)
-        for a, b in itertools.pairwise(names):
-            if type(children[a]) is nn.Conv2d and _foldable(children[b]):
-                pairs.append((a, b))
-        return pairs
-    for name, child in children.items():
-        if type(child) is not nn.Conv2d:
-            continue
-        norm_name = "norm" if name == "conv" else "bn" + name[4:] if name.startswith("conv") else None
-        if norm_name is not None and _foldable(children.get(norm_name)):
-            pairs.append((name, norm_name))
-    return pairs
+        pairs = itertools.pairwise(children)
+        return [(a, b) for a, b in pairs if type(children[a]) is nn.Conv2d and _foldable(children[b])]
+    convs = [name for name, child in children.items() if type(child) is nn.Conv2d and name.startswith("conv")]
+    pairs = [(name, "norm" if name == "conv" else "bn" + name[4:]) for name in convs]
+    return [(conv, norm) for conv, norm in pairs if _foldable(children.get(norm))]
 
 
 def fold_batchnorms(model: nn.Module) -> int:
@@ -97,14 +84,6 @@ def fold_batchnorms(model: nn.Module) -> int:
     return count
 
 
-def _to_channels_last(model: nn.Module) -> None:
-    # a new Parameter per conv (not `.data =`): shared Parameters of the original model keep their layout
-    for m in model.modules():
-        if isinstance(m, _CONVS):
-            weight = m.weight.detach().contiguous(memory_format=torch.channels_last)
-            m.weight = nn.Parameter(weight, requires_grad=False)
-
-
 def fuse_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
     """An eval-mode copy of `model` for inference: BatchNorms folded into their convs, conv weights
     channels_last (which makes the activations channels_last too). Same forward contract and outputs up to
@@ -112,6 +91,9 @@ def fuse_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Mo
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     fused = copy.deepcopy(model, shared).eval()
     fold_batchnorms(fused)
-    if channels_last:
-        _to_channels_last(fused)
+    for m in fused.modules():
+        if channels_last and isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            # a new Parameter (not `.data =`): shared Parameters of the original model keep their layout
+            weight = m.weight.detach().contiguous(memory_format=torch.channels_last)
+            m.weight = nn.Parameter(weight, requires_grad=False)
     return fused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 from torch import Tensor, nn
@@ -45,11 +46,9 @@ def conv_stack(
     in_channels: int, dims: tuple[int, ...], norm: NormFactory | None
 ) -> tuple[nn.ModuleList, int]:
     """3x3 ConvNorm+ReLU layers of the given widths, and the channel count they end with."""
-    convs = nn.ModuleList()
-    for dim in dims:
-        convs.append(ConvNorm(in_channels, dim, kernel_size=3, norm=norm))
-        in_channels = dim
-    return convs, in_channels
+    widths = (in_channels, *dims)
+    convs = nn.ModuleList(ConvNorm(a, b, kernel_size=3, norm=norm) for a, b in itertools.pairwise(widths))
+    return convs, widths[-1]
 
 
 def init_kaiming(module: nn.Module) -> None:

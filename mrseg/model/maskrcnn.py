@@ -113,16 +113,11 @@ def check_targets(
             if key not in t:
                 raise ValueError(f"MaskRCNN: target {i} has no '{key}' (needs {', '.join(needed)})")
         if "keypoint" in heads:
-            kp = t["keypoints"]
-            if (
-                kp.dim() != 3
-                or kp.shape[0] != t["boxes"].shape[0]
-                or kp.shape[-1] != 3
-                or not kp.is_floating_point()
-            ):
+            kp, n = t["keypoints"], t["boxes"].shape[0]
+            if kp.dim() != 3 or kp.shape[0] != n or kp.shape[-1] != 3 or not kp.is_floating_point():
                 raise ValueError(
                     f"MaskRCNN: target {i} keypoints must be float [N, P, 3] (x, y, visibility) with N = "
-                    f"{t['boxes'].shape[0]} boxes, got {kp.dtype} {tuple(kp.shape)}"
+                    f"{n} boxes, got {kp.dtype} {tuple(kp.shape)}"
                 )
         boxes = t["boxes"]
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():

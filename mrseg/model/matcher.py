@@ -1,5 +1,4 @@
-"""Assigns each prediction (anchor or proposal) to the ground-truth box it overlaps most, by IoU
-thresholds."""
+"""Assigns each prediction (anchor or proposal) to the ground-truth box it overlaps most, by IoU threshold."""
 
 from __future__ import annotations
 
@@ -30,9 +29,7 @@ def pad_boxes(boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 class Matcher:
-    """IoU matcher.
-
-    For a quality matrix [M ground truths, N predictions] returns, per prediction, the index of its best
+    """For a quality matrix [M ground truths, N predictions] returns, per prediction, the index of its best
     ground truth when that IoU >= `high`, `BELOW_LOW_THRESHOLD` (-1, background) when it is < `low`, and
     `BETWEEN_THRESHOLDS` (-2, ignored) in between. With `allow_low_quality_matches`, every prediction that
     ties for the highest IoU with some ground truth is matched to its own best ground truth even below

@@ -56,12 +56,6 @@ def assign_fpn_levels(
     return level.to(torch.int64) - min_level
 
 
-def boxes_to_rois(boxes: list[Tensor]) -> Tensor:
-    """List per image of boxes [K_i, 4] -> rois [sum K_i, 5] with the image index first."""
-    ids = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
-    return torch.cat([torch.cat(ids, dim=0), torch.cat(boxes, dim=0)], dim=1)
-
-
 class MultiScaleRoIAlign(nn.Module):
     """Pools a fixed-size feature for each RoI from its FPN level through `mrseg_kernels.roi_align`.
 
@@ -87,21 +81,14 @@ class MultiScaleRoIAlign(nn.Module):
 
     def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         features = features[: len(self.strides)]
-        rois = boxes_to_rois(boxes)
+        ids = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
+        rois = torch.cat([torch.cat(ids, dim=0), torch.cat(boxes, dim=0)], dim=1)  # [sum K_i, 5]
         levels = assign_fpn_levels(torch.cat(boxes, dim=0), self.min_level, self.max_level)
         pooled, order = [], []
+        size = (self.output_size, self.output_size)
         for level, (feature, stride) in enumerate(zip(features, self.strides, strict=True)):
             idx = torch.where(levels == level)[0]
-            pooled.append(
-                roi_align(
-                    feature,
-                    rois[idx],
-                    (self.output_size, self.output_size),
-                    spatial_scale=1.0 / stride,
-                    sampling_ratio=self.sampling_ratio,
-                    aligned=self.aligned,
-                )
-            )
+            pooled.append(roi_align(feature, rois[idx], size, 1 / stride, self.sampling_ratio, self.aligned))
             order.append(idx)
         # level-sorted rows back to RoI order in one gather (tensor ops only, so tracing for export keeps
         # the merge in the graph); rows of the concatenation are RoIs `cat(order)`, argsort inverts that

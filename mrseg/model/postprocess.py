@@ -1,10 +1,8 @@
 """Inference post-processing: per-class boxes -> score threshold, class-aware NMS, top-k; and mask paste-back.
 
 `paste_masks` reproduces torchvision's `paste_masks_in_image` (pad the 28x28 mask by one pixel, grow the box
-to match, round it to integers, bilinear-resize the mask into that box) but vectorised: masks are processed in
-chunks of similar box sizes, and for each chunk only the box windows are computed, never a full-size float
-image per mask. `paste_mask_crops` stops there and returns the thresholded box windows; `paste_masks` scatters
-them into a bool [N, H, W] array, so its memory is that of the output plus one bounded chunk.
+to match, round it to integers, bilinear-resize the mask into that box) but vectorised over chunks of similar
+box sizes, computing only the box windows (`paste_mask_crops`), never a full-size float image per mask.
 """
 
 from __future__ import annotations
@@ -60,12 +58,11 @@ def _resize_ratios(
     from_size: tuple[int, int], to_size: tuple[int, int], device: torch.device
 ) -> tuple[Tensor, Tensor]:
     """(to_h / from_h, to_w / from_w) as float32 tensors, computed as torchvision's transform does."""
-    ratios = tuple(
+    return tuple(
         torch.tensor(t, dtype=torch.float32, device=device)
         / torch.tensor(f, dtype=torch.float32, device=device)
         for t, f in zip(to_size, from_size, strict=True)
     )
-    return ratios[0], ratios[1]
 
 
 def scale_boxes(boxes: Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> Tensor:

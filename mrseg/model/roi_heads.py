@@ -3,6 +3,8 @@ their losses and inference."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,18 +35,10 @@ class BoxHead(nn.Module):
     ):
         super().__init__()
         self.convs, in_channels = conv_stack(in_channels, conv_dims, norm)
-        fcs = []
-        in_features = in_channels * pooled_size * pooled_size
-        for dim in fc_dims:
-            fcs.append(nn.Linear(in_features, dim))
-            in_features = dim
-        self.fcs = nn.ModuleList(fcs)
-        self.out_features = in_features
-        for m in self.convs.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        dims = (in_channels * pooled_size * pooled_size, *fc_dims)
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.out_features = dims[-1]
+        init_kaiming(self.convs)
 
     def forward(self, x: Tensor) -> Tensor:
         for conv in self.convs:
@@ -110,8 +104,7 @@ def fast_rcnn_losses(
 
 def mask_targets(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:
     """Crops each RoI's matched ground-truth mask and resamples it to size x size (RoIAlign, aligned=False, as
-    torchvision). gt_masks [G, H, W] uint8; boxes [R, 4]; matched_idxs [R] -> [R, size, size] float in [0,
-    1]."""
+    torchvision). gt_masks [G, H, W] uint8; boxes [R, 4]; matched_idxs [R] -> [R, size, size] float 0..1."""
     rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)
     return roi_align(gt_masks[:, None].to(rois), rois, (size, size), spatial_scale=1.0)[:, 0]
 
@@ -216,12 +209,7 @@ class RoIHeads(nn.Module):
         boxes, labels, matched = candidates[image_idx, idx], labels[image_idx, idx], matched[image_idx, idx]
         regression_targets = self.box_coder.encode(gt[image_idx, matched], boxes)
         counts = keep.sum(dim=1).tolist()
-        return (
-            list(boxes.split(counts)),
-            list(labels.split(counts)),
-            list(matched.split(counts)),
-            list(regression_targets.split(counts)),
-        )
+        return tuple(list(t.split(counts)) for t in (boxes, labels, matched, regression_targets))
 
     def _forward_train(
         self, features: list[Tensor], proposals: list[Tensor], targets: list[dict[str, Tensor]]
@@ -233,12 +221,10 @@ class RoIHeads(nn.Module):
 
         if self.mask_head is None and self.keypoint_head is None:
             return losses
-        pos_boxes, pos_labels, pos_matched = [], [], []
-        for b, lab, m in zip(boxes, labels, matched, strict=True):
-            pos = torch.where(lab > 0)[0]
-            pos_boxes.append(b[pos])
-            pos_labels.append(lab[pos])
-            pos_matched.append(m[pos])
+        pos = [torch.where(lab > 0)[0] for lab in labels]
+        pos_boxes = [b[p] for b, p in zip(boxes, pos, strict=True)]
+        pos_labels = [lab[p] for lab, p in zip(labels, pos, strict=True)]
+        pos_matched = [m[p] for m, p in zip(matched, pos, strict=True)]
         if self.mask_head is not None:
             size = 2 * self.mask_pooler.output_size
             mask_tgts = [

@@ -130,9 +130,6 @@ class RPN(nn.Module):
         self.min_size = min_size
         self.score_thresh = score_thresh
 
-    def _mode(self) -> str:
-        return "train" if self.training else "test"
-
     def forward(
         self,
         features: list[Tensor],
@@ -149,13 +146,11 @@ class RPN(nn.Module):
         proposals = self.box_coder.decode(pred_deltas.detach().reshape(-1, 4), anchors.repeat(num_images, 1))
         proposals = proposals.view(num_images, -1, 4)
         boxes = self.select_proposals(proposals, objectness.detach(), image_sizes, num_per_level)
-
-        losses: dict[str, Tensor] = {}
-        if self.training:
-            if targets is None:
-                raise ValueError("RPN: targets are required in training mode")
-            losses = self.losses(anchors, objectness, pred_deltas, targets)
-        return boxes, losses
+        if not self.training:
+            return boxes, {}
+        if targets is None:
+            raise ValueError("RPN: targets are required in training mode")
+        return boxes, self.losses(anchors, objectness, pred_deltas, targets)
 
     def select_proposals(
         self,
@@ -165,20 +160,19 @@ class RPN(nn.Module):
         num_per_level: list[int],
     ) -> list[Tensor]:
         """proposals [N, R, 4], objectness [N, R] -> per image [P_i, 4]."""
-        num_images = proposals.shape[0]
-        device = proposals.device
+        mode = "train" if self.training else "test"
         top_idx, levels = [], []
         offset = 0
         for lvl, (ob, count) in enumerate(
             zip(objectness.split(num_per_level, 1), num_per_level, strict=True)
         ):
-            idx = top_indices(ob, _at_most(count, self.pre_nms_top_n[self._mode()]))
+            idx = top_indices(ob, _at_most(count, self.pre_nms_top_n[mode]))
             top_idx.append(idx + offset)
             levels.append(torch.full_like(idx[0], lvl))
             offset += count
         top_idx = torch.cat(top_idx, dim=1)
         levels = torch.cat(levels)
-        batch_idx = torch.arange(num_images, device=device)[:, None]
+        batch_idx = torch.arange(proposals.shape[0], device=proposals.device)[:, None]
         scores = objectness_probabilities(objectness[batch_idx, top_idx])
         proposals = proposals[batch_idx, top_idx]
 
@@ -189,7 +183,7 @@ class RPN(nn.Module):
             boxes, prob, lvl = boxes[keep], prob[keep], levels[keep]
             keep = torch.where(prob >= self.score_thresh)[0]
             boxes, prob, lvl = boxes[keep], prob[keep], lvl[keep]
-            keep = batched_nms(boxes, prob, lvl, self.nms_thresh)[: self.post_nms_top_n[self._mode()]]
+            keep = batched_nms(boxes, prob, lvl, self.nms_thresh)[: self.post_nms_top_n[mode]]
             results.append(boxes[keep])
         return results
 

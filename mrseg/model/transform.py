@@ -76,11 +76,10 @@ class ImageTransform(nn.Module):
             out_images.append(image)
             if targets is not None:
                 target = dict(targets[i])
-                target["boxes"] = scale_boxes(target["boxes"], (h, w), tuple(image.shape[-2:]))
+                resized = tuple(image.shape[-2:])
+                target["boxes"] = scale_boxes(target["boxes"], (h, w), resized)
                 if "keypoints" in target:
-                    target["keypoints"] = scale_keypoints(
-                        target["keypoints"], (h, w), tuple(image.shape[-2:])
-                    )
+                    target["keypoints"] = scale_keypoints(target["keypoints"], (h, w), resized)
                 if "masks" in target:
                     masks = target["masks"][:, None].float()
                     masks = F.interpolate(masks, scale_factor=scale, recompute_scale_factor=True)

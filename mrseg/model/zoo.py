@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.hub import download_url_to_file
+from torchvision.ops import FrozenBatchNorm2d
 
 try:
     import fcntl
@@ -31,7 +32,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from mrseg.model.anchors import AnchorGenerator
-from mrseg.model.backbone import NORMS, build_resnet_fpn, frozen_bn, norm_factory
+from mrseg.model.backbone import build_resnet_fpn, frozen_bn, norm_factory
 from mrseg.model.box_coder import BoxCoder
 from mrseg.model.checkpoint_format import (
     DEFAULT_ANCHOR_SIZES,
@@ -122,18 +123,16 @@ class WeightSpec:
     min_size: int | tuple[int, ...] = 800
 
 
+_TV = "https://download.pytorch.org/models/"  # where torchvision's weight files are
+
 WEIGHTS: dict[str, WeightSpec] = {
     # torchvision MaskRCNN_ResNet50_FPN_Weights.COCO_V1 (trained with eps-free FrozenBatchNorm: eps 0)
-    "coco-r50-fpn": WeightSpec(
-        "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", "r50-fpn", 0.0
-    ),
+    "coco-r50-fpn": WeightSpec(_TV + "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", "r50-fpn", 0.0),
     # torchvision MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1
-    "coco-r50-fpn-v2": WeightSpec(
-        "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "r50-fpn-v2"
-    ),
+    "coco-r50-fpn-v2": WeightSpec(_TV + "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "r50-fpn-v2"),
     # torchvision KeypointRCNN_ResNet50_FPN_Weights.COCO_V1 (54.6 box AP, 65.0 keypoint AP; eps 0 as above)
     "coco-kp-r50-fpn": WeightSpec(
-        "https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+        _TV + "keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
         "r50-fpn-kp",
         0.0,
         person_keypoints=True,
@@ -142,27 +141,25 @@ WEIGHTS: dict[str, WeightSpec] = {
     # torchvision KeypointRCNN_ResNet50_FPN_Weights.COCO_LEGACY (50.6 / 61.1); torchvision leaves its eps at
     # 1e-5 (keypointrcnn_resnet50_fpn overwrites eps only for COCO_V1)
     "coco-kp-r50-fpn-legacy": WeightSpec(
-        "https://download.pytorch.org/models/keypointrcnn_resnet50_fpn_coco-9f466800.pth",
+        _TV + "keypointrcnn_resnet50_fpn_coco-9f466800.pth",
         "r50-fpn-kp",
         person_keypoints=True,
         min_size=KEYPOINT_TRAIN_MIN_SIZES,
     ),
     # torchvision FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (37.0 box AP; eps 0)
-    "coco-frcnn-r50-fpn": WeightSpec(
-        "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "r50-fpn-box", 0.0
-    ),
+    "coco-frcnn-r50-fpn": WeightSpec(_TV + "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "r50-fpn-box", 0.0),
     # torchvision FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1 (46.7 box AP; BatchNorm2d, no eps quirk)
     "coco-frcnn-r50-fpn-v2": WeightSpec(
-        "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", "r50-fpn-v2-box"
+        _TV + "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", "r50-fpn-v2-box"
     ),
 }
 
 # torchvision ResNet{18,34,50,101}_Weights.IMAGENET1K_V1 (the backbones torchvision's detectors start from)
 IMAGENET_URLS: dict[int, str] = {
-    18: "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    34: "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    50: "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-    101: "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+    18: _TV + "resnet18-f37072fd.pth",
+    34: _TV + "resnet34-b627a593.pth",
+    50: _TV + "resnet50-0676ba61.pth",
+    101: _TV + "resnet101-63fe2227.pth",
 }
 
 
@@ -223,18 +220,15 @@ def build_model(
     rpn_{pre,post}_nms_top_n_{train,test}: proposals kept per image (per FPN level before NMS, in all after
     it) in train / eval mode; rpn_nms_thresh: the proposals' NMS IoU; rpn_batch_size_per_image: anchors
     sampled per image for the RPN loss; box_batch_size_per_image: RoIs sampled per image for the box head in
-    training;
-    box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a detection
-    scoring at least this is kept), class-wise NMS IoU and detections kept per image; paste_masks: False
-    returns `mask_probs` instead of pasted masks (see MaskRCNN).
+    training; box_score_thresh / box_nms_thresh / box_detections_per_img: the eval-time score threshold (a
+    detection scoring at least this is kept), class-wise NMS IoU and detections kept per image; paste_masks:
+    False returns `mask_probs` instead of pasted masks (see MaskRCNN).
     Defaults are the paper's (torchvision's names and values); they change no weight shape, so a checkpoint
     loads whatever they are set to.
     """
     base, heads = split_arch(arch)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (object classes, without background), got {num_classes}")
-    if norm is not None and norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if len(anchor_sizes) != 5 or min(anchor_sizes) <= 0:
         raise ValueError(f"anchor_sizes needs 5 positive sizes (P2..P6), got {tuple(anchor_sizes)}")
     if "keypoint" in heads and num_keypoints < 1:
@@ -251,13 +245,8 @@ def build_model(
     else:
         backbone_norm = fpn_norm = norm_factory(norm)
     backbone = build_resnet_fpn(
-        spec.depth,
-        backbone_norm=backbone_norm,
-        fpn_norm=fpn_norm,
-        freeze_at=freeze_at,
-        out_channels=channels,
+        spec.depth, backbone_norm=backbone_norm, fpn_norm=fpn_norm, freeze_at=freeze_at, out_channels=channels
     )
-    channels = backbone.out_channels
     anchors = AnchorGenerator(sizes=tuple(anchor_sizes), aspect_ratios=(0.5, 1.0, 2.0))
     rpn = RPN(
         anchor_generator=anchors,
@@ -355,11 +344,9 @@ def _download_lock(path: Path):
 
 
 def fetch(url: str) -> Path:
-    """The cached file for `url` (downloaded with a progress bar on first use) or a WeightsError saying what
-    to fetch and where to put it.
-
-    One process downloads at a time (a file lock next to the file); the others wait and then use its file. A
-    download whose SHA-256 does not start with the prefix in its file name is deleted and raises."""
+    """The cached file for `url` (downloaded with a progress bar on first use, one process at a time: see
+    `_download_lock`) or a WeightsError saying what to fetch and where to put it. A download whose SHA-256
+    does not start with the prefix in its file name is deleted and raises."""
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     path = cache / os.path.basename(url)
     if path.is_file():
@@ -378,16 +365,14 @@ def fetch(url: str) -> Path:
                 f"it at {path}, or pass a local file with --weights PATH (and --arch for a bare state dict)."
             ) from e
         expected = expected_hash_prefix(url)
-        if expected is not None:
-            got = _sha256(tmp)
-            if not got.startswith(expected):
-                size = tmp.stat().st_size
-                tmp.unlink(missing_ok=True)
-                raise WeightsError(
-                    f"the download of {url} is corrupt: its SHA-256 is {got} ({size} bytes) but its name "
-                    f"says it starts with {expected}. The file was deleted; run again to retry the download, "
-                    f"or fetch it by hand, check `sha256sum` starts with {expected}, and put it at {path}."
-                )
+        if expected is not None and not (got := _sha256(tmp)).startswith(expected):
+            size = tmp.stat().st_size
+            tmp.unlink(missing_ok=True)
+            raise WeightsError(
+                f"the download of {url} is corrupt: its SHA-256 is {got} ({size} bytes) but its name "
+                f"says it starts with {expected}. The file was deleted; run again to retry the download, "
+                f"or fetch it by hand, check `sha256sum` starts with {expected}, and put it at {path}."
+            )
         tmp.replace(path)
     return path
 
@@ -422,9 +407,7 @@ def compare_state_dict(model: nn.Module, state_dict: dict) -> tuple[dict, list[s
     }
     missing = sorted(k for k in own if k not in state_dict and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state_dict if k not in own)
-    mismatched = sorted(
-        k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
-    )
+    mismatched = sorted(k for k, v in state_dict.items() if k in own and v.shape != own[k].shape)
     return state_dict, missing, unexpected, mismatched
 
 
@@ -441,40 +424,23 @@ def load_state_dict(model: nn.Module, state_dict: dict, source: str = "weights")
         f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(model.state_dict()[k].shape)}"
         for k in mismatched
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        for name, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", shapes),
-        ):
-            if keys:
-                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
-                parts.append(f"{len(keys)} {name}: {', '.join(keys[:8])}{more}")
+    parts = []
+    named = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+    for name, keys in named:
+        if keys:
+            more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+            parts.append(f"{len(keys)} {name}: {', '.join(keys[:8])}{more}")
+    if parts:
         raise WeightsError(
-            f"{source} does not fit the model: "
-            + "; ".join(parts)
-            + ". Check --arch (and the number of classes)."
+            f"{source} does not fit the model: {'; '.join(parts)}. Check --arch (and the number of classes)."
         )
     model.load_state_dict(state_dict, strict=False)
 
 
-def _num_classes_of(state_dict: dict) -> int:
-    key = "roi_heads.box_predictor.cls_score.weight"  # the same name in torchvision's keys and ours
-    if key in state_dict:
-        return int(state_dict[key].shape[0]) - 1
-    raise WeightsError("the state dict has no roi_heads.box_predictor.cls_score.weight; is it a Mask R-CNN?")
-
-
-_NUM_KEYPOINTS_KEYS = (
-    "roi_heads.keypoint_head.deconv.weight",
-    "roi_heads.keypoint_predictor.kps_score_lowres.weight",
-)
-
-
 def _num_keypoints_of(state_dict: dict) -> int:
     """The keypoint heatmaps of a state dict's keypoint head (ours or torchvision's keys); 17 without one."""
-    for key in _NUM_KEYPOINTS_KEYS:
+    keys = ("roi_heads.keypoint_head.deconv.weight", "roi_heads.keypoint_predictor.kps_score_lowres.weight")
+    for key in keys:
         if key in state_dict:
             return int(state_dict[key].shape[1])  # ConvTranspose2d weight: [in, out, k, k]
     return 17
@@ -507,44 +473,42 @@ def load_model(
         model = build_model(
             spec.arch, len(classes), frozen_bn_eps=spec.frozen_bn_eps, min_size=spec.min_size, **model_kwargs
         )
-        load_state_dict(model, state, name)
         info = ModelInfo(arch=spec.arch, classes=classes, source=name)
+    elif is_checkpoint(obj := read_file(name)):
+        try:
+            ckpt = read_checkpoint(obj, name)
+        except CheckpointFormatError as e:
+            raise WeightsError(str(e)) from e
+        if ckpt.arch not in ARCH_NAMES:
+            raise WeightsError(f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCH_NAMES)}")
+        arch_heads = split_arch(ckpt.arch)[1]
+        if arch_heads != ckpt.heads:
+            raise WeightsError(
+                f"{name}: the checkpoint's arch {ckpt.arch!r} has the heads {list(arch_heads)} but its "
+                f"heads key says {list(ckpt.heads)}; re-save it with matching arch and heads"
+            )
+        model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs, **model_kwargs)
+        state = ckpt.state_dict
+        info = ModelInfo(arch=ckpt.arch, classes=ckpt.classes, source=name)
     else:
-        obj = read_file(name)
-        if is_checkpoint(obj):
-            try:
-                ckpt = read_checkpoint(obj, name)
-            except CheckpointFormatError as e:
-                raise WeightsError(str(e)) from e
-            if ckpt.arch not in ARCH_NAMES:
-                raise WeightsError(
-                    f"{name}: checkpoint arch {ckpt.arch!r} is not one of {', '.join(ARCH_NAMES)}"
-                )
-            arch_heads = split_arch(ckpt.arch)[1]
-            if arch_heads != ckpt.heads:
-                raise WeightsError(
-                    f"{name}: the checkpoint's arch {ckpt.arch!r} has the heads {list(arch_heads)} but its "
-                    f"heads key says {list(ckpt.heads)}; re-save it with matching arch and heads"
-                )
-            model = build_model(ckpt.arch, len(ckpt.classes), **ckpt.build_kwargs, **model_kwargs)
-            load_state_dict(model, ckpt.state_dict, name)
-            info = ModelInfo(arch=ckpt.arch, classes=ckpt.classes, source=name)
-        else:
-            state = obj["model"] if isinstance(obj.get("model"), dict) else obj
-            if arch is None:
-                raise WeightsError(
-                    f"{name} is a bare state dict: say which architecture it is with --arch "
-                    f"({', '.join(ARCH_NAMES)})"
-                )
-            if arch not in ARCH_NAMES:
-                raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
-            num_classes = _num_classes_of(state)  # same key in torchvision's and our naming
-            num_keypoints = _num_keypoints_of(state)
-            model = build_model(arch, num_classes, num_keypoints=num_keypoints, **model_kwargs)
-            load_state_dict(model, state, name)
-            has_keypoints = "keypoint" in split_arch(arch)[1]
-            classes = _default_classes(num_classes, num_keypoints if has_keypoints else 0)
-            info = ModelInfo(arch=arch, classes=classes, source=name)
+        state = obj["model"] if isinstance(obj.get("model"), dict) else obj
+        if arch is None:
+            raise WeightsError(
+                f"{name} is a bare state dict: say which architecture it is with --arch "
+                f"({', '.join(ARCH_NAMES)})"
+            )
+        if arch not in ARCH_NAMES:
+            raise WeightsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
+        key = "roi_heads.box_predictor.cls_score.weight"  # the same name in torchvision's keys and ours
+        if key not in state:
+            raise WeightsError(f"the state dict has no {key}; is it a Mask R-CNN?")
+        num_classes = int(state[key].shape[0]) - 1
+        num_keypoints = _num_keypoints_of(state)
+        model = build_model(arch, num_classes, num_keypoints=num_keypoints, **model_kwargs)
+        has_keypoints = "keypoint" in split_arch(arch)[1]
+        classes = _default_classes(num_classes, num_keypoints if has_keypoints else 0)
+        info = ModelInfo(arch=arch, classes=classes, source=name)
+    load_state_dict(model, state, name)
     return model.to(device).eval(), info
 
 
@@ -598,7 +562,7 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> tuple[li
     state, missing, unexpected, skipped = compare_state_dict(model, state)
     fitting = {k: v for k, v in state.items() if k not in skipped and k not in unexpected}
     absent = [p for p in HEAD_PREFIXES.values() if not any(k.startswith(p) for k in state)]
-    fresh = [k for k in missing if k.startswith(tuple(absent))] if absent else []
+    fresh = [k for k in missing if k.startswith(tuple(absent))]  # none when nothing is absent
     missing = [k for k in missing if k not in skipped and k not in fresh]
     if missing:
         raise WeightsError(f"{name} does not fit --arch {arch}: {len(missing)} missing keys: {missing[:8]}")
@@ -616,8 +580,6 @@ def load_pretrained(model: MaskRCNN, weights: str | Path, arch: str) -> tuple[li
 
 def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:
     """Sets eps of every FrozenBatchNorm2d (torchvision's COCO v1 weights were trained with eps = 0)."""
-    from torchvision.ops import FrozenBatchNorm2d
-
     for m in model.modules():
         if isinstance(m, FrozenBatchNorm2d):
             m.eps = eps
