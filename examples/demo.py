@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
-    p.add_argument("--iters", type=int, default=800, help="training iterations of --batch images (default 800)")
+    p.add_argument("--iters", type=int, default=800, help="training iterations (default 800)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--train-images", type=int, default=600)
