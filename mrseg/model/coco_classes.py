@@ -4,99 +4,29 @@ Torchvision's COCO checkpoints predict 91 labels where label == COCO category id
 unused ids are "N/A"), so `COCO_LABEL_NAMES[label]` names a prediction of those weights.
 """
 
+# fmt: off
 COCO_LABEL_NAMES: tuple[str, ...] = (
-    "__background__",
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "N/A",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "N/A",
-    "backpack",
-    "umbrella",
-    "N/A",
-    "N/A",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "N/A",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "N/A",
-    "dining table",
-    "N/A",
-    "N/A",
-    "toilet",
-    "N/A",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "N/A",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
+    "__background__", "person", "bicycle", "car", "motorcycle",                 # 0-4
+    "airplane", "bus", "train", "truck", "boat",                                # 5-9
+    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter",       # 10-14
+    "bench", "bird", "cat", "dog", "horse",                                     # 15-19
+    "sheep", "cow", "elephant", "bear", "zebra",                                # 20-24
+    "giraffe", "N/A", "backpack", "umbrella", "N/A",                            # 25-29
+    "N/A", "handbag", "tie", "suitcase", "frisbee",                             # 30-34
+    "skis", "snowboard", "sports ball", "kite", "baseball bat",                 # 35-39
+    "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",     # 40-44
+    "N/A", "wine glass", "cup", "fork", "knife",                                # 45-49
+    "spoon", "bowl", "banana", "apple", "sandwich",                             # 50-54
+    "orange", "broccoli", "carrot", "hot dog", "pizza",                         # 55-59
+    "donut", "cake", "chair", "couch", "potted plant",                          # 60-64
+    "bed", "N/A", "dining table", "N/A", "N/A",                                 # 65-69
+    "toilet", "N/A", "tv", "laptop", "mouse",                                   # 70-74
+    "remote", "keyboard", "cell phone", "microwave", "oven",                    # 75-79
+    "toaster", "sink", "refrigerator", "N/A", "book",                           # 80-84
+    "clock", "vase", "scissors", "teddy bear", "hair drier",                    # 85-89
+    "toothbrush",                                                               # 90
 )
+# fmt: on
 
 PLACEHOLDER_NAMES = frozenset({"N/A", "__background__"})
 """Class names that mark a label slot with no category (COCO's unused ids, the background)."""
