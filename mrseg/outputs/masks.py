@@ -106,7 +106,7 @@ def rle_decode(rle: dict) -> np.ndarray:
 
 def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """Rasterise COCO polygons with pycocotools (their union) to bool `[height, width]`."""
-    return rle_decode(segmentation_to_rle(polygons, height, width))
+    return rle_decode(segmentation_to_rle(list(polygons), height, width))  # a tuple of polygons too
 
 
 def segmentation_to_rle(segmentation: list | dict, height: int, width: int) -> dict:

@@ -245,3 +245,16 @@ def test_hole_areas_match_background_labelling_on_random_masks():
         assert sorted(hole_areas(mask)) == want, mask.astype(int)
         with_holes += bool(want)
     assert 300 < with_holes < 2700  # both branches exercised
+
+
+def test_polygons_to_mask_takes_any_sequence_of_polygons():
+    """A tuple of polygons (or a generator) rasterises like the list: pycocotools' union of the rings of 6+
+    numbers; an empty sequence is an empty mask. (The one-path trim made a tuple raise TypeError.)"""
+    rings = ([1, 1, 9, 1, 9, 6], [4, 3, 12, 3, 12, 8, 4, 8], [0, 0, 1, 1])
+    expected = mask_util.decode(mask_util.merge(mask_util.frPyObjects(list(rings[:2]), 10, 14))).astype(bool)
+    assert expected.any()
+    for polygons in (rings, list(rings), (r for r in rings)):
+        np.testing.assert_array_equal(polygons_to_mask(polygons, 10, 14), expected)
+    for empty in ((), [], ([0, 0, 1, 1],)):
+        mask = polygons_to_mask(empty, 10, 14)
+        assert mask.shape == (10, 14) and mask.dtype == bool and not mask.any()
