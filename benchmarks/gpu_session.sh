@@ -115,7 +115,10 @@ step_kernels() {
     export_env
     timed 60 "$PY" -m mrseg_kernels.selfcheck
     # every test with a CUDA variant: the kernels, the precision tests, RPN top-k, batches, metrics, device
-    timed 120 "$PY" -m pytest -q -p no:cacheprovider -n 4 tests/mrseg_kernels \
+    # (4 workers where pytest-xdist is installed, as on the device image; one process otherwise)
+    local workers=()
+    "$PY" -c "import xdist" 2>/dev/null && workers=(-n 4)
+    timed 120 "$PY" -m pytest -q -p no:cacheprovider "${workers[@]}" tests/mrseg_kernels \
         tests/engine/predict/test_predictor_precision.py tests/cli/test_predict_precision.py \
         tests/model/test_rpn.py tests/engine/predict/test_batches.py tests/engine/train/test_metrics.py \
         tests/engine/test_device.py
