@@ -91,8 +91,10 @@ def fuse_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Mo
     shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     fused = copy.deepcopy(model, shared).eval()
     fold_batchnorms(fused)
+    if not channels_last:
+        return fused
     for m in fused.modules():
-        if channels_last and isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             # a new Parameter (not `.data =`): shared Parameters of the original model keep their layout
             weight = m.weight.detach().contiguous(memory_format=torch.channels_last)
             m.weight = nn.Parameter(weight, requires_grad=False)
