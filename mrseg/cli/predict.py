@@ -119,6 +119,14 @@ def _resume_command(out_dir) -> str:
     help="fp16/bf16 run the model under torch.autocast: faster on GPUs, detections may differ slightly from "
     "fp32. fp16 needs a CUDA device.",
 )
+@click.option(
+    "--fuse/--no-fuse",
+    default=True,
+    show_default=True,
+    help="--fuse runs a copy of the model with its BatchNorms folded into the convolutions (faster); "
+    "--no-fuse runs the model as loaded: slower, and in fp32 on the CPU its detections are bit-identical to "
+    "torchvision's with the same weights. The two differ by float rounding only (see the README).",
+)
 def predict_cmd(sources, formats, out, classes, quiet, debug, **opts):
     """Annotate images and videos. SOURCE: files, folders, globs, .txt lists, videos, - (paths on stdin)."""
     from mrseg.engine.predict.run import PredictInterrupted, predict

@@ -36,7 +36,8 @@ class Predictor:
         batch: images per model call in `predict_batch` (and tiles per call).
         fuse: run an inference copy of an mrseg Mask R-CNN with its BatchNorms folded into the convs and
             channels_last weights (`mrseg.model.fuse.fuse_for_inference`): faster, same detections up to
-            float rounding. `self.model` stays the model as given; the copy is made once, here.
+            float rounding. `self.model` stays the model as given; the copy is made once, here. False runs
+            the model as given: in fp32 on the CPU, bit-identical to torchvision's with the same weights.
         precision: "fp32" (default), or "fp16" (CUDA) / "bf16" to run an mrseg Mask R-CNN under
             `torch.autocast`: faster on GPUs, detections may differ slightly. Boxes and scores come back
             float32 and masks bool whatever the precision.

@@ -86,13 +86,15 @@ def predict(
     tile_overlap: float = 0.2,
     max_pixels: int | None = None,
     precision: str = "fp32",
+    fuse: bool = True,
     predictor: Predictor | None = None,
     stdin=None,
 ) -> PredictSummary:
     """Predict every input of `sources` and write the outputs to `out` (`-`: jsonl lines on stdout).
 
     The options are the CLI's (see `mrseg predict --help`); `predictor` replaces weights/arch/device/score/
-    classes/tile/batch/max_pixels/precision with an existing `Predictor`, `stdin` is read for a `-` source.
+    classes/tile/batch/max_pixels/precision/fuse with an existing `Predictor`, `stdin` is read for a `-`
+    source.
     Under torchrun each rank takes every world-th input (a video as one input) and rank 0 writes the final
     files once all are done. Returns the summary; raises `PredictInterrupted` on Ctrl-C after flushing and
     journaling what was done, `PredictError` / `ValueError` for bad options, sources or weights.
@@ -147,7 +149,7 @@ def predict(
             predictor = Predictor(
                 weights, arch=arch, device=dev, score=score,
                 classes=classes, tile=tile, tile_overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
-                precision=precision, mask_crops=True,
+                precision=precision, fuse=fuse, mask_crops=True,
             )  # fmt: skip
         if rank.is_main and not quiet:  # once, at start: what runs the model
             for line in [*notes, device_note(predictor)]:
@@ -156,7 +158,8 @@ def predict(
         if not stream:
             meta = {"sources": [str(s) for s in sources], "vid_stride": vid_stride, "formats": formats,
                     "world_size": rank.world, "weights": str(weights), "num_items": len(items),
-                    "precision": predictor.precision}  # fmt: skip
+                    "precision": predictor.precision,
+                    "fused": predictor.net is not predictor.model}  # fmt: skip
             if rank.is_main:
                 start_state(out_dir, meta, resume=resume, items=items)
                 if resume:
