@@ -423,3 +423,46 @@ def test_default_options_stay_within_float_rounding_of_torchvision(run_name, req
     if run_name == "kp_run":
         points = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), -1, 3)
         assert np.abs(points[..., :2] - oracle["keypoints"][..., :2]).max() <= 0.5
+
+
+@pytest.mark.parametrize(
+    "kind, arch, seed",
+    [("faster", "r50-fpn-box", 2), ("faster-v2", "r50-fpn-v2-box", 0), ("keypoint", "r50-fpn-kp", 1)],
+)
+def test_no_fuse_files_equal_torchvision_on_every_aspect_ratio(kind, arch, seed, photo, tmp_path):
+    """Other seeds and models (v2 included) on crops of the photo that are tall, wide and tiny: with --no-fuse
+    annotations.json holds torchvision's boxes and scores exactly, as the file rounds them (the default fused
+    copy fails this on each of the three)."""
+    crops = {"tall": photo[:, 300:420], "wide": photo[250:330], "tiny": photo[100:140, 200:260]}
+    score = 0.9 if kind == "keypoint" else BOX_SCORE
+    threads = _one_thread_module()
+    try:
+        tv_model = build_torchvision_detector(kind, seed=seed, box_score_thresh=score, **SIZES)
+        ours = build_ours_from(tv_model, arch, **SIZES)
+        classes = coco_person_classes() if kind == "keypoint" else coco_label_classes()
+        weights = tmp_path / "model.pt"
+        torch.save(make_checkpoint(ours, arch=arch, classes=classes, **SIZES), weights)
+        images = tmp_path / "images"
+        images.mkdir()
+        oracles = {}
+        for name, crop in crops.items():
+            cv2.imwrite(str(images / f"{name}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            oracles[name] = _oracle(tv_model, crop)
+        out = _predict(tmp_path / "out", [images], weights, score, "--no-fuse", "--format", "coco")
+    finally:
+        torch.set_num_threads(threads)
+    coco = COCO(str(out / "annotations.json"))
+    detections = 0
+    for image in coco.dataset["images"]:
+        oracle = oracles[Path(image["file_name"]).stem]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]]))
+        assert len(anns) == len(oracle["boxes"])
+        if not anns:
+            continue
+        order = _match(oracle["boxes"], np.array([_xyxy(a["bbox"]) for a in anns]))
+        anns = [anns[k] for k in order]
+        assert [a["bbox"] for a in anns] == _rounded_xywh(oracle["boxes"]).tolist()
+        assert [a["score"] for a in anns] == [round(float(v), 5) for v in oracle["scores"]]
+        assert [a["category_id"] for a in anns] == oracle["labels"].tolist()
+        detections += len(anns)
+    assert detections >= 5, "the comparison needs detections"
