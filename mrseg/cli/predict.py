@@ -125,7 +125,8 @@ def _resume_command(out_dir) -> str:
     show_default=True,
     help="--fuse runs a copy of the model with its BatchNorms folded into the convolutions (faster); "
     "--no-fuse runs the model as loaded: slower, and in fp32 on the CPU its detections are bit-identical to "
-    "torchvision's with the same weights. The two differ by float rounding only (see the README).",
+    "torchvision's with the same weights and thread count. The two differ by float rounding, which trained "
+    "weights keep tiny (see the README). An .onnx model runs as exported either way.",
 )
 def predict_cmd(sources, formats, out, classes, quiet, debug, **opts):
     """Annotate images and videos. SOURCE: files, folders, globs, .txt lists, videos, - (paths on stdin)."""

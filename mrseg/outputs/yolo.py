@@ -54,7 +54,7 @@ def data_yaml(classes: list[dict]) -> str:
     """The text of `yolo/data.yaml` for a model's class list `{"id", "name"}` per label."""
     names = real_categories(classes)
     lines = [
-        "# Written by mrseg predict: a YOLO-seg dataset of the predictions.",
+        "# Written by mrseg predict: a YOLO dataset of the predictions (segment, pose or detect labels).",
         "# images/: the input images (hard links, symbolic links or copies); labels/: one .txt per image.",
         "# train and val both point at images/. No 'path:' key: ultralytics resolves them against this",
         "# file's folder, from any working directory (add 'path: <this folder>' for ultralytics < 8.1).",

@@ -262,6 +262,8 @@ def test_jsonl_has_torchvision_keypoint_scores(kp_run):
     assert scores.shape == (len(order), 17)
     assert diff.max() <= 1e-3
     assert (scores == np.round(oracle["keypoints_scores"].astype(np.float64), 5)).all()  # --no-fuse: exact
+    assert [instances[k]["bbox"] for k in order] == _rounded_xywh(oracle["boxes"]).tolist()
+    assert [instances[k]["score"] for k in order] == [round(float(v), 5) for v in oracle["scores"]]
 
 
 def _labelme_doc(out: Path, name: str) -> dict:
@@ -404,7 +406,8 @@ def test_default_options_stay_within_float_rounding_of_torchvision(run_name, req
     oracle = run["oracle"]
     threads = _one_thread_module()
     try:
-        out = _predict(run["root"] / "default", [run["root"] / "images"], run["weights"], run["score"])
+        images, weights = [run["root"] / "images"], run["weights"]
+        out = _predict(run["root"] / "default", images, weights, run["score"], "--format", "coco,jsonl")
     finally:
         torch.set_num_threads(threads)
     assert json.loads((out / ".mrseg" / "run.json").read_text())["fused"] is True
@@ -423,6 +426,12 @@ def test_default_options_stay_within_float_rounding_of_torchvision(run_name, req
     if run_name == "kp_run":
         points = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), -1, 3)
         assert np.abs(points[..., :2] - oracle["keypoints"][..., :2]).max() <= 0.5
+        lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        instances = lines[0]["instances"]
+        order = _match(oracle["boxes"], np.array([_xyxy(i["bbox"]) for i in instances]))
+        scores = np.array([instances[k]["keypoint_scores"] for k in order])
+        # 1e-3, plus the fused copy's fp32 rounding on these logits of up to ~900
+        assert (np.abs(scores - oracle["keypoints_scores"]) <= 1e-3 + 1e-5 * np.abs(scores)).all()
 
 
 @pytest.mark.parametrize(

@@ -105,14 +105,20 @@ def _inputs_changed(out_dir: Path, new: list[list]) -> str:
     return "; ".join(lines)
 
 
+def _shown(key: str, value) -> str:
+    if key == "fused":
+        return "--fuse" if value else "--no-fuse"
+    return repr(value)
+
+
 def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[InputItem] | None = None) -> None:
     """Create OUT/.mrseg; on a fresh start clear an earlier run's journal, on resume check it is the same run.
 
-    `meta` holds what the ids and outputs depend on (sources, vid_stride, formats). `items`, the run's inputs
-    in id order, are listed in OUT/.mrseg/inputs.jsonl and fingerprinted in run.json (`inputs`): ids are
-    positions in the sorted listing, so a resume whose inputs differ (a file added, removed or renamed,
-    another stdin or .txt list) would predict some inputs twice and others never; it is refused, saying what
-    changed.
+    `meta` holds what the ids and outputs depend on (sources, vid_stride, formats, precision, fused); a resume
+    with others is refused. `items`, the run's inputs in id order, are listed in OUT/.mrseg/inputs.jsonl and
+    fingerprinted in run.json (`inputs`): ids are positions in the sorted listing, so a resume whose inputs
+    differ (a file added, removed or renamed, another stdin or .txt list) would predict some inputs twice and
+    others never; it is refused, saying what changed.
     """
     state = out_dir / STATE_DIR
     run_json = state / "run.json"
@@ -131,15 +137,15 @@ def start_state(out_dir: Path, meta: dict, *, resume: bool, items: Sequence[Inpu
             raise RunFolderError(
                 f"--resume: {run_json} is missing or unreadable ({e}); start a new run"
             ) from e
-        for key, what in (
-            ("sources", "SOURCE arguments"),
-            ("vid_stride", "--vid-stride"),
-            ("formats", "--format"),
-        ):
+        checked = [("sources", "SOURCE arguments"), ("vid_stride", "--vid-stride"), ("formats", "--format")]
+        # these change the detections; runs recorded before they were kept lack them
+        arithmetic = (("precision", "--precision"), ("fused", "--fuse/--no-fuse"))
+        checked += [(key, what) for key, what in arithmetic if key in old]
+        for key, what in checked:
             if old.get(key) != meta.get(key):
                 raise RunFolderError(
                     f"--resume: the {what} differ from the run in {out_dir} "
-                    f"(was {old.get(key)!r}, now {meta.get(key)!r}); "
+                    f"(was {_shown(key, old.get(key))}, now {_shown(key, meta.get(key))}); "
                     "resume with the same ones or start a new run"
                 )
         if listing is not None:

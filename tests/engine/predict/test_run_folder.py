@@ -88,3 +88,25 @@ def test_resume_of_a_run_from_before_fingerprints_checks_the_count(tmp_path):
     start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/c.jpg"))
     with pytest.raises(RunFolderError, match="inputs differ"):
         start_state(out, meta, resume=True, items=_items("imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg"))
+
+
+@pytest.mark.parametrize(
+    "key, now, said",
+    [("precision", "bf16", "--precision differ"), ("fused", False, "(was --fuse, now --no-fuse)")],
+)
+def test_resume_with_another_precision_or_fusion_is_refused(tmp_path, key, now, said):
+    """Half a run's files from one model arithmetic and half from another would pass for one run."""
+    out = tmp_path / "out"
+    meta = {"sources": ["imgs"], "vid_stride": 1, "formats": ["coco"], "precision": "fp32", "fused": True}
+    start_state(out, meta, resume=False, items=_items("imgs/a.jpg"))
+    start_state(out, meta, resume=True, items=_items("imgs/a.jpg"))
+    with pytest.raises(RunFolderError, match=r"differ from the run .*start a new run") as err:
+        start_state(out, {**meta, key: now}, resume=True, items=_items("imgs/a.jpg"))
+    assert said in str(err.value)
+
+
+def test_resume_of_a_run_that_recorded_no_fusion_is_accepted(tmp_path):
+    out = tmp_path / "out"
+    old = {"sources": ["imgs"], "vid_stride": 1, "formats": ["coco"]}  # as run.json was before `fused`
+    start_state(out, old, resume=False, items=_items("imgs/a.jpg"))
+    start_state(out, {**old, "precision": "fp32", "fused": False}, resume=True, items=_items("imgs/a.jpg"))
