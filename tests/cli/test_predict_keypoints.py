@@ -475,3 +475,31 @@ def test_no_fuse_files_equal_torchvision_on_every_aspect_ratio(kind, arch, seed,
         assert [a["category_id"] for a in anns] == oracle["labels"].tolist()
         detections += len(anns)
     assert detections >= 5, "the comparison needs detections"
+
+
+def test_keypoint_annotations_import_into_datumaro_as_cvat_does(kp_run):
+    """datumaro's `coco_person_keypoints` importer (CVAT's "COCO Keypoints 1.0") takes annotations.json: per
+    person a box and 17 points at torchvision's keypoints (--no-fuse: to the file's 0.01 px), all visible."""
+    out, oracle = kp_run["out"], kp_run["oracle"]
+    got = consumers.datumaro_import(out / "annotations.json", "coco_person_keypoints")
+    coco = json.loads((out / "annotations.json").read_text())
+    assert got["items"] == len(coco["images"]) and got["labels"] == ["person"]
+    assert got["bboxes"] == len(coco["annotations"]) == sum(len(v) for v in got["points"].values())
+    boxes = np.array(got["boxes"]["photo"], np.float64)
+    order = _match(oracle["boxes"], np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]]))
+    points = np.array(got["points"]["photo"], np.float64)[order]  # [people, 17, 3]; datumaro keeps boxes
+    expected = np.round(oracle["keypoints"][..., :2].astype(np.float64), 2)  # and points in file order
+    np.testing.assert_allclose(points[..., :2], expected, atol=1e-4)  # datumaro holds float32
+    assert (points[..., 2] == 2).all()  # datumaro's Points.Visibility.visible
+
+
+def test_box_only_annotations_import_into_datumaro_as_cvat_does(box_run):
+    """datumaro's `coco_instances` importer (CVAT's "COCO 1.0") takes a box-only annotations.json (no
+    `segmentation`): every detection a box at torchvision's (--no-fuse: to the file's 0.01 px)."""
+    out, oracle = box_run["out"], box_run["oracle"]
+    got = consumers.datumaro_import(out / "annotations.json")
+    assert got["items"] == 1 and got["polygons"] == got["masks"] == 0
+    boxes = np.array(got["boxes"]["photo"], np.float64)
+    assert len(boxes) == len(oracle["boxes"])
+    order = _match(oracle["boxes"], np.column_stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]]))
+    np.testing.assert_allclose(boxes[order], _rounded_xywh(oracle["boxes"]), atol=1e-4)

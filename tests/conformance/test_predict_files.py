@@ -4,20 +4,13 @@ torchvision's Mask R-CNN (same weights). See conftest.py for the run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from pycocotools.coco import COCO
 
 from mrseg.model.coco_classes import COCO_LABEL_NAMES
 from tests.outputs import consumers  # the consumers' own rasterisers (labelme without Qt)
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 # A 1-px shift of the paste window (two boxes 1e-3 px apart round apart) is the only expected difference
 # between two fp32 implementations; it costs a crisp mask a few percent of IoU.
@@ -140,14 +133,8 @@ def _labelme_instances(doc: dict, shape: tuple[int, int]) -> list[tuple[str, np.
 def test_annotations_json_imports_into_datumaro(predict_run):
     """datumaro (CVAT's COCO importer) takes annotations.json whole: every image, every annotation, the same
     label names (an undeclared category id made it refuse the file)."""
-    python = os.environ.get("MRSEG_DATUMARO_PYTHON") or str(REPO / ".venv-datumaro" / "bin" / "python")
-    if not os.path.exists(python):
-        pytest.skip("datumaro lives in its own venv, which `make test` builds (.venv-datumaro)")
     path = predict_run.out / "annotations.json"
-    script = Path(__file__).with_name("datumaro_import.py")
-    result = subprocess.run([python, str(script), str(path)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"datumaro refused {path}:\n{result.stderr[-3000:]}"
-    got = json.loads(result.stdout.strip().splitlines()[-1])
+    got = consumers.datumaro_import(path)
     coco = json.loads(path.read_text())
     assert got["items"] == len(coco["images"])
     assert sorted(got["labels"]) == sorted(c["name"] for c in coco["categories"])

@@ -99,3 +99,23 @@ def yolo_mask(line: str, height: int, width: int) -> np.ndarray:
 
     values = np.array(line.split()[1:], dtype=np.float64).reshape(-1, 2) * (width, height)
     return polygon2mask((height, width), [values.reshape(-1)]).astype(bool)
+
+
+def datumaro_import(path, format: str = "coco_instances") -> dict:
+    """`path` (a COCO json) imported by datumaro, CVAT's importer, as `tests/outputs/datumaro_import.py`
+    reports it. datumaro runs in its own venv (`make test` builds .venv-datumaro; MRSEG_DATUMARO_PYTHON
+    names another)."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    python = os.environ.get("MRSEG_DATUMARO_PYTHON") or str(repo / ".venv-datumaro" / "bin" / "python")
+    if not os.path.exists(python):
+        pytest.skip("datumaro lives in its own venv, which `make test` builds (.venv-datumaro)")
+    script = Path(__file__).with_name("datumaro_import.py")
+    args = [python, str(script), str(path), format]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"datumaro refused {path}:\n{result.stderr[-3000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
