@@ -11,6 +11,7 @@ from torch import Tensor
 from mrseg.export.spec import GraphSpec, round_up
 from mrseg.model.keypoint_head import heatmaps_to_keypoints
 from mrseg.model.postprocess import paste_masks, scale_boxes, scale_keypoints
+from mrseg.model.transform import resize_args
 
 
 def preprocess(images: list[Tensor], spec: GraphSpec) -> tuple[Tensor, Tensor]:
@@ -30,9 +31,8 @@ def preprocess(images: list[Tensor], spec: GraphSpec) -> tuple[Tensor, Tensor]:
             )
         image = (image.detach().to("cpu", torch.float32) - mean) / std
         scale = spec.resize_scale(int(image.shape[-2]), int(image.shape[-1]))
-        image = F.interpolate(
-            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
-        )
+        resize = resize_args(int(image.shape[-2]), int(image.shape[-1]), scale)
+        image = F.interpolate(image[None], mode="bilinear", align_corners=False, **resize)
         resized.append(image[0])
     if spec.dynamic:
         height = round_up(max(r.shape[-2] for r in resized), spec.size_divisible)

@@ -18,6 +18,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def resize_args(height: int, width: int, scale: float) -> dict:
+    """`F.interpolate` arguments scaling an image by `scale` as torchvision does (output side = floor(side x
+    scale)), except that a side that would round to 0 px (a 5000x30 strip fitted into max_size 128) keeps
+    1 px: torchvision raises there, which would fail the whole batch the image is in."""
+    if math.floor(height * scale) >= 1 and math.floor(width * scale) >= 1:
+        return {"scale_factor": scale, "recompute_scale_factor": True}
+    return {"size": (max(1, math.floor(height * scale)), max(1, math.floor(width * scale)))}
+
+
 class ImageTransform(nn.Module):
     """images: list of float [3, H_i, W_i] in 0..1 -> (batch [N, 3, H, W] padded with zeros to multiples of
     `size_divisible`, image_sizes [(h_i, w_i)] after resizing, targets with boxes, masks, keypoints resized).
@@ -66,13 +75,8 @@ class ImageTransform(nn.Module):
             image = (image - mean) / std
             h, w = image.shape[-2:]
             scale = self.scale_factor(h, w, self._pick_min_size())
-            image = F.interpolate(
-                image[None],
-                scale_factor=scale,
-                mode="bilinear",
-                recompute_scale_factor=True,
-                align_corners=False,
-            )[0]
+            resize = resize_args(h, w, scale)
+            image = F.interpolate(image[None], mode="bilinear", align_corners=False, **resize)[0]
             out_images.append(image)
             if targets is not None:
                 target = dict(targets[i])
@@ -82,7 +86,7 @@ class ImageTransform(nn.Module):
                     target["keypoints"] = scale_keypoints(target["keypoints"], (h, w), resized)
                 if "masks" in target:
                     masks = target["masks"][:, None].float()
-                    masks = F.interpolate(masks, scale_factor=scale, recompute_scale_factor=True)
+                    masks = F.interpolate(masks, **resize)
                     target["masks"] = masks[:, 0].byte()
                 out_targets.append(target)
         image_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in out_images]

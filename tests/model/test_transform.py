@@ -43,3 +43,21 @@ def test_bad_input_errors():
         t([torch.rand(1, 3, 10, 10)])
     with pytest.raises(TypeError, match="float"):
         t([torch.zeros(3, 10, 10, dtype=torch.uint8)])
+
+
+def test_an_extreme_strip_keeps_one_pixel_where_torchvision_raises():
+    g = torch.Generator().manual_seed(2)
+    image = torch.rand(3, 30, 5000, generator=g)  # fitted into max_size 128: 0.77 x 128 px
+    tv = GeneralizedRCNNTransform(96, 128, list(IMAGENET_MEAN), list(IMAGENET_STD)).eval()
+    with pytest.raises(RuntimeError, match="greater than 0"):
+        tv([image])
+    target = {
+        "boxes": torch.tensor([[100.0, 3.0, 2600.0, 27.0]]),
+        "masks": torch.ones(1, 30, 5000, dtype=torch.uint8),
+    }
+    ours = ImageTransform(min_size=96, max_size=128).train()
+    batch, sizes, (got,) = ours([image], [target])
+    assert sizes == [(1, 128)] and batch.shape == (1, 3, 32, 128)
+    assert torch.isfinite(batch).all() and batch[0, :, 1:].abs().max() == 0  # the rest is padding
+    assert got["masks"].shape == (1, 1, 128) and got["masks"].all()
+    torch.testing.assert_close(got["boxes"], torch.tensor([[2.56, 0.1, 66.56, 0.9]]))
