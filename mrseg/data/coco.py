@@ -330,6 +330,13 @@ class CocoDataset(torch.utils.data.Dataset):
             self.images.append(info)
             self.annotations.append(anns)
         message = self.report.summary(self.ann_file)
+        without_masks = self.report.skipped_annotations["no segmentation"]
+        if train and self.masks and without_masks and not any(self.annotations):
+            raise DatasetError(
+                f"{self.ann_file}: none of its annotations has a segmentation ({without_masks} have boxes "
+                "only), and a mask model trains on masks: train a box-only model (--arch <layout>-box, e.g. "
+                "r50-fpn-box) or add segmentations"
+            )
         if message:
             logger.warning(message)
         if not self.images:

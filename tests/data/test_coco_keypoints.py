@@ -54,7 +54,7 @@ def test_real_sample_matches_pycocotools(sample):
 
 def test_masks_need_segmentations_and_keypoints_need_names(sample, tmp_path):
     ann_file, images = sample
-    with pytest.raises(DatasetError, match="no segmentation"):
+    with pytest.raises(DatasetError, match="none of its annotations has a segmentation"):
         CocoDataset(ann_file, images)  # a mask model on a file without segmentations: nothing left
     data = json.loads(ann_file.read_text())
     del data["categories"][0]["keypoints"]

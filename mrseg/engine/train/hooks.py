@@ -115,11 +115,10 @@ class PeriodicEval(HookBase):
             return
         if self.rank.is_main:
             self.last_eval = validate(self.model, self.val_set, t.device, iou_types=self.iou_types)
-            ap = self.last_eval[self.iou_types[-1]]["AP"]
+            scored = [k for k in self.iou_types if k in self.last_eval]  # pycocotools may skip a type
+            ap = self.last_eval[scored[-1]]["AP"]
             self.log.write({"type": "eval", "iter": t.iter, **self.last_eval})
-            scores = ", ".join(
-                f"{METRIC_NAMES[k]} {self.last_eval[k]['AP']:.4f}" for k in self.iou_types[::-1]
-            )
+            scores = ", ".join(f"{METRIC_NAMES[k]} {self.last_eval[k]['AP']:.4f}" for k in scored[::-1])
             self.progress.say(f"eval at iter {t.iter}: {scores}")
             if self.best_ap is None or ap > self.best_ap:
                 self.best_ap = ap

@@ -396,7 +396,7 @@ def _train(
         evaluation = PeriodicEval(
             model, val_set, period=plan.eval_every, rank=rank, log=metrics, progress=progress,
             best_path=out_dir / "best.pt", describe=describe,
-            iou_types=validation_types(model.heads, len(train_set.keypoint_names)),
+            iou_types=_scored_types(model.heads, train_set, val_set),
         )  # fmt: skip
         trainer.register_hooks([
             MetricsWriter(metrics, progress, rank=rank, period=cfg.log_every, batch=cfg.batch,
@@ -430,6 +430,22 @@ def _train(
     return TrainResult(
         out_dir, trainer.iter, total_iters, trainer.stop_requested, evaluation.best_ap, evaluation.last_eval
     )
+
+
+def _scored_types(
+    heads: tuple[str, ...], train_set: CocoDataset, val_set: CocoDataset | None
+) -> tuple[str, ...]:
+    """`validation_types`, less mask AP when the validation json has annotations without segmentation
+    (pycocotools cannot score masks against them): said once, before training."""
+    types = validation_types(heads, len(train_set.keypoint_names))
+    boxes_only = val_set.report.skipped_annotations["no segmentation"] if val_set is not None else 0
+    if "segm" in types and boxes_only:
+        logger.warning(
+            f"{val_set.ann_file}: {boxes_only} annotation(s) have no segmentation: validation scores box AP "
+            "only, and best.pt follows it"
+        )
+        types = tuple(t for t in types if t != "segm")
+    return types
 
 
 def _datasets(cfg: TrainConfig) -> tuple[CocoDataset, CocoDataset | None]:

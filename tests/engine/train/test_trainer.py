@@ -264,3 +264,33 @@ def test_torchrun_two_cpu_processes(shapes, tmp_path):
     lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iter"] for x in lines] == [1, 2]  # rank 0 alone writes
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["config.json", "last.pt", "metrics.jsonl"]
+
+
+def _boxes_only(src: Path, dst: Path) -> Path:
+    data = json.loads(src.read_text())
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    dst.write_text(json.dumps(data))
+    return dst
+
+
+def test_mask_model_on_a_box_only_train_json_is_refused_before_training(shapes, tmp_path):
+    train_json = _boxes_only(shapes / "train.json", tmp_path / "train_boxes.json")
+    cfg = tiny_config(shapes, tmp_path / "run", iters=2, coco=str(train_json))
+    with pytest.raises(Exception, match=r"none of its annotations has a segmentation .*--arch <layout>-box"):
+        train(cfg)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_box_only_validation_json_scores_box_ap_and_best_follows_it(shapes, tmp_path, caplog):
+    """A mask model validated on boxes only: box AP, said before training; it crashed at the first eval."""
+    val_json = _boxes_only(shapes / "val.json", tmp_path / "val_boxes.json")
+    cfg = tiny_config(shapes, tmp_path / "run", iters=2, val_coco=str(val_json),
+                      val_images=str(shapes / "val"), eval_every=2)  # fmt: skip
+    with caplog.at_level("WARNING", logger="mrseg.train"):
+        result = train(cfg)
+    assert "validation scores box AP only" in caplog.text
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (record,) = [r for r in evals if r["type"] == "eval"]
+    assert "segm" not in record and result.best_ap == record["bbox"]["AP"]
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
