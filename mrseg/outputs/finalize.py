@@ -133,14 +133,16 @@ def write_coco(
 
 def write_results(path: str | os.PathLike, records_paths: list) -> None:
     """`results.json`: the list `COCO.loadRes` takes, segmentations always the exact RLE (older journals'
-    polygons rasterised), `keypoints` for a keypoint model (`score` is the box's, what OKS ranks by)."""
+    polygons rasterised), `keypoints` for a keypoint model (`score` is the box's, what OKS ranks by). Each
+    entry also has its image's `file_name` (pycocotools ignores it): `image_id` is predict's own numbering,
+    and `mrseg eval` matches results to a ground truth's images by file name."""
     with atomic_open(path, "w", fsync=True) as f:
         f.write("[")
         first = True
         for record in read_records(records_paths):
             image = record["image"]
             for res in coco_results(image["id"], record["instances"], image["height"], image["width"]):
-                f.write(("" if first else ",") + "\n" + _dump(res))
+                f.write(("" if first else ",") + "\n" + _dump({**res, "file_name": image["file_name"]}))
                 first = False
         f.write("\n]\n")
 

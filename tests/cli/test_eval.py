@@ -235,3 +235,50 @@ def test_keypoints_of_boxes_only_results_is_a_note(files, tmp_path):
     result = run("--coco", gt, "--pred", res, "--iou-type", "bbox,keypoints")
     assert result.exit_code == 0, result.output
     assert "keypoints not evaluated: the results have no keypoints" in result.output
+
+
+def test_predict_results_are_matched_to_the_ground_truth_by_file_name(tiny_weights, nuts_images, tmp_path):
+    """`mrseg predict` numbers images 1..N itself; a ground truth numbers them its own way (here 30, 20, 10,
+    under a folder prefix). eval matches results.json to it by file_name: the run's own detections taken as
+    the ground truth score what pycocotools gives with the ids mapped by hand (AP > 0.9); without file names
+    the ids would have scored other images (or been refused)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in nuts_images[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    args = ["predict", str(folder), "--weights", str(tiny_weights), "--out", str(out), "--workers", "0", "-q"]
+    args += ["--score", "0.2", "--format", "coco,coco-results", "--mask-format", "rle"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "annotations.json").read_text())
+    assert len(run["annotations"]) >= 3
+    new_id = {im["id"]: 10 * (len(run["images"]) - k) for k, im in enumerate(run["images"])}
+    gt = {
+        "images": [
+            {**im, "id": new_id[im["id"]], "file_name": "photos/" + im["file_name"]} for im in run["images"]
+        ],
+        "annotations": [{**a, "image_id": new_id[a["image_id"]], "iscrowd": 0} for a in run["annotations"]],
+        "categories": run["categories"],
+    }
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    results = json.loads((out / "results.json").read_text())
+    assert all(r["file_name"] in {im["file_name"] for im in run["images"]} for r in results)
+    args = ["eval", "--coco", str(tmp_path / "gt.json"), "--pred", str(out / "results.json")]
+    result = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    assert "matched to the ground truth's images by file_name" in result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    by_hand = [{**r, "image_id": new_id[r["image_id"]]} for r in results]
+    coco_gt = COCO(str(tmp_path / "gt.json"))
+    for iou_type in ("bbox", "segm"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            oracle = COCOeval(coco_gt, coco_gt.loadRes(by_hand), iou_type)
+            oracle.evaluate(), oracle.accumulate(), oracle.summarize()
+        assert [metrics[iou_type][k] for k in METRIC_NAMES] == oracle.stats.tolist()
+        assert metrics[iou_type]["AP"] > 0.9  # its own detections as the ground truth
+
+    (tmp_path / "other.json").write_text(json.dumps([{**r, "file_name": "elsewhere/x.png"} for r in results]))
+    result = CliRunner().invoke(main, ["eval", "--coco", str(tmp_path / "gt.json"), "--pred",
+                                       str(tmp_path / "other.json")])  # fmt: skip
+    assert result.exit_code == 1 and "'elsewhere/x.png' (no image)" in result.output

@@ -298,6 +298,44 @@ def _segmentation_problem(segm: Any) -> str | None:
     return None
 
 
+def align_image_ids(gt: COCO, results: list[dict], name: str | None = None) -> tuple[list[dict], str | None]:
+    """Results whose every entry has a `file_name` (`mrseg predict`'s results.json, whose `image_id` is its
+    own numbering) get the ground truth's id of the image with that file name: the same name, else the one
+    ground-truth name ending with it as a path (or that it ends with), else the one with its base name.
+    Returns (results, a note when ids changed). EvalInputError names file names that match no image or
+    several; results without file names are returned as they are."""
+    if not all(isinstance(d.get("file_name"), str) for d in results):
+        return results, None
+    gt_names = {str(im.get("file_name", "")).replace("\\", "/"): im["id"] for im in gt.dataset["images"]}
+
+    def resolve(file_name: str) -> list:
+        name = file_name.replace("\\", "/")
+        if name in gt_names:
+            return [gt_names[name]]
+        tails = [i for g, i in gt_names.items() if g.endswith("/" + name) or name.endswith("/" + g)]
+        if tails:
+            return tails
+        return [i for g, i in gt_names.items() if g.rsplit("/", 1)[-1] == name.rsplit("/", 1)[-1]]
+
+    ids = {f: resolve(f) for f in {d["file_name"] for d in results}}
+    bad = sorted(f for f, found in ids.items() if len(found) != 1)
+    if bad:
+        what = "; ".join(f"{f!r} ({'no image' if not ids[f] else f'{len(ids[f])} images'})" for f in bad[:5])
+        raise EvalInputError(
+            f"Results{_name(None, name)}: {len(bad)} file name(s) do not name exactly one image of the "
+            f"ground truth: {what}{' ...' if len(bad) > 5 else ''}. Were they predicted on another dataset?"
+        )
+    moved = sum(d["image_id"] != ids[d["file_name"]][0] for d in results)
+    aligned = [{**d, "image_id": ids[d["file_name"]][0]} for d in results]
+    note = None
+    if moved:
+        note = (
+            f"{moved} detection(s) of results{_name(None, name)} were matched to the ground truth's images "
+            "by file_name: their image_id (mrseg predict's numbering) is not the ground truth's"
+        )
+    return aligned, note
+
+
 def check_results_match(gt: COCO, results: Sequence[dict], name: str | None = None) -> list[str]:
     """Raise EvalInputError when results name image ids that the ground truth does not have (pycocotools
     refuses such results), or RLE masks whose size is not their image's. Returns warnings: detections of
@@ -416,7 +454,10 @@ def evaluate(
     if results_name is None and isinstance(results, (str, os.PathLike)):
         results_name = os.fspath(results)
     dets = load_results(results, results_name)
+    dets, renumbered = align_image_ids(coco_gt, dets, results_name)
     notes = check_results_match(coco_gt, dets, results_name)
+    if renumbered:
+        notes.append(renumbered)
     skipped = skipped_iou_types(coco_gt, dets, iou_types)
     if "segm" in iou_types and "segm" not in skipped and not all("segmentation" in d for d in dets):
         count = sum("segmentation" not in d for d in dets)
