@@ -59,3 +59,38 @@ def test_exist_ok_removes_the_previous_runs_files_and_keeps_the_users(tmp_path, 
     assert not (out / "labelme" / "sub").exists()  # emptied by the removal
     assert all((out / name).read_text() == "the user's" for name in user)
     assert (first / "a.jpg").is_file()  # the yolo/images links went, never the inputs they linked to
+
+
+def test_a_run_that_fails_to_start_leaves_nothing_in_the_way(
+    tiny_weights, nuts_images, tmp_path, monkeypatch
+):
+    """Wrong weights or an empty folder stop predict before any input; the corrected command then runs in
+    the same --out (no "already holds a predict run"), and the default runs/predict is reused, not skipped."""
+    images = tmp_path / "images"
+    images.mkdir()
+    _photos(nuts_images, images, ["a.jpg"])
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    base = ["predict", "--workers", "0", "-q", "--format", "coco"]
+    for bad in (
+        [str(images), "--weights", str(tmp_path / "nope.pt")],
+        [str(tmp_path / "empty"), "--weights", str(tiny_weights)],
+    ):
+        result = CliRunner().invoke(main, [*base, *bad, "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        assert not out.exists(), _files(out)  # the folder it made is gone again
+    out.mkdir()  # a folder the user made stays
+    result = CliRunner().invoke(
+        main, [*base, str(images), "--weights", str(tmp_path / "nope.pt"), "--out", str(out)]
+    )
+    assert result.exit_code == 1 and out.is_dir() and not any(out.iterdir())
+    result = CliRunner().invoke(main, [*base, str(images), "--weights", str(tiny_weights), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "annotations.json").is_file()
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [*base, str(images), "--weights", str(tmp_path / "nope.pt")])
+    assert result.exit_code == 1
+    result = CliRunner().invoke(main, [*base, str(images), "--weights", str(tiny_weights)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["predict"]

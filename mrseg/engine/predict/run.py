@@ -9,6 +9,7 @@ journals (`mrseg.outputs.finalize`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import sys
 import time
@@ -22,7 +23,7 @@ import numpy as np
 from mrseg.engine.distributed import join
 from mrseg.engine.predict import journal
 from mrseg.engine.predict.predictor import PredictError, Predictor, device_note, resolve_device
-from mrseg.engine.predict.run_folder import check_same_lock, resolve_out_dir, start_state
+from mrseg.engine.predict.run_folder import STATE_DIR, check_same_lock, resolve_out_dir, start_state
 from mrseg.engine.predict.run_lock import RunLock
 from mrseg.engine.predict.sink import OutputSink
 from mrseg.engine.predict.stream import Failure, group_units
@@ -116,6 +117,7 @@ def predict(
 
     rank = join("gloo", _BARRIER_TIMEOUT)
     lock: RunLock | None = None
+    made: list[Path] = []  # folders this run created, removed again if it stops before writing anything
     try:
         if stream and rank.enabled:
             raise PredictError("--out - (stdout) works in one process only; under torchrun give --out DIR")
@@ -128,6 +130,7 @@ def predict(
 
             folder = None if stream else resolve_out_dir(out, exist_ok=exist_ok, resume=resume)
             if folder is not None:
+                made.extend(f for f in (folder, folder / STATE_DIR) if not f.exists())
                 lock = RunLock.acquire(folder)
                 if lock.note and not quiet:
                     print(lock.note, file=sys.stderr)
@@ -228,6 +231,9 @@ def predict(
     finally:
         if lock is not None:
             lock.release()
+            for folder in reversed(made):  # a run that failed to start (bad weights, no inputs): left empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         rank.close()
 
 

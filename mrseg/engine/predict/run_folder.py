@@ -48,8 +48,10 @@ def resolve_out_dir(out: str | Path | None, *, exist_ok: bool, resume: bool) -> 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out}: exists and is not a folder; choose another --out")
-    has_run = (out / STATE_DIR).is_dir()
-    if resume and not has_run:
+    started = (out / STATE_DIR).is_dir()
+    # a run that stopped before run.json (it failed to start) left nothing to keep or continue
+    has_run = started and any((out / STATE_DIR).iterdir())
+    if resume and not started:
         raise RunFolderError(f"--resume: {out} holds no earlier run (no {STATE_DIR}/ in it); drop --resume")
     if has_run and not (resume or exist_ok):
         with contextlib.suppress(OSError):  # a live run's folder: RunLockError says so
