@@ -16,12 +16,14 @@ import base64
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.frames import write_frame
 from mrseg.outputs.mask_crop import MaskCrop, instance_crop
 from mrseg.outputs.masks import DEFAULT_MIN_AREA, DEFAULT_SIMPLIFY, has_holes, mask_to_polygons
 from mrseg.outputs.paths import output_path, output_stem
@@ -125,7 +127,8 @@ def labelme_document(
 
 class LabelmeWriter:
     """Writes `OUT/labelme/<name>.json` for each input (atomically). `imagePath` is the source image relative
-    to the json file (labelme resolves it that way); for a video frame it is the frame's file name."""
+    to the json file (labelme resolves it that way); a video frame is written beside its json
+    (`<name>.jpg`, `image_path_for`) and `imagePath` names it."""
 
     def __init__(
         self,
@@ -140,12 +143,18 @@ class LabelmeWriter:
     def path_for(self, item: InputItem):
         return output_path(self.out_dir, "labelme", output_stem(item), suffix=".json")
 
+    def image_path_for(self, item: InputItem) -> Path | None:
+        """The image file this writer makes: a video frame's `<name>.jpg`; None for an image file."""
+        return self.path_for(item).with_suffix(".jpg") if item.frame is not None else None
+
     def write(
         self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
     ) -> None:
         path = self.path_for(item)
-        if item.frame is not None:
-            image_path = os.path.basename(item.rel_path)
+        frame_path = self.image_path_for(item)
+        if frame_path is not None:
+            write_frame(frame_path, item, image_rgb)
+            image_path = frame_path.name
         else:
             try:
                 image_path = os.path.relpath(os.path.abspath(item.path), path.parent).replace(os.sep, "/")

@@ -37,6 +37,7 @@ from mrseg.data.augment import keypoint_flip_map
 from mrseg.model.coco_classes import real_categories
 from mrseg.outputs.atomic import atomic_write_text
 from mrseg.outputs.detections import Detections, InputItem
+from mrseg.outputs.frames import write_frame
 from mrseg.outputs.mask_crop import MaskCrop, instance_crop
 from mrseg.outputs.masks import DEFAULT_SIMPLIFY
 from mrseg.outputs.paths import output_path, output_stem
@@ -495,7 +496,8 @@ def label_lines(
 
 class YoloWriter:
     """Writes `OUT/yolo/labels/<name>.txt` per input (atomically; empty when nothing was found) and links the
-    input image to `OUT/yolo/images/<name><ext>`. `classes`: as data.yaml's; None: class = model label - 1."""
+    input image to `OUT/yolo/images/<name><ext>` (a video frame: writes it there as `<name>.jpg`).
+    `classes`: as data.yaml's; None: class = model label - 1."""
 
     def __init__(
         self,
@@ -511,11 +513,10 @@ class YoloWriter:
     def path_for(self, item: InputItem):
         return output_path(self.out_dir, YOLO_DIR, "labels", output_stem(item), suffix=".txt")
 
-    def image_path_for(self, item: InputItem) -> Path | None:
-        """`images/<name><source ext>`; None for a video frame (no file)."""
-        if item.frame is not None:
-            return None
-        return output_path(self.out_dir, YOLO_DIR, "images", output_stem(item), suffix=Path(item.path).suffix)
+    def image_path_for(self, item: InputItem) -> Path:
+        """`images/<name><source ext>`; `images/<name>.jpg` for a video frame."""
+        suffix = ".jpg" if item.frame is not None else Path(item.path).suffix
+        return output_path(self.out_dir, YOLO_DIR, "images", output_stem(item), suffix=suffix)
 
     def write(
         self, item: InputItem, image_rgb: np.ndarray | None, det: Detections, instances: list[dict]
@@ -523,7 +524,9 @@ class YoloWriter:
         lines = label_lines(det, instances, self.simplify, self.class_index, self.stats)
         atomic_write_text(self.path_for(item), "".join(line + "\n" for line in lines))
         image = self.image_path_for(item)
-        if image is not None and os.path.isfile(item.path):
+        if item.frame is not None:
+            write_frame(image, item, image_rgb)
+        elif os.path.isfile(item.path):
             link_image(item.path, image)
 
     def close(self) -> None:

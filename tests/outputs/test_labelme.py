@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import cv2
 import numpy as np
 
 from mrseg.outputs.detections import InputItem
@@ -47,9 +48,12 @@ def test_labelme_video_frame_and_hostile_name(tmp_path, make_dets, classes):
     out = tmp_path / "out"
     writer = LabelmeWriter(out)
     frame = InputItem(id=3, path="v.mp4", rel_path="v/000002.jpg", frame=2, video="v.mp4", name="v/000002")
-    writer.write(frame, None, det, instance_records(det, classes))
+    pixels = np.full((det.height, det.width, 3), 90, np.uint8)
+    writer.write(frame, pixels, det, instance_records(det, classes))
     doc = json.loads((out / "labelme" / "v" / "000002.json").read_text())
-    assert doc["imagePath"] == "000002.jpg"
+    assert doc["imagePath"] == "000002.jpg"  # the frame, written beside the json (labelme's own layout)
+    frame_image = cv2.imread(str(out / "labelme" / "v" / "000002.jpg"))
+    assert frame_image.shape == pixels.shape and np.abs(frame_image.astype(int) - 90).max() <= 2
     assert {s["group_id"] for s in doc["shapes"]} == {5, 6, 7}
     writer.write(InputItem(id=4, path="x", rel_path="../../../evil.jpg"), None, det, [])
     assert (out / "labelme" / "evil.json").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -42,9 +43,16 @@ def test_writer_uses_the_yaml_class_index_and_links_the_image(tmp_path, detectio
     image = tmp_path / "out" / "yolo" / "images" / "sub" / "photo.JPG"
     assert image.read_bytes() == photo.read_bytes() and os.path.samefile(image, photo)  # a hard link here
 
+    # a video frame has no image file to link: its pixels are written as a JPEG
     frame = InputItem(id=2, path=str(photo), rel_path="v/000001.jpg", frame=1, video="v.mp4", name="v/000001")
-    writer.write(frame, None, Detections(80, 60), [])
-    assert not (tmp_path / "out" / "yolo" / "images" / "v").exists()  # a video frame has no image file
+    pixels = np.zeros((60, 80, 3), np.uint8)
+    pixels[10:30, 20:60] = (255, 40, 0)
+    writer.write(frame, pixels, Detections(80, 60), [])
+    written = cv2.imread(str(tmp_path / "out" / "yolo" / "images" / "v" / "000001.jpg"))
+    diff = np.abs(written[..., ::-1].astype(int) - pixels)  # JPEG: exact away from the colour edges
+    assert written.shape == (60, 80, 3) and diff[14:26, 24:56].max() <= 8 and diff[40:, :].max() <= 8
+    with pytest.raises(ValueError, match="no pixels given for video frame v/000001.jpg"):
+        writer.write(frame, None, Detections(80, 60), [])
 
 
 @pytest.mark.parametrize("fail", [("link",), ("link", "symlink")])

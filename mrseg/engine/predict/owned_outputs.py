@@ -26,7 +26,8 @@ def _writer_paths(out_dir: Path, formats: set[str]):
     """item -> the paths (relative to `out_dir`, posix) the writers of `formats` give it: the reference."""
     getters = []
     if "labelme" in formats:
-        getters.append(LabelmeWriter(out_dir).path_for)
+        labelme = LabelmeWriter(out_dir)
+        getters += [labelme.path_for, labelme.image_path_for]
     if "yolo" in formats:
         yolo = YoloWriter(out_dir)
         getters += [yolo.path_for, yolo.image_path_for]
@@ -47,14 +48,13 @@ def _layout_paths(formats: set[str]):
 
     def paths(item: InputItem) -> list[str]:
         stem, out = output_stem(item), []
+        video = item.frame is not None
         if "labelme" in formats:
-            out.append(f"labelme/{stem}.json")
+            out += [f"labelme/{stem}.json", *([f"labelme/{stem}.jpg"] if video else [])]
         if "yolo" in formats:
             out.append(f"{YOLO_DIR}/labels/{stem}.txt")
-            if item.frame is None:
-                out.append(f"{YOLO_DIR}/images/{stem}{os.path.splitext(item.path)[1]}")
+            out.append(f"{YOLO_DIR}/images/{stem}{'.jpg' if video else os.path.splitext(item.path)[1]}")
         if "overlay" in formats:
-            video = item.frame is not None
             out.append(f"overlay/{OverlayWriter.video_stem(item)}.mp4" if video else f"overlay/{stem}.jpg")
         return out
 

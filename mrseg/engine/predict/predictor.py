@@ -128,7 +128,7 @@ class Predictor:
         workers: int = 2,
         batch: int | None = None,
         max_pixels: int | None = None,
-        keep_images: bool = False,
+        keep_images: bool | str = False,
         seed_tracker: TrackerSeed | None = None,
         on_video_end: Callable[[InputItem], None] | None = None,
     ) -> Iterator[tuple[InputItem, Detections | Failure]]:
@@ -138,7 +138,8 @@ class Predictor:
             `vid_stride`-th frame), or `InputItem`s already listed. Files are decoded by `workers`
             DataLoader workers and predicted `batch` at a time (default: the Predictor's); video frames get
             `track_ids`.
-        keep_images: also return each decoded image as `Detections.image` (uint8 RGB [H, W, 3]).
+        keep_images: also return each decoded image as `Detections.image` (uint8 RGB [H, W, 3]); "frames":
+            only those of video frames (which have no file to link or point to).
         seed_tracker: `(tracker, video)` called before a video's first frame (continue its tracks).
         on_video_end: `(last item)` called once a video's last frame has been yielded, before the next input.
         A bad input (unreadable, a missing frame, out of memory alone and in tiles) is a `Failure(reason)`,

@@ -195,7 +195,7 @@ def predict(
         )  # fmt: skip
         interrupted = _drain(
             predictor, todo, sink, queue_size=max(2, batch or predictor.batch), vid_stride=vid_stride,
-            workers=workers, batch=batch, max_pixels=max_pixels, keep_images=needs_image(formats),
+            workers=workers, batch=batch, max_pixels=max_pixels, keep_images=_kept_images(formats),
             seed_tracker=partial(_seed_tracker, state),
         )  # fmt: skip
         if interrupted:
@@ -256,6 +256,14 @@ def _missing_parts(unaccounted: int, parts: list[dict], seen_ranks: set[int], ou
         "every node (NFS, Lustre, ...). No final file was written. To finish, copy every node's "
         "OUT/.mrseg/records-*.jsonl and failures-*.jsonl into this OUT/.mrseg/ and run again with --resume."
     )
+
+
+def _kept_images(formats: Sequence[str]) -> bool | str:
+    """Which decoded images the writers need: all (overlay), or video frames' (labelme and YOLO write them
+    beside their files: a frame has no image file to point to or link)."""
+    if needs_image(formats):
+        return True
+    return "frames" if {"labelme", "yolo"} & set(formats) else False
 
 
 def _seed_tracker(state: journal.ResumeState, tracker: Tracker, video: str | None) -> None:

@@ -52,7 +52,7 @@ def _segments(units: list[list[InputItem]]) -> Iterator[tuple[bool, list[InputIt
 
 def stream_predictions(
     predictor: Predictor, items: Sequence[InputItem], *, batch: int, workers: int, vid_stride: int,
-    max_pixels: int | None, keep_images: bool, seed_tracker: TrackerSeed | None = None,
+    max_pixels: int | None, keep_images: bool | str, seed_tracker: TrackerSeed | None = None,
     on_video_end: Callable[[InputItem], None] | None = None,
 ) -> Iterator[tuple[InputItem, Detections | Failure]]:  # fmt: skip
     """See `Predictor.stream`; `items` are already listed (ids assigned)."""
@@ -67,7 +67,8 @@ def stream_predictions(
         else:
             loader = image_loader(seg, batch=batch, workers=workers, pin=pin, max_pixels=max_pixels)
         for loaded in loader:
-            yield from _predict_loaded(loaded, predictor, tracker, keep_images)
+            keep = keep_images is True or (is_video and keep_images == "frames")
+            yield from _predict_loaded(loaded, predictor, tracker, keep)
         if is_video and on_video_end is not None:  # before the next input is even decoded
             on_video_end(seg[-1])
 
