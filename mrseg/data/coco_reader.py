@@ -104,6 +104,12 @@ def read_coco(path: str | Path, images_dir: str | Path | None = None) -> SourceD
 
 def _instance(ann: dict, height: int, width: int, context: str) -> SourceInstance:
     seg = ann.get("segmentation")
+    if "segmentation" not in ann:
+        raise SourceError(
+            f"{context} has no segmentation, only a bbox (a box-only file, such as a box-only model's "
+            "annotations.json): mrseg convert converts instance masks; `mrseg predict --format labelme,yolo` "
+            "writes a box-only model's boxes in those formats"
+        )
     if seg is None or seg == [] or seg == {}:
         raise SourceError(f"{context}: segmentation is empty (mrseg convert converts instance masks)")
     seg, reason = check_segmentation(seg, height, width)

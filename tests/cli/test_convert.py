@@ -252,6 +252,17 @@ def test_bad_annotation_names_file_and_annotation_and_leaves_no_output(case, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.json"]
 
 
+def test_box_only_file_is_refused_saying_what_writes_boxes(tmp_path):
+    data = _good()
+    data["annotations"][0]["bbox"] = [2, 2, 10, 10]
+    del data["annotations"][0]["segmentation"]  # as a box-only model's annotations.json
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    done = _run(tmp_path / "ann.json", "--to", "labelme,yolo", "--out", tmp_path / "out")
+    assert done.exit_code == 1
+    assert "ann.json: annotation id 7 has no segmentation, only a bbox" in done.output
+    assert "mrseg predict --format labelme,yolo" in done.output and "Traceback" not in done.output
+
+
 def test_missing_and_invalid_files(tmp_path):
     done = _run(tmp_path / "nope.json", "--to", "coco", "--out", tmp_path / "out")
     assert done.exit_code == 1 and "nope.json: file not found" in done.output
