@@ -23,14 +23,23 @@ from mrseg.engine.evaluate.evaluator import (
 )
 
 
-def parse_iou_types(value: str) -> tuple[str, ...]:
+def parse_iou_types(value: str) -> tuple[str, ...] | None:
+    """The --iou-type list; None for "auto" (every type the results hold, `held_iou_types`)."""
+    if value.strip() == "auto":
+        return None
     types = tuple(t.strip() for t in value.split(",") if t.strip())
     bad = [t for t in types if t not in IOU_TYPES]
     if not types or bad:
         raise click.BadParameter(
-            f"{value!r}: give a comma list of {', '.join(IOU_TYPES)}.", param_hint="--iou-type"
+            f"{value!r}: give auto or a comma list of {', '.join(IOU_TYPES)}.", param_hint="--iou-type"
         )
     return tuple(dict.fromkeys(types))
+
+
+def held_iou_types(results: list[dict]) -> tuple[str, ...]:
+    """bbox, plus segm when some detection has a mask and keypoints when some has keypoints."""
+    held = [("segm", "segmentation"), ("keypoints", "keypoints")]
+    return ("bbox", *(t for t, key in held if any(key in d for d in results)))
 
 
 def metrics_tables(metrics: dict[str, dict[str, float]]) -> list[Table]:
@@ -81,9 +90,10 @@ def metrics_tables(metrics: dict[str, dict[str, float]]) -> list[Table]:
 @click.option(
     "--iou-type",
     "iou_type",
-    default="bbox,segm",
+    default="auto",
     show_default=True,
-    help="Comma list: bbox, segm, keypoints (pycocotools' OKS: its sigmas, maxDets 20).",
+    help="Comma list: bbox, segm, keypoints (pycocotools' OKS: its sigmas, maxDets 20); auto: bbox, and "
+    "segm / keypoints where the detections have masks / keypoints.",
 )
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), help="Also write the metrics (0..1) here."
@@ -117,6 +127,8 @@ def eval_cmd(
                 raise EvalInputError(
                     f"{weights} found nothing scoring >= {score} in {images_dir}; nothing to score."
                 )
+        if iou_types is None:
+            iou_types = held_iou_types(results)
         for skipped, reason in skipped_iou_types(gt, results, iou_types).items():
             err.print(f"[yellow]note:[/] {skipped} not evaluated: {reason}.")
         with warnings.catch_warnings(record=True) as caught:

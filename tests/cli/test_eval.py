@@ -78,10 +78,15 @@ def test_iou_type_selects_and_boxes_only_skips_segm_with_note(files, tmp_path):
         json.dumps([{k: v for k, v in d.items() if k != "segmentation"} for d in json.loads(res.read_text())])
     )
     out = tmp_path / "m.json"
-    result = run("--coco", gt, "--pred", boxes_only, "--json", out)
+    result = run("--coco", gt, "--pred", boxes_only, "--iou-type", "bbox,segm", "--json", out)
     assert result.exit_code == 0, result.output
     assert "segm not evaluated: the results have no segmentation" in result.output
     assert set(json.loads(out.read_text())) == {"bbox"}
+    result = run("--coco", gt, "--pred", boxes_only, "--json", out)  # auto: what the results hold
+    assert result.exit_code == 0 and "not evaluated" not in result.output, result.output
+    assert set(json.loads(out.read_text())) == {"bbox"}
+    result = run("--coco", gt, "--pred", res, "--json", out)
+    assert set(json.loads(out.read_text())) == {"bbox", "segm"}
     result = run("--coco", gt, "--pred", res, "--iou-type", "segm", "--json", out)
     assert result.exit_code == 0, result.output
     assert set(json.loads(out.read_text())) == {"segm"}
@@ -204,6 +209,8 @@ def test_keypoints_through_the_cli(tmp_path):
     pycocotools' 10 OKS figures (as it printed them) under "keypoints"."""
     out = tmp_path / "m.json"
     gt, res = KEYPOINTS / "person_keypoints_gt.json", KEYPOINTS / "person_keypoints_results.json"
+    result = run("--coco", gt, "--pred", res, "--json", out)  # auto: keypoint results are scored as such
+    assert result.exit_code == 0 and set(json.loads(out.read_text())) == {"bbox", "keypoints"}, result.output
     result = run("--coco", gt, "--pred", res, "--iou-type", "bbox,keypoints", "--json", out)
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
