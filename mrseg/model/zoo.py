@@ -17,7 +17,8 @@ import os
 import re
 import sys
 import urllib.error
-from contextlib import contextmanager
+import zipfile
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -377,12 +378,27 @@ def fetch(url: str) -> Path:
     return path
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A torch.jit.save archive: a zip whose record holds compiled code (`<name>/code/`)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+    return False
+
+
 def read_file(path: str | Path) -> dict:
     """torch.load(path, weights_only=True) with a clear error for a missing or unreadable file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(
             f"weights file {path} does not exist; pass a zoo name ({', '.join(WEIGHTS)}) or a file"
+        )
+    if _is_torchscript(path):
+        raise WeightsError(
+            f"{path} is a TorchScript program (mrseg export --format torchscript), which runs as it is, in "
+            "torch.jit.load; mrseg reads weights: give the .pt checkpoint it was exported from, or an .onnx "
+            "export (mrseg export --format onnx)"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

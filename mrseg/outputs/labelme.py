@@ -54,7 +54,8 @@ def instance_shapes(det: Detections, i: int, instance: dict, simplify: float) ->
     polygons cannot express the mask (holes, empty mask); without masks, its box as a `rectangle`."""
     if det.masks is None:
         x, y, w, h = instance["bbox"]
-        return [{"shape_type": "rectangle", "points": [[x, y], [x + w, y + h]], "mask": None}]
+        corner = [round(x + w, 2), round(y + h, 2)]  # the file's 0.01 px, not 124.78999999999999
+        return [{"shape_type": "rectangle", "points": [[x, y], corner], "mask": None}]
     mc = instance_crop(det.masks, i, det.boxes[i])
     if mc.area == 0 or has_holes(mc, DEFAULT_MIN_AREA):
         return [{"shape_type": "mask", **mask_shape_fields(mc, det.boxes[i])}]

@@ -2,6 +2,8 @@
 
 import shutil
 
+import cv2
+import numpy as np
 from click.testing import CliRunner
 
 from mrseg.cli import main
@@ -31,6 +33,16 @@ def test_torchscript_default_out_and_imgsz_rounding(tiny_weights, tmp_path):
     assert (tmp_path / "best.torchscript").is_file()
     assert "rounded up to 128 x 160" in result.output and "[1, 3, 128, 160]" in result.output
     assert "vs PyTorch" not in result.output  # --no-check
+    # predict takes weights or .onnx: the TorchScript program is named as such, with what to give instead
+    image = tmp_path / "a.png"
+    image.write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    program = tmp_path / "best.torchscript"
+    result = CliRunner().invoke(
+        main, ["predict", str(image), "--weights", str(program), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1 and "is a TorchScript program" in result.output, result.output
+    assert "give the .pt checkpoint it was exported from" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_errors(tmp_path):

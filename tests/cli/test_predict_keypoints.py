@@ -382,6 +382,7 @@ def test_box_only_model_writes_boxes_in_every_format(box_run, monkeypatch):
     shape_module = consumers.labelme_shape_module()
     for shape, ann in zip(doc["shapes"], anns, strict=True):
         np.testing.assert_allclose(np.reshape(shape["points"], -1), _xyxy(ann["bbox"]), atol=1e-9)
+        assert all(v == round(v, 2) for v in np.reshape(shape["points"], -1).tolist())  # 0.01 px, no 0.789999
         assert shape_module.shape_to_mask((h, w), shape["points"], "rectangle").any()
 
     lines = (out / "yolo" / "labels" / "photo.txt").read_text().splitlines()
