@@ -306,16 +306,17 @@ def align_image_ids(gt: COCO, results: list[dict], name: str | None = None) -> t
     several; results without file names are returned as they are."""
     if not all(isinstance(d.get("file_name"), str) for d in results):
         return results, None
-    gt_names = {str(im.get("file_name", "")).replace("\\", "/"): im["id"] for im in gt.dataset["images"]}
+    by_base: dict[str, list[tuple[str, Any]]] = {}  # every candidate shares the base name: one lookup
+    for im in gt.dataset["images"]:
+        gt_name = str(im.get("file_name", "")).replace("\\", "/")
+        by_base.setdefault(gt_name.rsplit("/", 1)[-1], []).append((gt_name, im["id"]))
 
     def resolve(file_name: str) -> list:
         name = file_name.replace("\\", "/")
-        if name in gt_names:
-            return [gt_names[name]]
-        tails = [i for g, i in gt_names.items() if g.endswith("/" + name) or name.endswith("/" + g)]
-        if tails:
-            return tails
-        return [i for g, i in gt_names.items() if g.rsplit("/", 1)[-1] == name.rsplit("/", 1)[-1]]
+        same_base = by_base.get(name.rsplit("/", 1)[-1], [])
+        exact = [i for g, i in same_base if g == name]
+        tails = [i for g, i in same_base if g.endswith("/" + name) or name.endswith("/" + g)]
+        return exact or tails or [i for _, i in same_base]
 
     ids = {f: resolve(f) for f in {d["file_name"] for d in results}}
     bad = sorted(f for f, found in ids.items() if len(found) != 1)
