@@ -394,15 +394,15 @@ def read_file(path: str | Path) -> dict:
         raise WeightsError(
             f"weights file {path} does not exist; pass a zoo name ({', '.join(WEIGHTS)}) or a file"
         )
-    if _is_torchscript(path):
-        raise WeightsError(
-            f"{path} is a TorchScript program (mrseg export --format torchscript), which runs as it is, in "
-            "torch.jit.load; mrseg reads weights: give the .pt checkpoint it was exported from, or an .onnx "
-            "export (mrseg export --format onnx)"
-        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if _is_torchscript(path):
+            raise WeightsError(
+                f"{path} is a TorchScript program (mrseg export --format torchscript), which runs as it is, "
+                "in torch.jit.load; mrseg reads weights: give the .pt checkpoint it was exported from, or an "
+                ".onnx export (mrseg export --format onnx)"
+            ) from e
         raise WeightsError(
             f"{path}: not a PyTorch weights file that loads with weights_only=True ({type(e).__name__}: {e})"
         ) from e
